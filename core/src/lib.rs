@@ -1,0 +1,30 @@
+//! The core of lanparty: everything every stage and every role leans on.
+//!
+//! - [`wire`]: MAC addresses, Ethernet/VLAN headers, the per-frame view,
+//!   MTU arithmetic and the overlay datagram header.
+//! - [`control`]: the QUIC control-plane messages and their framing codec.
+//! - [`stage`]: the filter, router and port contracts, links and counters.
+//! - [`registry`]: the `inventory`-filled table of stage kinds.
+//! - [`config`]: YAML + environment + `--set` configuration.
+//! - [`pipeline`]: the sans-IO room pipeline (filters, router, counters).
+//! - [`routers`]: the built-in `switch` and `hub` routers.
+//! - [`runtime`]: the tokio runtime that drives ports and rooms.
+//! - [`testing`]: the pipeline harness and YAML pipeline tests.
+
+pub mod config;
+pub mod control;
+pub mod pipeline;
+pub mod registry;
+pub mod routers;
+pub mod runtime;
+pub mod stage;
+pub mod testing;
+pub mod time;
+pub mod wire;
+
+pub use bytes::Bytes;
+pub use inventory;
+
+// Used by the benchmarks only.
+#[cfg(test)]
+use criterion as _;

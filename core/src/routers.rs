@@ -1,0 +1,215 @@
+//! The built-in routers: `switch` (MAC learning) and `hub` (flood).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigDuration, ConfigError, StageConfig};
+use crate::registry::{KeyDoc, RouterFactory, StageBuild, StageRegistration};
+use crate::stage::{DropReason, FilterContext, LinkId, LinkInfo, Router};
+use crate::time::Timestamp;
+use crate::wire::{FrameView, MacAddr};
+
+/// Drop reason: a known unicast destination sits on the link the frame came
+/// from, so it needs no forwarding (LAN-local traffic on a gateway).
+pub const LOCAL_DESTINATION: DropReason = "local-destination";
+/// Drop reason: no link besides the ingress one is in the room.
+pub const NO_DESTINATION: DropReason = "no-destination";
+
+/// `switch` settings.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSettings {
+    /// `max_macs`: learned MACs per room; beyond it new MACs are flooded to,
+    /// not learned. Default 4096.
+    #[serde(default = "default_max_macs")]
+    pub max_macs: usize,
+    /// `ageing`: a MAC not seen for this long is forgotten. Default 300s
+    /// (the IEEE 802.1D default).
+    #[serde(default = "default_ageing")]
+    pub ageing: ConfigDuration,
+}
+
+fn default_max_macs() -> usize {
+    4096
+}
+
+fn default_ageing() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(300))
+}
+
+impl Default for SwitchSettings {
+    fn default() -> Self {
+        SwitchSettings {
+            max_macs: default_max_macs(),
+            ageing: default_ageing(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    link: LinkId,
+    seen: Timestamp,
+}
+
+/// A learning switch: known unicast goes to one link, everything else is
+/// flooded to every link but the one it came in on.
+#[derive(Debug)]
+pub struct Switch {
+    table: HashMap<MacAddr, Learned>,
+    max_macs: usize,
+    ageing: Duration,
+    learn_refused: u64,
+}
+
+impl Switch {
+    /// A switch with the given settings and an empty table.
+    pub fn new(settings: SwitchSettings) -> Switch {
+        Switch {
+            table: HashMap::with_capacity(settings.max_macs.min(1024)),
+            max_macs: settings.max_macs,
+            ageing: settings.ageing.0,
+            learn_refused: 0,
+        }
+    }
+
+    /// The link `mac` was last seen on, if learned and not aged out at `now`.
+    pub fn lookup(&self, mac: MacAddr, now: Timestamp) -> Option<LinkId> {
+        self.table
+            .get(&mac)
+            .filter(|e| now.saturating_since(e.seen) < self.ageing)
+            .map(|e| e.link)
+    }
+
+    /// How many new MACs were not learned because the table was full.
+    pub fn learn_refused(&self) -> u64 {
+        self.learn_refused
+    }
+
+    fn learn(&mut self, mac: MacAddr, link: LinkId, now: Timestamp) {
+        if !mac.is_unicast() || mac.is_zero() {
+            return;
+        }
+        if let Some(entry) = self.table.get_mut(&mac) {
+            entry.link = link;
+            entry.seen = now;
+            return;
+        }
+        if self.table.len() >= self.max_macs {
+            // Make room by dropping aged entries before refusing.
+            let ageing = self.ageing;
+            self.table.retain(|_, e| now.saturating_since(e.seen) < ageing);
+            if self.table.len() >= self.max_macs {
+                self.learn_refused += 1;
+                return;
+            }
+        }
+        self.table.insert(mac, Learned { link, seen: now });
+    }
+}
+
+/// Pushes every link but `ingress` onto `out`.
+pub fn flood(ingress: LinkId, links: &[LinkInfo], out: &mut Vec<LinkId>) -> Result<(), DropReason> {
+    out.extend(links.iter().map(|l| l.id).filter(|id| *id != ingress));
+    if out.is_empty() { Err(NO_DESTINATION) } else { Ok(()) }
+}
+
+impl Router for Switch {
+    fn route(
+        &mut self,
+        ctx: &FilterContext<'_>,
+        frame: &FrameView<'_>,
+        links: &[LinkInfo],
+        out: &mut Vec<LinkId>,
+    ) -> Result<(), DropReason> {
+        let ingress = ctx.ingress.id;
+        let eth = frame.eth();
+        self.learn(eth.src, ingress, ctx.now);
+        if eth.dst.is_unicast() {
+            if let Some(link) = self.lookup(eth.dst, ctx.now) {
+                if link == ingress {
+                    return Err(LOCAL_DESTINATION);
+                }
+                out.push(link);
+                return Ok(());
+            }
+        }
+        flood(ingress, links, out)
+    }
+
+    fn link_removed(&mut self, link: LinkId) {
+        self.table.retain(|_, e| e.link != link);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let ageing = self.ageing;
+        self.table.retain(|_, e| now.saturating_since(e.seen) < ageing);
+    }
+
+    fn table_len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// A hub: every frame to every link but the one it came in on.
+#[derive(Debug, Default)]
+pub struct Hub;
+
+impl Router for Hub {
+    fn route(
+        &mut self,
+        ctx: &FilterContext<'_>,
+        _frame: &FrameView<'_>,
+        links: &[LinkInfo],
+        out: &mut Vec<LinkId>,
+    ) -> Result<(), DropReason> {
+        flood(ctx.ingress.id, links, out)
+    }
+
+    fn link_removed(&mut self, _link: LinkId) {}
+}
+
+fn build_switch(config: &StageConfig) -> Result<RouterFactory, Vec<ConfigError>> {
+    let settings: SwitchSettings = config.parse()?;
+    if settings.max_macs == 0 {
+        return Err(vec![config.error("max_macs", "must be at least 1")]);
+    }
+    if settings.ageing.0.is_zero() {
+        return Err(vec![config.error("ageing", "must be longer than 0s")]);
+    }
+    Ok(Arc::new(move || Box::new(Switch::new(settings))))
+}
+
+fn build_hub(config: &StageConfig) -> Result<RouterFactory, Vec<ConfigError>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct HubSettings {}
+    let HubSettings {} = config.parse()?;
+    Ok(Arc::new(|| Box::new(Hub)))
+}
+
+inventory::submit! {
+    StageRegistration {
+        name: "switch",
+        summary: "learning switch: known unicast to one link, broadcast/multicast/unknown flooded (never back to the ingress link)",
+        keys: &[
+            KeyDoc { name: "max_macs", ty: "integer", default: "4096", doc: "learned MACs per room; new MACs beyond it are flooded to, not learned" },
+            KeyDoc { name: "ageing", ty: "duration", default: "300s", doc: "forget a MAC not seen for this long" },
+        ],
+        example: "router: { type: switch, max_macs: 4096, ageing: 300s }",
+        build: StageBuild::Router { build: build_switch },
+    }
+}
+
+inventory::submit! {
+    StageRegistration {
+        name: "hub",
+        summary: "hub: every frame to every link except the one it came in on",
+        keys: &[],
+        example: "router: { type: hub }",
+        build: StageBuild::Router { build: build_hub },
+    }
+}

@@ -1,0 +1,229 @@
+//! The tokio runtime that drives ports and rooms.
+//!
+//! [`Node::build`] turns config sources into checked stages without opening
+//! anything (that is all `lanparty check` does); [`Node::run`] starts every
+//! port and runs until Ctrl-C, SIGTERM, the shutdown trigger, or a port
+//! failing.
+
+mod rooms;
+mod shutdown;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+
+pub use rooms::{LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSpec, LinkStats, RoomStats, Rooms};
+pub use shutdown::{shutdown_pair, ShutdownSignal, ShutdownTrigger};
+
+use crate::config::{load_node, ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings};
+use crate::pipeline::PipelineTemplate;
+use crate::registry::{Registry, StageBuild, StageKind};
+use crate::stage::{Port, PortError};
+
+/// How long ports get to clean up after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a running port gets from the runtime.
+#[derive(Clone)]
+pub struct PortContext {
+    port: Arc<str>,
+    rooms: Arc<Rooms>,
+    shutdown: ShutdownSignal,
+}
+
+impl PortContext {
+    /// A context for the port named `port`.
+    pub fn new(port: &str, rooms: Arc<Rooms>, shutdown: ShutdownSignal) -> PortContext {
+        PortContext {
+            port: port.into(),
+            rooms,
+            shutdown,
+        }
+    }
+
+    /// The port's name from the config.
+    pub fn port_name(&self) -> &str {
+        &self.port
+    }
+
+    /// Attaches a link to `room` (created on first use).
+    pub fn attach(&self, room: &str, spec: LinkSpec) -> LinkHandle {
+        self.rooms.attach(room, spec)
+    }
+
+    /// The shutdown signal.
+    pub fn shutdown(&self) -> ShutdownSignal {
+        self.shutdown.clone()
+    }
+
+    /// The node's rooms.
+    pub fn rooms(&self) -> &Arc<Rooms> {
+        &self.rooms
+    }
+
+    /// The runtime settings (queue sizes, batch size).
+    pub fn settings(&self) -> RuntimeSettings {
+        self.rooms.settings()
+    }
+}
+
+/// The room code used by nodes that hold a single room (client, gateway).
+pub const DEFAULT_ROOM: &str = "default";
+
+/// A checked node: every stage built, nothing opened yet.
+pub struct Node {
+    /// The node's name.
+    pub name: String,
+    /// The room template.
+    pub template: PipelineTemplate,
+    /// Ports by name.
+    pub ports: Vec<(String, Box<dyn Port>)>,
+    /// Runtime settings.
+    pub settings: RuntimeSettings,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("template", &self.template)
+            .field("ports", &self.ports.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builds every port of a node config, collecting errors.
+pub fn build_ports(
+    config: &NodeConfig,
+    figment: Option<&Figment>,
+    registry: &Registry,
+    errors: &mut ConfigErrors,
+) -> Vec<(String, Box<dyn Port>)> {
+    let mut ports = Vec::new();
+    for (name, spec) in &config.ports {
+        let stage = match spec.resolve(figment, &format!("ports.{name}")) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        match registry.lookup(&stage, StageKind::Port) {
+            Ok(registration) => {
+                if let StageBuild::Port { build } = registration.build {
+                    match build(&stage) {
+                        Ok(port) => ports.push((name.clone(), port)),
+                        Err(e) => errors.extend(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    ports
+}
+
+impl Node {
+    /// Reads the config sources and builds every stage, listing every error.
+    pub fn build(sources: &ConfigSources) -> Result<Node, ConfigErrors> {
+        let registry = Registry::global().map_err(|e| ConfigErrors::from(crate::config::ConfigError::new(None, "", e.to_string())))?;
+        let (figment, config) = load_node(sources)?;
+        let mut errors = ConfigErrors::default();
+        let template = PipelineTemplate::build(&config.room, Some(&figment), registry);
+        let ports = build_ports(&config, Some(&figment), registry, &mut errors);
+        match template {
+            Ok(template) => errors.into_result(Node {
+                name: config.node.name.clone(),
+                template,
+                ports,
+                settings: config.runtime,
+            }),
+            Err(e) => {
+                errors.extend(e.0);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Runs every port until shutdown. Ctrl-C and SIGTERM trigger it too.
+    /// Returns the first port error, if a port failed.
+    pub async fn run(self, trigger: ShutdownTrigger) -> Result<(), PortError> {
+        let rooms = Rooms::new(self.template, self.settings);
+        let mut tasks = tokio::task::JoinSet::new();
+        tracing::info!(node = %self.name, ports = self.ports.len(), "node starting");
+        for (name, port) in self.ports {
+            let ctx = PortContext::new(&name, rooms.clone(), trigger.signal());
+            tasks.spawn(async move {
+                let result = port.run(ctx).await;
+                (name, result)
+            });
+        }
+        tokio::spawn(forward_os_signals(trigger.clone()));
+        let mut signal = trigger.signal();
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                reason = signal.wait() => {
+                    tracing::info!(node = %self.name, %reason, "shutting down");
+                    break;
+                }
+                joined = tasks.join_next() => match joined {
+                    None => {
+                        tracing::info!(node = %self.name, "every port stopped");
+                        return Ok(());
+                    }
+                    Some(Ok((name, Ok(())))) => tracing::info!(port = %name, "port stopped"),
+                    Some(Ok((name, Err(e)))) => {
+                        tracing::error!(port = %name, "{e}");
+                        first_error.get_or_insert(e);
+                        trigger.trigger(format!("port {name} failed"));
+                    }
+                    Some(Err(join)) => {
+                        let e = PortError::new("?", format!("port task panicked or was cancelled: {join}"));
+                        tracing::error!("{e}");
+                        first_error.get_or_insert(e);
+                        trigger.trigger("a port task failed");
+                    }
+                },
+            }
+        }
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((name, Err(e))) => {
+                        tracing::error!(port = %name, "{e}");
+                        first_error.get_or_insert(e);
+                    }
+                    Ok((name, Ok(()))) => tracing::debug!(port = %name, "port stopped"),
+                    Err(join) => tracing::error!("port task failed: {join}"),
+                }
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("ports did not stop within {SHUTDOWN_GRACE:?}; abandoning them");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn forward_os_signals(trigger: ShutdownTrigger) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            trigger.trigger("interrupted (Ctrl-C)");
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => trigger.trigger("interrupted (Ctrl-C)"),
+            _ = term.recv() => trigger.trigger("terminated (SIGTERM)"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        trigger.trigger("interrupted (Ctrl-C)");
+    }
+}

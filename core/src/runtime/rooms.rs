@@ -1,0 +1,438 @@
+//! Rooms at run time: created on the first link, dropped after the last
+//! one leaves; each is one task that owns its pipeline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::RuntimeSettings;
+use crate::pipeline::{Pipeline, PipelineStats, PipelineTemplate};
+use crate::stage::{LinkId, LinkInfo, LinkRole};
+use crate::time::MonotonicClock;
+use crate::wire::MacAddr;
+
+/// Traffic counters of one link, shared by its port and its room.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    /// Frames the port handed to the room.
+    pub rx_frames: AtomicU64,
+    /// Frames the port received but the room's queue was full.
+    pub rx_queue_full: AtomicU64,
+    /// Frames the room routed to this link and queued for the port.
+    pub tx_frames: AtomicU64,
+    /// Frames routed to this link while its queue was full (a slow link).
+    pub tx_queue_full: AtomicU64,
+}
+
+/// A plain copy of [`LinkCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkCountersSnapshot {
+    /// See [`LinkCounters::rx_frames`].
+    pub rx_frames: u64,
+    /// See [`LinkCounters::rx_queue_full`].
+    pub rx_queue_full: u64,
+    /// See [`LinkCounters::tx_frames`].
+    pub tx_frames: u64,
+    /// See [`LinkCounters::tx_queue_full`].
+    pub tx_queue_full: u64,
+}
+
+impl LinkCounters {
+    /// A snapshot.
+    pub fn snapshot(&self) -> LinkCountersSnapshot {
+        LinkCountersSnapshot {
+            rx_frames: self.rx_frames.load(Ordering::Relaxed),
+            rx_queue_full: self.rx_queue_full.load(Ordering::Relaxed),
+            tx_frames: self.tx_frames.load(Ordering::Relaxed),
+            tx_queue_full: self.tx_queue_full.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a port says about a link it attaches.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    /// Name for logs and status (e.g. `tap0` or `relay/peer#3`).
+    pub name: String,
+    /// What is behind the link.
+    pub role: LinkRole,
+    /// The link's MAC(s).
+    pub macs: Vec<MacAddr>,
+    /// The link's MTU; `None` means the room's.
+    pub mtu: Option<u16>,
+}
+
+enum RoomCommand {
+    Attach {
+        info: LinkInfo,
+        tx: mpsc::Sender<Bytes>,
+        counters: Arc<LinkCounters>,
+    },
+    Detach(LinkId),
+    SetMtu(u16),
+    Stats(oneshot::Sender<RoomStats>),
+}
+
+/// A room's state, for status and tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomStats {
+    /// The room code (`default` on a client or gateway).
+    pub room: String,
+    /// The room instance id.
+    pub room_id: u64,
+    /// The room MTU.
+    pub mtu: u16,
+    /// Frames dropped because the room's queue was full.
+    pub queue_full: u64,
+    /// Links with their counters.
+    pub links: Vec<LinkStats>,
+    /// The pipeline's counters.
+    pub pipeline: PipelineStats,
+}
+
+/// One link's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkStats {
+    /// Its id.
+    pub id: LinkId,
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: LinkRole,
+    /// Its MACs.
+    pub macs: Vec<MacAddr>,
+    /// Its counters.
+    pub counters: LinkCountersSnapshot,
+}
+
+struct RoomEntry {
+    room_id: u64,
+    control: mpsc::UnboundedSender<RoomCommand>,
+    frames: mpsc::Sender<(LinkId, Bytes)>,
+    queue_full: Arc<AtomicU64>,
+    links: usize,
+}
+
+/// Every room of a node.
+pub struct Rooms {
+    template: PipelineTemplate,
+    settings: RuntimeSettings,
+    clock: MonotonicClock,
+    rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
+    next_link: AtomicU32,
+    next_room: AtomicU64,
+}
+
+impl Rooms {
+    /// A node's room table. Rooms are spawned on the current tokio runtime.
+    pub fn new(template: PipelineTemplate, settings: RuntimeSettings) -> Arc<Rooms> {
+        Arc::new(Rooms {
+            template,
+            settings,
+            clock: MonotonicClock::start(),
+            rooms: Mutex::new(HashMap::new()),
+            next_link: AtomicU32::new(1),
+            next_room: AtomicU64::new(1),
+        })
+    }
+
+    /// The runtime settings.
+    pub fn settings(&self) -> RuntimeSettings {
+        self.settings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, RoomEntry>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches a link to `room`, creating the room if needed.
+    pub fn attach(self: &Arc<Self>, room: &str, spec: LinkSpec) -> LinkHandle {
+        let id = LinkId(self.next_link.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = mpsc::channel(self.settings.link_queue);
+        let counters = Arc::new(LinkCounters::default());
+        let mut rooms = self.lock();
+        let key: Arc<str> = Arc::from(room);
+        let entry = rooms.entry(key.clone()).or_insert_with(|| self.spawn_room(&key));
+        let info = LinkInfo {
+            id,
+            name: spec.name.into(),
+            role: spec.role,
+            macs: spec.macs,
+            mtu: spec.mtu.unwrap_or(self.template.mtu()),
+        };
+        tracing::debug!(room, link = %id, name = %info.name, role = %info.role, "link attached");
+        // The worker lives as long as the entry; a send cannot fail here.
+        let _ = entry.control.send(RoomCommand::Attach { info, tx, counters: counters.clone() });
+        entry.links += 1;
+        LinkHandle {
+            id,
+            room: key,
+            room_id: entry.room_id,
+            to_room: entry.frames.clone(),
+            room_queue_full: entry.queue_full.clone(),
+            from_room: rx,
+            counters,
+            rooms: self.clone(),
+        }
+    }
+
+    fn spawn_room(&self, room: &Arc<str>) -> RoomEntry {
+        let room_id = self.next_room.fetch_add(1, Ordering::Relaxed);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (frames, frames_rx) = mpsc::channel(self.settings.room_queue);
+        let queue_full = Arc::new(AtomicU64::new(0));
+        let worker = RoomWorker {
+            room: room.clone(),
+            room_id,
+            pipeline: self.template.instantiate(),
+            outputs: Vec::new(),
+            clock: self.clock,
+            batch: self.settings.batch,
+            queue_full: queue_full.clone(),
+        };
+        tracing::info!(room = %room, room_id, "room created");
+        tokio::spawn(worker.run(control_rx, frames_rx));
+        RoomEntry {
+            room_id,
+            control,
+            frames,
+            queue_full,
+            links: 0,
+        }
+    }
+
+    fn detach(&self, room: &Arc<str>, id: LinkId) {
+        let mut rooms = self.lock();
+        let Some(entry) = rooms.get_mut(room) else { return };
+        let _ = entry.control.send(RoomCommand::Detach(id));
+        entry.links = entry.links.saturating_sub(1);
+        if entry.links == 0 {
+            tracing::info!(room = %room, room_id = entry.room_id, "last link left; room dropped");
+            rooms.remove(room);
+        }
+    }
+
+    /// Sets a room's MTU (before frames flow).
+    pub fn set_mtu(&self, room: &str, mtu: u16) {
+        if let Some(entry) = self.lock().get(room) {
+            let _ = entry.control.send(RoomCommand::SetMtu(mtu));
+        }
+    }
+
+    /// Names of the rooms that exist now.
+    pub fn room_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// A snapshot of every room.
+    pub async fn stats(&self) -> Vec<RoomStats> {
+        let waiting: Vec<_> = self
+            .lock()
+            .values()
+            .filter_map(|entry| {
+                let (tx, rx) = oneshot::channel();
+                entry.control.send(RoomCommand::Stats(tx)).ok().map(|_| rx)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for rx in waiting {
+            if let Ok(stats) = rx.await {
+                out.push(stats);
+            }
+        }
+        out.sort_by(|a, b| a.room.cmp(&b.room));
+        out
+    }
+}
+
+/// A port's end of one link.
+pub struct LinkHandle {
+    id: LinkId,
+    room: Arc<str>,
+    room_id: u64,
+    to_room: mpsc::Sender<(LinkId, Bytes)>,
+    room_queue_full: Arc<AtomicU64>,
+    from_room: mpsc::Receiver<Bytes>,
+    counters: Arc<LinkCounters>,
+    rooms: Arc<Rooms>,
+}
+
+impl LinkHandle {
+    /// The link's id.
+    pub fn id(&self) -> LinkId {
+        self.id
+    }
+
+    /// The room code.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The room instance id.
+    pub fn room_id(&self) -> u64 {
+        self.room_id
+    }
+
+    /// Hands a received frame to the room. Never waits: when the room's
+    /// queue is full the frame is dropped, counted, and false returned.
+    pub fn send(&self, frame: Bytes) -> bool {
+        match self.to_room.try_send((self.id, frame)) {
+            Ok(()) => {
+                self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => {
+                self.counters.rx_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.room_queue_full.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// The next frame the room routed to this link; `None` once the room is
+    /// gone.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.from_room.recv().await
+    }
+
+    /// Receives up to `limit` frames into `buf` (waiting for at least one);
+    /// returns how many, 0 once the room is gone.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        self.from_room.recv_many(buf, limit).await
+    }
+
+    /// A frame routed to this link, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.from_room.try_recv().ok()
+    }
+
+    /// The link's counters.
+    pub fn counters(&self) -> &Arc<LinkCounters> {
+        &self.counters
+    }
+
+    /// Sets the room's MTU (a client learns it from the relay's welcome).
+    pub fn set_room_mtu(&self, mtu: u16) {
+        self.rooms.set_mtu(&self.room, mtu);
+    }
+}
+
+impl Drop for LinkHandle {
+    fn drop(&mut self) {
+        tracing::debug!(room = %self.room, link = %self.id, "link detached");
+        self.rooms.detach(&self.room, self.id);
+    }
+}
+
+struct RoomWorker {
+    room: Arc<str>,
+    room_id: u64,
+    pipeline: Pipeline,
+    outputs: Vec<(LinkId, mpsc::Sender<Bytes>, Arc<LinkCounters>)>,
+    clock: MonotonicClock,
+    batch: usize,
+    queue_full: Arc<AtomicU64>,
+}
+
+impl RoomWorker {
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<RoomCommand>,
+        mut frames: mpsc::Receiver<(LinkId, Bytes)>,
+    ) {
+        let mut batch = Vec::with_capacity(self.batch);
+        let mut out = Vec::with_capacity(64);
+        let mut ticker = tokio::time::interval(crate::pipeline::TICK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                command = control.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                n = frames.recv_many(&mut batch, self.batch) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = self.clock.now();
+                    for (link, frame) in batch.drain(..) {
+                        out.clear();
+                        if let Err(dropped) = self.pipeline.process(now, link, frame, &mut out) {
+                            tracing::trace!(room = %self.room, %link, stage = %self.pipeline.stage_label(dropped.stage), reason = dropped.reason, "frame dropped");
+                        }
+                        for (dst, frame) in out.drain(..) {
+                            self.deliver(dst, frame);
+                        }
+                    }
+                }
+                _ = ticker.tick() => self.pipeline.tick(self.clock.now()),
+            }
+        }
+        tracing::debug!(room = %self.room, room_id = self.room_id, "room worker stopped");
+    }
+
+    fn deliver(&self, dst: LinkId, frame: Bytes) {
+        let Ok(i) = self.outputs.binary_search_by_key(&dst, |(id, _, _)| *id) else { return };
+        let (_, tx, counters) = &self.outputs[i];
+        if tx.try_send(frame).is_ok() {
+            counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.tx_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn handle(&mut self, command: RoomCommand) {
+        match command {
+            RoomCommand::Attach { info, tx, counters } => {
+                let id = info.id;
+                self.pipeline.add_link(info);
+                match self.outputs.binary_search_by_key(&id, |(id, _, _)| *id) {
+                    Ok(i) => self.outputs[i] = (id, tx, counters),
+                    Err(i) => self.outputs.insert(i, (id, tx, counters)),
+                }
+            }
+            RoomCommand::Detach(id) => {
+                self.pipeline.remove_link(id);
+                self.outputs.retain(|(link, _, _)| *link != id);
+            }
+            RoomCommand::SetMtu(mtu) => {
+                tracing::info!(room = %self.room, mtu, "room MTU set");
+                self.pipeline.set_mtu(mtu);
+            }
+            RoomCommand::Stats(reply) => {
+                let links = self
+                    .pipeline
+                    .links()
+                    .iter()
+                    .map(|l| LinkStats {
+                        id: l.id,
+                        name: l.name.to_string(),
+                        role: l.role,
+                        macs: l.macs.clone(),
+                        counters: self
+                            .outputs
+                            .iter()
+                            .find(|(id, _, _)| *id == l.id)
+                            .map(|(_, _, c)| c.snapshot())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let _ = reply.send(RoomStats {
+                    room: self.room.to_string(),
+                    room_id: self.room_id,
+                    mtu: self.pipeline.mtu(),
+                    queue_full: self.queue_full.load(Ordering::Relaxed),
+                    links,
+                    pipeline: self.pipeline.stats(),
+                });
+            }
+        }
+    }
+}

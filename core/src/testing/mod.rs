@@ -1,0 +1,1 @@
+//! The pipeline test harness, frame builders, and YAML pipeline tests.

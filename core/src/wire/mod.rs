@@ -1,0 +1,11 @@
+//! Wire formats: one file per format, each a checked view over bytes.
+
+pub mod ethernet;
+pub mod frame;
+pub mod mac;
+pub mod mtu;
+pub mod overlay;
+
+pub use ethernet::{ethertype, EthernetError, EthernetHeader, VlanTag};
+pub use frame::{FrameView, L3Facts, L3Kind};
+pub use mac::{MacAddr, MacError};
