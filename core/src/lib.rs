@@ -24,7 +24,3 @@ pub mod wire;
 
 pub use bytes::Bytes;
 pub use inventory;
-
-// Used by the benchmarks only.
-#[cfg(test)]
-use criterion as _;

@@ -1,1 +1,13 @@
 //! The pipeline test harness, frame builders, and YAML pipeline tests.
+//!
+//! - [`Harness`]: a room pipeline with named virtual links and a simulated
+//!   clock, for Rust tests of filters and routers.
+//! - [`frames`]: builders for real frame bytes.
+//! - [`run_test_file`]: the YAML pipeline tests that `lanparty test` runs.
+
+pub mod frames;
+mod harness;
+mod yaml_tests;
+
+pub use harness::{template_from_yaml, Delivery, Harness};
+pub use yaml_tests::{run_test_file, CaseResult, FileResult};

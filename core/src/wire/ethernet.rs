@@ -35,6 +35,43 @@ pub mod ethertype {
     /// Legacy QinQ outer tag used by some switches.
     pub const QINQ_LEGACY: u16 = 0x9100;
 
+    /// Ethertypes known by name in configs and tests.
+    pub const NAMES: &[(&str, u16)] = &[
+        ("ipv4", IPV4),
+        ("arp", ARP),
+        ("vlan", VLAN),
+        ("ipv6", IPV6),
+        ("mac-control", MAC_CONTROL),
+        ("slow-protocols", SLOW_PROTOCOLS),
+        ("eapol", EAPOL),
+        ("qinq", QINQ),
+        ("lldp", LLDP),
+        ("wol", 0x0842),
+        ("rarp", 0x8035),
+        ("ipx", 0x8137),
+        ("pppoe-discovery", 0x8863),
+        ("pppoe-session", 0x8864),
+        ("ptp", 0x88f7),
+    ];
+
+    /// The ethertype for a name like `ipv4`, or a number written as
+    /// `0x0800` or `2048`.
+    pub fn parse(text: &str) -> Option<u16> {
+        let text = text.trim();
+        if let Some((_, value)) = NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)) {
+            return Some(*value);
+        }
+        match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) => u16::from_str_radix(hex, 16).ok(),
+            None => text.parse().ok(),
+        }
+    }
+
+    /// The name of a known ethertype.
+    pub fn name(value: u16) -> Option<&'static str> {
+        NAMES.iter().find(|(_, v)| *v == value).map(|(name, _)| *name)
+    }
+
     /// True for the TPIDs that introduce a VLAN tag.
     pub const fn is_vlan_tpid(value: u16) -> bool {
         matches!(value, VLAN | QINQ | QINQ_LEGACY)
@@ -160,6 +197,16 @@ mod tests {
         f.extend_from_slice(&ethertype.to_be_bytes());
         f.resize(f.len() + payload, 0);
         f
+    }
+
+    #[test]
+    fn ethertype_names() {
+        assert_eq!(ethertype::parse("IPv4"), Some(0x0800));
+        assert_eq!(ethertype::parse("0x88cc"), Some(0x88cc));
+        assert_eq!(ethertype::parse("2048"), Some(0x0800));
+        assert_eq!(ethertype::parse("0x10000"), None);
+        assert_eq!(ethertype::parse("ipv5"), None);
+        assert_eq!(ethertype::name(0x86dd), Some("ipv6"));
     }
 
     #[test]
