@@ -1,0 +1,10 @@
+//! The `lanparty` command line: `run`, `check`, `stages` and `test`.
+//!
+//! A custom binary that links its own stage crates calls [`main`] after
+//! naming them (`use my_filters as _;`), and gets the whole CLI.
+
+mod cli;
+mod logging;
+pub mod stages;
+
+pub use cli::{ExitCode, main, run_cli};

@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, ConfigErrors, RoomSpec, StageSpec};
 use crate::registry::{FilterFactory, Registry, RouterFactory, StageBuild, StageKind};
-use crate::stage::{DropReason, Filter, FilterContext, LinkId, LinkInfo, Router, StageCounters, Verdict};
+use crate::stage::{
+    DropReason, Filter, FilterContext, LinkId, LinkInfo, Router, StageCounters, Verdict,
+};
 use crate::time::Timestamp;
 use crate::wire::FrameView;
 
@@ -69,9 +71,15 @@ pub struct PipelineTemplate {
 impl std::fmt::Debug for PipelineTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PipelineTemplate")
-            .field("ingress", &self.ingress.iter().map(|t| t.kind).collect::<Vec<_>>())
+            .field(
+                "ingress",
+                &self.ingress.iter().map(|t| t.kind).collect::<Vec<_>>(),
+            )
             .field("router", &self.router_kind)
-            .field("egress", &self.egress.iter().map(|t| t.kind).collect::<Vec<_>>())
+            .field(
+                "egress",
+                &self.egress.iter().map(|t| t.kind).collect::<Vec<_>>(),
+            )
             .field("mtu", &self.mtu)
             .finish()
     }
@@ -104,12 +112,23 @@ fn build_filters(
         let StageBuild::Filter { sides, build } = registration.build else {
             continue;
         };
-        let allowed = if list == "ingress" { sides.ingress() } else { sides.egress() };
+        let allowed = if list == "ingress" {
+            sides.ingress()
+        } else {
+            sides.egress()
+        };
         if !allowed {
-            let other = if list == "ingress" { "egress" } else { "ingress" };
+            let other = if list == "ingress" {
+                "egress"
+            } else {
+                "ingress"
+            };
             errors.push(config.error(
                 "type",
-                format!("`{}` is an {other} filter; move it under `room.{other}`", registration.name),
+                format!(
+                    "`{}` is an {other} filter; move it under `room.{other}`",
+                    registration.name
+                ),
             ));
             continue;
         }
@@ -128,7 +147,11 @@ fn build_filters(
 impl PipelineTemplate {
     /// Builds a template from a `room:` section, collecting every error.
     /// `figment` (when the section came from files) lets errors name files.
-    pub fn build(room: &RoomSpec, figment: Option<&Figment>, registry: &Registry) -> Result<PipelineTemplate, ConfigErrors> {
+    pub fn build(
+        room: &RoomSpec,
+        figment: Option<&Figment>,
+        registry: &Registry,
+    ) -> Result<PipelineTemplate, ConfigErrors> {
         let mut errors = ConfigErrors::default();
         let ingress = build_filters(&room.ingress, "ingress", figment, registry, &mut errors);
         let egress = build_filters(&room.egress, "egress", figment, registry, &mut errors);
@@ -137,7 +160,9 @@ impl PipelineTemplate {
             .resolve(figment, "room.router")
             .map_err(|e| vec![e])
             .and_then(|config| {
-                let registration = registry.lookup(&config, StageKind::Router).map_err(|e| vec![e])?;
+                let registration = registry
+                    .lookup(&config, StageKind::Router)
+                    .map_err(|e| vec![e])?;
                 match registration.build {
                     StageBuild::Router { build } => build(&config).map(|f| (registration.name, f)),
                     _ => Err(vec![ConfigError::new(None, "room.router", "not a router")]),
@@ -282,7 +307,10 @@ impl Pipeline {
 
     /// The link with id `id`.
     pub fn link(&self, id: LinkId) -> Option<&LinkInfo> {
-        self.links.binary_search_by_key(&id, |l| l.id).ok().map(|i| &self.links[i])
+        self.links
+            .binary_search_by_key(&id, |l| l.id)
+            .ok()
+            .map(|i| &self.links[i])
     }
 
     /// Adds a link (replacing one with the same id).
@@ -312,7 +340,10 @@ impl Pipeline {
 
     /// Ticks every stage if a tick is due; `process` calls it too.
     pub fn tick(&mut self, now: Timestamp) {
-        if self.last_tick.is_some_and(|last| now.saturating_since(last) < TICK_INTERVAL) {
+        if self
+            .last_tick
+            .is_some_and(|last| now.saturating_since(last) < TICK_INTERVAL)
+        {
             return;
         }
         self.last_tick = Some(now);
@@ -348,7 +379,11 @@ impl Pipeline {
                 self.pipeline_counters.record_drop(MALFORMED_L2);
                 return Err(dropped(StageId::Pipeline, MALFORMED_L2));
             };
-            let ctx = FilterContext { now, ingress: &self.links[link_index], room_mtu: self.mtu };
+            let ctx = FilterContext {
+                now,
+                ingress: &self.links[link_index],
+                room_mtu: self.mtu,
+            };
             let mut replaced = None;
             for i in first..self.ingress.len() {
                 let slot = &mut self.ingress[i];
@@ -365,19 +400,25 @@ impl Pipeline {
             match replaced {
                 None => break view,
                 Some((next, bytes)) => {
-                    drop(view);
                     frame = bytes;
                     first = next;
                 }
             }
         };
         self.pipeline_counters.pass += 1;
-        let ctx = FilterContext { now, ingress: &self.links[link_index], room_mtu: self.mtu };
+        let ctx = FilterContext {
+            now,
+            ingress: &self.links[link_index],
+            room_mtu: self.mtu,
+        };
 
         // Router.
         self.destinations.clear();
         self.router_counters.rx += 1;
-        if let Err(reason) = self.router.route(&ctx, &view, &self.links, &mut self.destinations) {
+        if let Err(reason) = self
+            .router
+            .route(&ctx, &view, &self.links, &mut self.destinations)
+        {
             self.router_counters.record_drop(reason);
             return Err(dropped(StageId::Router, reason));
         }
@@ -444,10 +485,15 @@ impl Pipeline {
     pub fn stage_label(&self, stage: StageId) -> String {
         match stage {
             StageId::Pipeline => "pipeline".into(),
-            StageId::Ingress(i) => self.ingress.get(i).map_or_else(|| format!("ingress[{i}]"), |s| s.label.to_string()),
+            StageId::Ingress(i) => self
+                .ingress
+                .get(i)
+                .map_or_else(|| format!("ingress[{i}]"), |s| s.label.to_string()),
             StageId::Router => format!("router:{}", self.router_kind),
-            StageId::Egress(i) => self.egress.get(i).map_or_else(|| format!("egress[{i}]"), |s| s.label.to_string()),
+            StageId::Egress(i) => self
+                .egress
+                .get(i)
+                .map_or_else(|| format!("egress[{i}]"), |s| s.label.to_string()),
         }
     }
 }
-

@@ -29,6 +29,9 @@ pub type FilterFactory = Arc<dyn Fn() -> Box<dyn Filter> + Send + Sync>;
 /// Makes a fresh router instance for a new room.
 pub type RouterFactory = Arc<dyn Fn() -> Box<dyn Router> + Send + Sync>;
 
+/// The result of building a stage from its config entry.
+pub type BuildResult<T> = Result<T, Vec<ConfigError>>;
+
 /// How a stage kind turns its config entry into something runnable.
 #[derive(Clone, Copy)]
 pub enum StageBuild {
@@ -37,19 +40,30 @@ pub enum StageBuild {
         /// Where it may be placed.
         sides: FilterSides,
         /// Parses the entry; the factory makes one instance per room.
-        build: fn(&StageConfig) -> Result<FilterFactory, Vec<ConfigError>>,
+        build: fn(&StageConfig) -> BuildResult<FilterFactory>,
     },
     /// A router kind.
     Router {
         /// Parses the entry; the factory makes one instance per room.
-        build: fn(&StageConfig) -> Result<RouterFactory, Vec<ConfigError>>,
+        build: fn(&StageConfig) -> BuildResult<RouterFactory>,
     },
     /// A port kind. Building must not open devices or sockets, so that
     /// `lanparty check` can build every port.
     Port {
         /// Parses the entry into a port ready to run.
-        build: fn(&StageConfig) -> Result<Box<dyn Port>, Vec<ConfigError>>,
+        build: fn(&StageConfig) -> BuildResult<Box<dyn Port>>,
     },
+}
+
+/// Makes a [`FilterFactory`] that builds `make(&settings)` for every room.
+/// The settings are parsed once and shared by every room's instance.
+pub fn filter_factory<S, F>(settings: S, make: fn(&S) -> F) -> FilterFactory
+where
+    S: Send + Sync + 'static,
+    F: Filter + 'static,
+{
+    let settings = Arc::new(settings);
+    Arc::new(move || Box::new(make(&settings)))
 }
 
 /// The kind of a stage, for listings.
@@ -171,7 +185,11 @@ impl Registry {
 
     /// The registration for a config entry, checking that it is of the
     /// expected kind; the error suggests near names.
-    pub fn lookup(&self, config: &StageConfig, want: StageKind) -> Result<&'static StageRegistration, ConfigError> {
+    pub fn lookup(
+        &self,
+        config: &StageConfig,
+        want: StageKind,
+    ) -> Result<&'static StageRegistration, ConfigError> {
         let Some(registration) = self.get(&config.kind) else {
             let mut message = format!("unknown {want} type `{}`", config.kind);
             let candidates = self.iter().filter(|r| r.kind() == want).map(|r| r.name);
@@ -187,7 +205,11 @@ impl Registry {
         if registration.kind() != want {
             return Err(config.error(
                 "type",
-                format!("`{}` is a {}, but a {want} is expected here", config.kind, registration.kind()),
+                format!(
+                    "`{}` is a {}, but a {want} is expected here",
+                    config.kind,
+                    registration.kind()
+                ),
             ));
         }
         Ok(registration)
@@ -196,7 +218,10 @@ impl Registry {
 
 /// The candidate closest to `word` by edit distance, if close enough to be
 /// a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(2);
     candidates
         .into_iter()
@@ -215,7 +240,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -243,16 +270,23 @@ mod tests {
             summary: "",
             keys: &[],
             example: "",
-            build: StageBuild::Router { build: |_| Err(vec![]) },
+            build: StageBuild::Router {
+                build: |_| Err(vec![]),
+            },
         };
         static B: StageRegistration = StageRegistration {
             name: "same",
             summary: "",
             keys: &[],
             example: "",
-            build: StageBuild::Router { build: |_| Err(vec![]) },
+            build: StageBuild::Router {
+                build: |_| Err(vec![]),
+            },
         };
-        assert_eq!(Registry::build([&A, &B]).unwrap_err(), RegistryError::Duplicate("same"));
+        assert_eq!(
+            Registry::build([&A, &B]).unwrap_err(),
+            RegistryError::Duplicate("same")
+        );
         assert!(Registry::build([&A]).is_ok());
     }
 

@@ -101,7 +101,8 @@ impl Switch {
         if self.table.len() >= self.max_macs {
             // Make room by dropping aged entries before refusing.
             let ageing = self.ageing;
-            self.table.retain(|_, e| now.saturating_since(e.seen) < ageing);
+            self.table
+                .retain(|_, e| now.saturating_since(e.seen) < ageing);
             if self.table.len() >= self.max_macs {
                 self.learn_refused += 1;
                 return;
@@ -114,7 +115,11 @@ impl Switch {
 /// Pushes every link but `ingress` onto `out`.
 pub fn flood(ingress: LinkId, links: &[LinkInfo], out: &mut Vec<LinkId>) -> Result<(), DropReason> {
     out.extend(links.iter().map(|l| l.id).filter(|id| *id != ingress));
-    if out.is_empty() { Err(NO_DESTINATION) } else { Ok(()) }
+    if out.is_empty() {
+        Err(NO_DESTINATION)
+    } else {
+        Ok(())
+    }
 }
 
 impl Router for Switch {
@@ -146,7 +151,8 @@ impl Router for Switch {
 
     fn tick(&mut self, now: Timestamp) {
         let ageing = self.ageing;
-        self.table.retain(|_, e| now.saturating_since(e.seen) < ageing);
+        self.table
+            .retain(|_, e| now.saturating_since(e.seen) < ageing);
     }
 
     fn table_len(&self) -> usize {

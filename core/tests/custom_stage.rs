@@ -1,15 +1,16 @@
 //! A filter registered from outside lanparty-core, the way a third-party
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! crate would: rewrites and egress drops through the pipeline.
 
 use std::sync::Arc;
 
+use lanparty_core::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{FilterFactory, Registry, StageBuild, StageKind, StageRegistration};
 use lanparty_core::stage::{Filter, FilterContext, FilterSides, LinkInfo, LinkRole, Verdict};
-use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::testing::Harness;
+use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::wire::{FrameView, MacAddr};
-use lanparty_core::Bytes;
 
 /// Zeroes the last byte of every frame (a stand-in for a real rewrite).
 struct ZeroLastByte;
@@ -33,7 +34,11 @@ struct NoHosts;
 
 impl Filter for NoHosts {
     fn egress(&mut self, _: &FilterContext<'_>, _: &FrameView<'_>, dst: &LinkInfo) -> Verdict {
-        if dst.role == LinkRole::Host { Verdict::Drop("no-hosts") } else { Verdict::Pass }
+        if dst.role == LinkRole::Host {
+            Verdict::Drop("no-hosts")
+        } else {
+            Verdict::Pass
+        }
     }
 }
 
@@ -73,7 +78,10 @@ egress: [ { type: test-no-hosts } ]
 #[test]
 fn registered_from_another_crate() {
     let registry = Registry::global().unwrap();
-    assert_eq!(registry.get("test-zero-last-byte").unwrap().kind(), StageKind::Filter);
+    assert_eq!(
+        registry.get("test-zero-last-byte").unwrap().kind(),
+        StageKind::Filter
+    );
 }
 
 #[test]
@@ -88,20 +96,44 @@ fn rewrites_and_egress_drops() {
     let d = h.send("a", frame.clone());
     assert_eq!(d.destinations(), ["b"]);
     assert_eq!(d.frame_to("b").unwrap().last(), Some(&0));
-    assert_eq!(d.egress_dropped, vec![("egress[0]:test-no-hosts".to_string(), "no-hosts".to_string())]);
+    assert_eq!(
+        d.egress_dropped,
+        vec![(
+            "egress[0]:test-no-hosts".to_string(),
+            "no-hosts".to_string()
+        )]
+    );
     let stats = h.stats();
     let zero = stats.stage("ingress[0]:test-zero-last-byte").unwrap();
-    assert_eq!((zero.counters.rx, zero.counters.pass, zero.counters.rewritten), (1, 1, 1));
+    assert_eq!(
+        (
+            zero.counters.rx,
+            zero.counters.pass,
+            zero.counters.rewritten
+        ),
+        (1, 1, 1)
+    );
     let egress = stats.stage("egress[0]:test-no-hosts").unwrap();
-    assert_eq!((egress.counters.rx, egress.counters.pass, egress.counters.dropped("no-hosts")), (2, 1, 1));
+    assert_eq!(
+        (
+            egress.counters.rx,
+            egress.counters.pass,
+            egress.counters.dropped("no-hosts")
+        ),
+        (2, 1, 1)
+    );
     assert_eq!(stats.delivered, 1);
 }
 
 #[test]
 fn side_rules_are_enforced() {
-    let err = Harness::from_room_yaml("egress: [ { type: test-zero-last-byte } ]").err().unwrap();
+    let err = Harness::from_room_yaml("egress: [ { type: test-zero-last-byte } ]")
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("is an ingress filter"), "{err}");
     assert_eq!(err.0[0].key, "room.egress[0].type");
-    let err = Harness::from_room_yaml("ingress: [ { type: test-zero-last-byte, x: 1 } ]").err().unwrap();
+    let err = Harness::from_room_yaml("ingress: [ { type: test-zero-last-byte, x: 1 } ]")
+        .err()
+        .unwrap();
     assert_eq!(err.0[0].key, "room.ingress[0].x");
 }

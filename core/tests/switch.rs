@@ -1,11 +1,12 @@
 //! Pipeline-harness tests of the built-in routers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use lanparty_core::stage::LinkRole;
-use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::testing::Harness;
-use lanparty_core::wire::{ethertype, MacAddr};
+use lanparty_core::testing::frames::{self, Tags};
+use lanparty_core::wire::{MacAddr, ethertype};
 
 fn mac(last: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, 0, last])
@@ -37,7 +38,13 @@ fn broadcast_floods_to_everyone_but_the_sender() {
         want.retain(|n| *n != from);
         assert_eq!(d.destinations(), want, "from {from}");
     }
-    let multicast = frames::ethernet(MacAddr([1, 0, 0x5e, 0, 0, 0xfb]), mac(1), Tags::None, ethertype::IPV4, 46);
+    let multicast = frames::ethernet(
+        MacAddr([1, 0, 0x5e, 0, 0, 0xfb]),
+        mac(1),
+        Tags::None,
+        ethertype::IPV4,
+        46,
+    );
     assert_eq!(h.send("alice", multicast).destinations(), ["bob", "gw"]);
 }
 
@@ -45,16 +52,28 @@ fn broadcast_floods_to_everyone_but_the_sender() {
 fn learns_and_forwards_known_unicast_to_one_link() {
     let mut h = three_links("router: { type: switch }");
     // Unknown destination: flooded.
-    assert_eq!(h.send("bob", unicast(mac(1), mac(2))).destinations(), ["alice", "gw"]);
+    assert_eq!(
+        h.send("bob", unicast(mac(1), mac(2))).destinations(),
+        ["alice", "gw"]
+    );
     // alice speaks; now known.
     h.send("alice", broadcast(mac(1)));
-    assert_eq!(h.send("bob", unicast(mac(1), mac(2))).destinations(), ["alice"]);
+    assert_eq!(
+        h.send("bob", unicast(mac(1), mac(2))).destinations(),
+        ["alice"]
+    );
     // bob was learned from the first frame.
-    assert_eq!(h.send("alice", unicast(mac(2), mac(1))).destinations(), ["bob"]);
+    assert_eq!(
+        h.send("alice", unicast(mac(2), mac(1))).destinations(),
+        ["bob"]
+    );
     // A MAC behind the gateway is learned on the gateway's link.
     let lan_host = MacAddr([0, 0x1b, 0x21, 0, 0, 9]);
     h.send("gw", broadcast(lan_host));
-    assert_eq!(h.send("alice", unicast(lan_host, mac(1))).destinations(), ["gw"]);
+    assert_eq!(
+        h.send("alice", unicast(lan_host, mac(1))).destinations(),
+        ["gw"]
+    );
     assert_eq!(h.stats().table_len, 3);
 }
 
@@ -63,21 +82,33 @@ fn entries_age_out_on_the_simulated_clock() {
     let mut h = three_links("router: { type: switch, ageing: 10s }");
     h.send("alice", broadcast(mac(1)));
     h.advance(Duration::from_secs(9));
-    assert_eq!(h.send("bob", unicast(mac(1), mac(2))).destinations(), ["alice"]);
+    assert_eq!(
+        h.send("bob", unicast(mac(1), mac(2))).destinations(),
+        ["alice"]
+    );
     h.advance(Duration::from_secs(10));
     // bob was refreshed 10 s ago: gone too; alice aged out and was swept.
     assert_eq!(h.stats().table_len, 0);
-    assert_eq!(h.send("bob", unicast(mac(1), mac(2))).destinations(), ["alice", "gw"]);
+    assert_eq!(
+        h.send("bob", unicast(mac(1), mac(2))).destinations(),
+        ["alice", "gw"]
+    );
 }
 
 #[test]
 fn a_moved_mac_is_relearned() {
     let mut h = three_links("router: { type: switch }");
     h.send("alice", broadcast(mac(1)));
-    assert_eq!(h.send("gw", unicast(mac(1), mac(3))).destinations(), ["alice"]);
+    assert_eq!(
+        h.send("gw", unicast(mac(1), mac(3))).destinations(),
+        ["alice"]
+    );
     // The same MAC now shows up behind bob's link.
     h.send("bob", broadcast(mac(1)));
-    assert_eq!(h.send("gw", unicast(mac(1), mac(3))).destinations(), ["bob"]);
+    assert_eq!(
+        h.send("gw", unicast(mac(1), mac(3))).destinations(),
+        ["bob"]
+    );
 }
 
 #[test]
@@ -89,7 +120,10 @@ fn leaving_cleans_the_table() {
     assert!(h.remove_link("alice"));
     assert_eq!(h.stats().table_len, 1);
     // Unicast to the departed MAC floods to who is left, never to a stale link.
-    assert_eq!(h.send("gw", unicast(mac(1), mac(3))).destinations(), ["bob"]);
+    assert_eq!(
+        h.send("gw", unicast(mac(1), mac(3))).destinations(),
+        ["bob"]
+    );
     assert!(!h.remove_link("alice"));
 }
 
@@ -101,9 +135,15 @@ fn table_limit_is_respected() {
     h.send("gw", broadcast(mac(3)));
     assert_eq!(h.stats().table_len, 2);
     // mac(3) was not learned: unicast to it floods.
-    assert_eq!(h.send("alice", unicast(mac(3), mac(1))).destinations(), ["bob", "gw"]);
+    assert_eq!(
+        h.send("alice", unicast(mac(3), mac(1))).destinations(),
+        ["bob", "gw"]
+    );
     // Known ones still forward.
-    assert_eq!(h.send("gw", unicast(mac(2), mac(3))).destinations(), ["bob"]);
+    assert_eq!(
+        h.send("gw", unicast(mac(2), mac(3))).destinations(),
+        ["bob"]
+    );
 }
 
 #[test]
@@ -112,19 +152,32 @@ fn aged_entries_make_room_when_the_table_is_full() {
     h.send("alice", broadcast(mac(1)));
     h.advance(Duration::from_millis(5_500));
     h.send("bob", broadcast(mac(2)));
-    assert_eq!(h.send("gw", unicast(mac(2), mac(3))).destinations(), ["bob"]);
+    assert_eq!(
+        h.send("gw", unicast(mac(2), mac(3))).destinations(),
+        ["bob"]
+    );
 }
 
 #[test]
 fn lan_local_unicast_is_not_sent_back() {
     let mut h = three_links("router: { type: switch }");
-    let (a, b) = (MacAddr([0, 0x1b, 0x21, 0, 0, 1]), MacAddr([0, 0x1b, 0x21, 0, 0, 2]));
+    let (a, b) = (
+        MacAddr([0, 0x1b, 0x21, 0, 0, 1]),
+        MacAddr([0, 0x1b, 0x21, 0, 0, 2]),
+    );
     h.send("gw", broadcast(a));
     h.send("gw", broadcast(b));
     let d = h.send("gw", unicast(b, a));
     assert!(d.delivered.is_empty());
     assert_eq!(d.drop_reason(), Some("local-destination"));
-    assert_eq!(h.stats().stage("router:switch").unwrap().counters.dropped("local-destination"), 1);
+    assert_eq!(
+        h.stats()
+            .stage("router:switch")
+            .unwrap()
+            .counters
+            .dropped("local-destination"),
+        1
+    );
 }
 
 #[test]
@@ -139,8 +192,14 @@ fn a_lonely_link_has_nowhere_to_send() {
 fn hub_floods_even_known_unicast() {
     let mut h = three_links("router: { type: hub }");
     h.send("alice", broadcast(mac(1)));
-    assert_eq!(h.send("bob", unicast(mac(1), mac(2))).destinations(), ["alice", "gw"]);
-    assert_eq!(h.send("alice", broadcast(mac(1))).destinations(), ["bob", "gw"]);
+    assert_eq!(
+        h.send("bob", unicast(mac(1), mac(2))).destinations(),
+        ["alice", "gw"]
+    );
+    assert_eq!(
+        h.send("alice", broadcast(mac(1))).destinations(),
+        ["bob", "gw"]
+    );
 }
 
 #[test]
@@ -152,11 +211,25 @@ fn pipeline_drops_unknown_links_and_malformed_frames() {
         let d = h.send("alice", vec![0xffu8; len]);
         assert_eq!(d.drop_reason(), Some("malformed-l2"), "len {len}");
     }
-    let d = h.send("alice", frames::ethernet(MacAddr::BROADCAST, mac(1), Tags::Single(5), 0x8100, 1));
-    assert_eq!(d.drop_reason(), Some("malformed-l2"), "a second tag cut short");
+    let d = h.send(
+        "alice",
+        frames::ethernet(MacAddr::BROADCAST, mac(1), Tags::Single(5), 0x8100, 1),
+    );
+    assert_eq!(
+        d.drop_reason(),
+        Some("malformed-l2"),
+        "a second tag cut short"
+    );
     let stats = h.stats();
     assert_eq!(stats.frames_in, 5);
-    assert_eq!(stats.stage("pipeline").unwrap().counters.dropped("malformed-l2"), 4);
+    assert_eq!(
+        stats
+            .stage("pipeline")
+            .unwrap()
+            .counters
+            .dropped("malformed-l2"),
+        4
+    );
     assert_eq!(stats.dropped("unknown-link"), 1);
 }
 
@@ -165,13 +238,20 @@ fn flooding_shares_the_frame_bytes() {
     let mut h = three_links("router: { type: switch }");
     let d = h.send("alice", broadcast(mac(1)));
     let (a, b) = (&d.delivered[0].1, &d.delivered[1].1);
-    assert_eq!(a.as_ptr(), b.as_ptr(), "flooding must clone a refcount, not the bytes");
+    assert_eq!(
+        a.as_ptr(),
+        b.as_ptr(),
+        "flooding must clone a refcount, not the bytes"
+    );
 }
 
 #[test]
 fn bad_router_settings_are_config_errors() {
     for (yaml, key) in [
-        ("router: { type: switch, max_macs: 0 }", "room.router.max_macs"),
+        (
+            "router: { type: switch, max_macs: 0 }",
+            "room.router.max_macs",
+        ),
         ("router: { type: switch, ageing: 0s }", "room.router.ageing"),
         ("router: { type: switch, agin: 5s }", "room.router.agin"),
         ("router: { type: hub, x: 1 }", "room.router.x"),

@@ -1,0 +1,1 @@
+//! lanparty local ports.

@@ -12,7 +12,9 @@ pub struct ConfigDuration(pub Duration);
 /// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let value: u64 = digits
         .parse()
@@ -22,7 +24,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Duration::from_secs(value),
         "m" => Duration::from_secs(value.saturating_mul(60)),
         "h" => Duration::from_secs(value.saturating_mul(3600)),
-        other => return Err(format!("unknown duration unit `{other}` in `{text}`; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{text}`; use ms, s, m or h"
+            ));
+        }
     };
     Ok(duration)
 }
@@ -37,7 +43,9 @@ impl<'de> Deserialize<'de> for ConfigDuration {
         }
         match Raw::deserialize(deserializer)? {
             Raw::Seconds(s) => Ok(ConfigDuration(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t).map(ConfigDuration).map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse_duration(&t)
+                .map(ConfigDuration)
+                .map_err(serde::de::Error::custom),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use figment::error::Kind;
 use figment::Source;
+use figment::error::Kind;
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error about `key` in `origin`.
-    pub fn new(origin: Option<String>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub fn new(
+        origin: Option<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             origin,
             key: key.into(),
@@ -32,7 +36,11 @@ impl ConfigError {
     /// Converts every error in a figment error chain, prefixing key paths
     /// with `prefix` (the path of the value that was deserialized) and using
     /// `origin` when figment does not know where a value came from.
-    pub fn from_figment(err: figment::Error, prefix: &str, origin: Option<&str>) -> Vec<ConfigError> {
+    pub fn from_figment(
+        err: figment::Error,
+        prefix: &str,
+        origin: Option<&str>,
+    ) -> Vec<ConfigError> {
         err.into_iter()
             .map(|e| {
                 let mut path: Vec<String> = e.path.clone();
@@ -41,7 +49,10 @@ impl ConfigError {
                         if path.last() != Some(field) {
                             path.push(field.clone());
                         }
-                        format!("unknown key `{field}`; expected one of: {}", expected.join(", "))
+                        format!(
+                            "unknown key `{field}`; expected one of: {}",
+                            expected.join(", ")
+                        )
                     }
                     Kind::MissingField(field) => {
                         if path.last().map(String::as_str) != Some(field.as_ref()) {
@@ -126,7 +137,11 @@ impl ConfigErrors {
 
     /// `Ok(value)` when empty, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.0.is_empty() { Ok(value) } else { Err(self) }
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

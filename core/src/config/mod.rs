@@ -9,11 +9,11 @@ mod node;
 mod stage_spec;
 mod yaml;
 
-pub use duration::{parse_duration, ConfigDuration};
-pub use error::{join_key, ConfigError, ConfigErrors};
+pub use duration::{ConfigDuration, parse_duration};
+pub use error::{ConfigError, ConfigErrors, join_key};
 pub use node::{
-    load_node, parse_set, ConfigSources, NodeConfig, NodeSection, RoomSpec, RuntimeSettings,
-    DEFAULT_MTU, ENV_PREFIX, ENV_SEPARATOR,
+    ConfigSources, DEFAULT_MTU, ENV_PREFIX, ENV_SEPARATOR, NodeConfig, NodeSection, RoomSpec,
+    RuntimeSettings, load_node, parse_set,
 };
 pub use stage_spec::{StageConfig, StageSpec};
 pub use yaml::Yaml;

@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use figment::Figment;
 use figment::providers::{Env, Format, Serialized};
 use figment::value::Value;
-use figment::Figment;
 use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrors};
@@ -162,7 +162,11 @@ impl RuntimeSettings {
             ("runtime.threads", self.threads.unwrap_or(1), 1024),
         ] {
             if value == 0 || value > max {
-                errors.push(ConfigError::new(None, key, format!("must be 1..={max}, got {value}")));
+                errors.push(ConfigError::new(
+                    None,
+                    key,
+                    format!("must be 1..={max}, got {value}"),
+                ));
             }
         }
     }
@@ -204,7 +208,11 @@ impl ConfigSources {
                     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.clone());
                     figment = figment.merge(Yaml::file_exact(absolute));
                 }
-                Ok(_) => errors.push(ConfigError::new(Some(file.display().to_string()), "", "is not a regular file")),
+                Ok(_) => errors.push(ConfigError::new(
+                    Some(file.display().to_string()),
+                    "",
+                    "is not a regular file",
+                )),
                 Err(e) => errors.push(ConfigError::new(
                     Some(file.display().to_string()),
                     "",
@@ -229,16 +237,26 @@ impl ConfigSources {
 pub fn parse_set(set: &str) -> Result<(String, Value), ConfigError> {
     let origin = Some(format!("--set {set}"));
     let Some((key, raw)) = set.split_once('=') else {
-        return Err(ConfigError::new(origin, "", "expected KEY.PATH=VALUE, e.g. ports.relay.room=ROOM1"));
+        return Err(ConfigError::new(
+            origin,
+            "",
+            "expected KEY.PATH=VALUE, e.g. ports.relay.room=ROOM1",
+        ));
     };
     let key = key.trim();
     if key.is_empty() || key.split('.').any(|segment| segment.is_empty()) {
-        return Err(ConfigError::new(origin, key, "key path has an empty segment"));
+        return Err(ConfigError::new(
+            origin,
+            key,
+            "key path has an empty segment",
+        ));
     }
     let value: Value = if raw.is_empty() {
         Value::from(String::new())
     } else {
-        serde_norway::from_str(raw).map_err(|e| ConfigError::new(origin.clone(), key, format!("value is not valid YAML: {e}")))?
+        serde_norway::from_str(raw).map_err(|e| {
+            ConfigError::new(origin.clone(), key, format!("value is not valid YAML: {e}"))
+        })?
     };
     Ok((key.to_string(), value))
 }
@@ -255,10 +273,18 @@ pub fn load_node(sources: &ConfigSources) -> Result<(Figment, NodeConfig), Confi
         errors.push(ConfigError::new(None, "room.mtu", e.to_string()));
     }
     if node.ports.is_empty() {
-        errors.push(ConfigError::new(None, "ports", "a node needs at least one port"));
+        errors.push(ConfigError::new(
+            None,
+            "ports",
+            "a node needs at least one port",
+        ));
     }
     for name in node.ports.keys() {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             errors.push(ConfigError::new(
                 None,
                 format!("ports.{name}"),

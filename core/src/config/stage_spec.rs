@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use figment::value::magic::Tagged;
 use figment::value::{Dict, Tag, Value};
 use figment::{Figment, Source};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::error::ConfigError;
 
@@ -27,7 +27,11 @@ impl StageSpec {
     /// Resolves the entry into a [`StageConfig`]: finds the `type:` key and
     /// the file the entry was written in. `path` is where the entry sits,
     /// e.g. `room.ingress[0]`.
-    pub fn resolve(&self, figment: Option<&Figment>, path: &str) -> Result<StageConfig, ConfigError> {
+    pub fn resolve(
+        &self,
+        figment: Option<&Figment>,
+        path: &str,
+    ) -> Result<StageConfig, ConfigError> {
         let file = figment
             .and_then(|f| f.get_metadata(self.0.tag()))
             .and_then(|m| match &m.source {
@@ -39,7 +43,11 @@ impl StageSpec {
         let kind = match values.remove("type") {
             Some(Value::String(_, kind)) => kind,
             Some(_) => {
-                return Err(ConfigError::new(origin, format!("{path}.type"), "`type` must be a string naming a stage kind"));
+                return Err(ConfigError::new(
+                    origin,
+                    format!("{path}.type"),
+                    "`type` must be a string naming a stage kind",
+                ));
             }
             None => {
                 return Err(ConfigError::new(
@@ -102,7 +110,11 @@ impl StageConfig {
 
     /// An error about `key` (relative to this entry).
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        let key = if key.is_empty() { self.path.clone() } else { format!("{}.{key}", self.path) };
+        let key = if key.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{key}", self.path)
+        };
         ConfigError::new(self.origin(), key, message)
     }
 

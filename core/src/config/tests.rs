@@ -7,14 +7,18 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("lanparty-config-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("lanparty-config-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
 
     fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
-        std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         path
     }
 }
@@ -71,7 +75,9 @@ fn misspelt_key_names_file_and_key() {
 fn yaml_syntax_error_names_the_file_and_line() {
     let dir = TempDir::new("syntax");
     let file = dir.file("node.yaml", "ports:\n  a: [\n");
-    let text = load_node(&sources(vec![file.clone()], &[])).unwrap_err().to_string();
+    let text = load_node(&sources(vec![file.clone()], &[]))
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("node.yaml"), "{text}");
     assert!(text.contains("line"), "{text}");
 }
@@ -81,7 +87,10 @@ fn missing_file_is_a_clear_error() {
     let text = load_node(&sources(vec!["/nonexistent/lanparty.yaml".into()], &[]))
         .unwrap_err()
         .to_string();
-    assert!(text.contains("/nonexistent/lanparty.yaml: cannot read config file"), "{text}");
+    assert!(
+        text.contains("/nonexistent/lanparty.yaml: cannot read config file"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -109,7 +118,9 @@ fn set_errors() {
     assert_eq!(value.as_str(), Some("ROOM1"));
     let dir = TempDir::new("setbad");
     let file = dir.file("node.yaml", NODE);
-    let text = load_node(&sources(vec![file], &["room.mtu=lots"])).unwrap_err().to_string();
+    let text = load_node(&sources(vec![file], &["room.mtu=lots"]))
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("room.mtu"), "{text}");
 }
 
@@ -120,7 +131,11 @@ fn later_files_override_earlier_ones() {
     let b = dir.file("b.yaml", "room: { mtu: 1300 }\n");
     let (_, node) = load_node(&sources(vec![a, b], &[])).unwrap();
     assert_eq!(node.room.mtu, 1300);
-    assert_eq!(node.room.ingress.len(), 1, "merge keeps keys the later file does not set");
+    assert_eq!(
+        node.room.ingress.len(),
+        1,
+        "merge keeps keys the later file does not set"
+    );
 }
 
 #[test]
@@ -140,17 +155,28 @@ fn bad_values_are_named() {
 #[test]
 fn stage_entries_need_a_type_and_keep_their_file() {
     let dir = TempDir::new("stage");
-    let file = dir.file("node.yaml", "ports:\n  a: { device: x }\n  b: { type: tap, cert: certs/relay.der }\n");
+    let file = dir.file(
+        "node.yaml",
+        "ports:\n  a: { device: x }\n  b: { type: tap, cert: certs/relay.der }\n",
+    );
     let (figment, node) = load_node(&sources(vec![file.clone()], &[])).unwrap();
-    let err = node.ports["a"].resolve(Some(&figment), "ports.a").unwrap_err();
+    let err = node.ports["a"]
+        .resolve(Some(&figment), "ports.a")
+        .unwrap_err();
     assert!(err.message.contains("no `type:`"), "{err}");
-    assert_eq!(err.origin.as_deref(), Some(file.display().to_string().as_str()));
+    assert_eq!(
+        err.origin.as_deref(),
+        Some(file.display().to_string().as_str())
+    );
     let b = node.ports["b"].resolve(Some(&figment), "ports.b").unwrap();
     assert_eq!(b.kind, "tap");
     assert_eq!(b.file.as_deref(), Some(file.as_path()));
     let resolved = b.resolve_path(std::path::Path::new("certs/relay.der"));
     assert_eq!(resolved, dir.0.join("certs/relay.der"));
-    assert_eq!(b.resolve_path(std::path::Path::new("/abs")), PathBuf::from("/abs"));
+    assert_eq!(
+        b.resolve_path(std::path::Path::new("/abs")),
+        PathBuf::from("/abs")
+    );
 }
 
 #[test]
@@ -175,6 +201,9 @@ fn stage_parse_errors_carry_the_stage_path() {
 
 #[test]
 fn keys_join_with_indexes() {
-    assert_eq!(join_key("room", &["ingress".into(), "0".into(), "rate".into()]), "room.ingress[0].rate");
+    assert_eq!(
+        join_key("room", &["ingress".into(), "0".into(), "rate".into()]),
+        "room.ingress[0].rate"
+    );
     assert_eq!(join_key("", &["a".into()]), "a");
 }

@@ -4,9 +4,9 @@ pub mod codec;
 pub mod messages;
 pub mod validate;
 
-pub use codec::{read_message, write_message, CodecError, MAX_CONTROL_FRAME};
+pub use codec::{CodecError, MAX_CONTROL_FRAME, read_message, write_message};
 pub use messages::*;
-pub use validate::{validate_room_code, ValidationError};
+pub use validate::{ValidationError, validate_room_code};
 
 #[cfg(test)]
 mod tests;

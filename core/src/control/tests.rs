@@ -1,4 +1,4 @@
-use super::codec::{decode_body, encode, LENGTH_PREFIX_LEN};
+use super::codec::{LENGTH_PREFIX_LEN, decode_body, encode};
 use super::*;
 
 fn hello() -> Hello {
@@ -58,7 +58,12 @@ async fn every_message_round_trips_through_a_stream() {
         let got = read_message(&mut reader, MAX_CONTROL_FRAME).await.unwrap();
         assert_eq!(got.as_ref(), Some(m));
     }
-    assert!(read_message(&mut reader, MAX_CONTROL_FRAME).await.unwrap().is_none());
+    assert!(
+        read_message(&mut reader, MAX_CONTROL_FRAME)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -82,7 +87,9 @@ fn credential_never_in_debug_output() {
 async fn oversize_prefix_is_refused_before_reading() {
     let mut wire = Vec::new();
     wire.extend_from_slice(&u32::MAX.to_be_bytes());
-    let err = read_message(&mut wire.as_slice(), MAX_CONTROL_FRAME).await.unwrap_err();
+    let err = read_message(&mut wire.as_slice(), MAX_CONTROL_FRAME)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CodecError::Oversize { len, .. } if len == u32::MAX as usize));
     assert_eq!(err.reason(), "control-oversize");
 }
@@ -91,16 +98,26 @@ async fn oversize_prefix_is_refused_before_reading() {
 async fn truncated_frames() {
     let frame = encode(&ControlMessage::StatsRequest);
     for cut in 1..frame.len() {
-        let err = read_message(&mut &frame[..cut], MAX_CONTROL_FRAME).await.unwrap_err();
-        assert!(matches!(err, CodecError::Truncated { .. }), "cut {cut}: {err}");
+        let err = read_message(&mut &frame[..cut], MAX_CONTROL_FRAME)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CodecError::Truncated { .. }),
+            "cut {cut}: {err}"
+        );
     }
-    let err = read_message(&mut &[0u8, 0, 0, 0][..], MAX_CONTROL_FRAME).await.unwrap_err();
+    let err = read_message(&mut &[0u8, 0, 0, 0][..], MAX_CONTROL_FRAME)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CodecError::Empty));
 }
 
 #[test]
 fn garbage_bodies() {
-    assert!(matches!(decode_body(&[0xff, 0xfe, b'{']), Err(CodecError::InvalidUtf8(_))));
+    assert!(matches!(
+        decode_body(&[0xff, 0xfe, b'{']),
+        Err(CodecError::InvalidUtf8(_))
+    ));
     for body in [
         &b"{"[..],
         b"null",
@@ -143,16 +160,28 @@ fn validation_names_the_field() {
     assert_eq!(field_error(ControlMessage::Hello(h.clone())), "mac");
     h = hello();
     h.datagram_budget = 0;
-    assert_eq!(field_error(ControlMessage::Hello(h.clone())), "datagram_budget");
+    assert_eq!(
+        field_error(ControlMessage::Hello(h.clone())),
+        "datagram_budget"
+    );
     h = hello();
     h.credential = Some(Credential(String::new()));
     assert_eq!(field_error(ControlMessage::Hello(h)), "credential");
-    let welcome = |peer_id, mtu| ControlMessage::Welcome(Welcome { peer_id: PeerId(peer_id), room_id: 1, mtu });
+    let welcome = |peer_id, mtu| {
+        ControlMessage::Welcome(Welcome {
+            peer_id: PeerId(peer_id),
+            room_id: 1,
+            mtu,
+        })
+    };
     assert_eq!(field_error(welcome(0, 1394)), "peer_id");
     assert_eq!(field_error(welcome(1, 100)), "mtu");
     assert_eq!(field_error(welcome(1, 9001)), "mtu");
     assert_eq!(
-        field_error(ControlMessage::PeerLeft { peer_id: PeerId(0), reason: String::new() }),
+        field_error(ControlMessage::PeerLeft {
+            peer_id: PeerId(0),
+            reason: String::new()
+        }),
         "peer_id"
     );
     assert_eq!(
@@ -169,8 +198,13 @@ async fn invalid_field_surfaces_from_the_stream() {
     let mut h = hello();
     h.room = "bad room".into();
     let frame = encode(&ControlMessage::Hello(h));
-    let err = read_message(&mut frame.as_slice(), MAX_CONTROL_FRAME).await.unwrap_err();
-    assert!(matches!(err, CodecError::Invalid(ref v) if v.field == "room"), "{err}");
+    let err = read_message(&mut frame.as_slice(), MAX_CONTROL_FRAME)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CodecError::Invalid(ref v) if v.field == "room"),
+        "{err}"
+    );
     assert!(err.to_string().contains("room"));
 }
 

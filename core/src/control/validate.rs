@@ -24,7 +24,11 @@ pub struct ValidationError {
     pub problem: String,
 }
 
-fn invalid(message: &'static str, field: &'static str, problem: impl Into<String>) -> ValidationError {
+fn invalid(
+    message: &'static str,
+    field: &'static str,
+    problem: impl Into<String>,
+) -> ValidationError {
     ValidationError {
         message,
         field,
@@ -54,9 +58,17 @@ pub fn validate_room_code(room: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_text(message: &'static str, field: &'static str, text: &str) -> Result<(), ValidationError> {
+fn validate_text(
+    message: &'static str,
+    field: &'static str,
+    text: &str,
+) -> Result<(), ValidationError> {
     if text.len() > MAX_TEXT_LEN {
-        return Err(invalid(message, field, format!("longer than {MAX_TEXT_LEN} bytes")));
+        return Err(invalid(
+            message,
+            field,
+            format!("longer than {MAX_TEXT_LEN} bytes"),
+        ));
     }
     Ok(())
 }
@@ -80,7 +92,10 @@ impl Hello {
             return Err(invalid(
                 "hello",
                 "datagram_budget",
-                format!("{} is outside 1..={MAX_DATAGRAM_BUDGET}", self.datagram_budget),
+                format!(
+                    "{} is outside 1..={MAX_DATAGRAM_BUDGET}",
+                    self.datagram_budget
+                ),
             ));
         }
         if let Some(credential) = &self.credential {

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use figment::Figment;
 
-pub use rooms::{LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSpec, LinkStats, RoomStats, Rooms};
-pub use shutdown::{shutdown_pair, ShutdownSignal, ShutdownTrigger};
+pub use rooms::{
+    LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSpec, LinkStats, RoomStats, Rooms,
+};
+pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
 
-use crate::config::{load_node, ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings};
+use crate::config::{ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings, load_node};
 use crate::pipeline::PipelineTemplate;
 use crate::registry::{Registry, StageBuild, StageKind};
 use crate::stage::{Port, PortError};
@@ -88,7 +90,10 @@ impl std::fmt::Debug for Node {
         f.debug_struct("Node")
             .field("name", &self.name)
             .field("template", &self.template)
-            .field("ports", &self.ports.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "ports",
+                &self.ports.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -127,7 +132,9 @@ pub fn build_ports(
 impl Node {
     /// Reads the config sources and builds every stage, listing every error.
     pub fn build(sources: &ConfigSources) -> Result<Node, ConfigErrors> {
-        let registry = Registry::global().map_err(|e| ConfigErrors::from(crate::config::ConfigError::new(None, "", e.to_string())))?;
+        let registry = Registry::global().map_err(|e| {
+            ConfigErrors::from(crate::config::ConfigError::new(None, "", e.to_string()))
+        })?;
         let (figment, config) = load_node(sources)?;
         let mut errors = ConfigErrors::default();
         let template = PipelineTemplate::build(&config.room, Some(&figment), registry);
@@ -210,7 +217,7 @@ impl Node {
 async fn forward_os_signals(trigger: ShutdownTrigger) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut term) = signal(SignalKind::terminate()) else {
             let _ = tokio::signal::ctrl_c().await;
             trigger.trigger("interrupted (Ctrl-C)");

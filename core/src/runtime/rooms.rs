@@ -156,7 +156,9 @@ impl Rooms {
         let counters = Arc::new(LinkCounters::default());
         let mut rooms = self.lock();
         let key: Arc<str> = Arc::from(room);
-        let entry = rooms.entry(key.clone()).or_insert_with(|| self.spawn_room(&key));
+        let entry = rooms
+            .entry(key.clone())
+            .or_insert_with(|| self.spawn_room(&key));
         let info = LinkInfo {
             id,
             name: spec.name.into(),
@@ -166,7 +168,11 @@ impl Rooms {
         };
         tracing::debug!(room, link = %id, name = %info.name, role = %info.role, "link attached");
         // The worker lives as long as the entry; a send cannot fail here.
-        let _ = entry.control.send(RoomCommand::Attach { info, tx, counters: counters.clone() });
+        let _ = entry.control.send(RoomCommand::Attach {
+            info,
+            tx,
+            counters: counters.clone(),
+        });
         entry.links += 1;
         LinkHandle {
             id,
@@ -207,7 +213,9 @@ impl Rooms {
 
     fn detach(&self, room: &Arc<str>, id: LinkId) {
         let mut rooms = self.lock();
-        let Some(entry) = rooms.get_mut(room) else { return };
+        let Some(entry) = rooms.get_mut(room) else {
+            return;
+        };
         let _ = entry.control.send(RoomCommand::Detach(id));
         entry.links = entry.links.saturating_sub(1);
         if entry.links == 0 {
@@ -379,7 +387,9 @@ impl RoomWorker {
     }
 
     fn deliver(&self, dst: LinkId, frame: Bytes) {
-        let Ok(i) = self.outputs.binary_search_by_key(&dst, |(id, _, _)| *id) else { return };
+        let Ok(i) = self.outputs.binary_search_by_key(&dst, |(id, _, _)| *id) else {
+            return;
+        };
         let (_, tx, counters) = &self.outputs[i];
         if tx.try_send(frame).is_ok() {
             counters.tx_frames.fetch_add(1, Ordering::Relaxed);

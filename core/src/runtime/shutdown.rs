@@ -17,7 +17,12 @@ pub struct ShutdownSignal {
 /// A connected trigger and signal.
 pub fn shutdown_pair() -> (ShutdownTrigger, ShutdownSignal) {
     let (tx, rx) = watch::channel(None);
-    (ShutdownTrigger { tx: std::sync::Arc::new(tx) }, ShutdownSignal { rx })
+    (
+        ShutdownTrigger {
+            tx: std::sync::Arc::new(tx),
+        },
+        ShutdownSignal { rx },
+    )
 }
 
 impl ShutdownTrigger {
@@ -37,7 +42,9 @@ impl ShutdownTrigger {
 
     /// A new signal connected to this trigger.
     pub fn signal(&self) -> ShutdownSignal {
-        ShutdownSignal { rx: self.tx.subscribe() }
+        ShutdownSignal {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 

@@ -76,7 +76,12 @@ pub trait Filter: Send {
 
     /// Judges a frame for one destination after routing (when placed under
     /// `egress`).
-    fn egress(&mut self, ctx: &FilterContext<'_>, frame: &FrameView<'_>, dst: &LinkInfo) -> Verdict {
+    fn egress(
+        &mut self,
+        ctx: &FilterContext<'_>,
+        frame: &FrameView<'_>,
+        dst: &LinkInfo,
+    ) -> Verdict {
         let _ = (ctx, frame, dst);
         Verdict::Pass
     }

@@ -4,8 +4,8 @@
 
 use etherparse::{Icmpv6Type, PacketBuilder};
 
-use crate::wire::ethertype;
 use crate::wire::MacAddr;
+use crate::wire::ethertype;
 
 /// The MAC of STP BPDUs (01:80:C2:00:00:00).
 pub const STP_MAC: MacAddr = MacAddr([0x01, 0x80, 0xc2, 0x00, 0x00, 0x00]);
@@ -62,7 +62,13 @@ impl Tags {
 }
 
 /// An Ethernet II frame with `payload_len` zero bytes of payload.
-pub fn ethernet(dst: MacAddr, src: MacAddr, tags: Tags, ethertype: u16, payload_len: usize) -> Vec<u8> {
+pub fn ethernet(
+    dst: MacAddr,
+    src: MacAddr,
+    tags: Tags,
+    ethertype: u16,
+    payload_len: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(22 + payload_len);
     tags.write_header(dst, src, ethertype, &mut out);
     out.resize(out.len() + payload_len, 0);
@@ -78,7 +84,13 @@ fn with_l3(dst: MacAddr, src: MacAddr, tags: Tags, ethertype: u16, l3: &[u8]) ->
 }
 
 /// An IPv4 UDP packet (no L2 header) with valid checksums.
-pub fn ipv4_udp_packet(src_ip: [u8; 4], dst_ip: [u8; 4], src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4_udp_packet(
+    src_ip: [u8; 4],
+    dst_ip: [u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing into a Vec cannot fail; a payload too large for IPv4 yields an
     // empty packet, which the caller's frame-level checks will notice.
@@ -100,14 +112,29 @@ pub fn ipv4_udp(
     dst_port: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    with_l3(dst, src, tags, ethertype::IPV4, &ipv4_udp_packet(src_ip, dst_ip, src_port, dst_port, payload))
+    with_l3(
+        dst,
+        src,
+        tags,
+        ethertype::IPV4,
+        &ipv4_udp_packet(src_ip, dst_ip, src_port, dst_port, payload),
+    )
 }
 
 /// An IPv4 packet of exactly `l3_len` bytes (UDP with zero payload), for
 /// MTU tests.
 pub fn ipv4_of_len(dst: MacAddr, src: MacAddr, tags: Tags, l3_len: usize) -> Vec<u8> {
     let payload = vec![0u8; l3_len.saturating_sub(28)];
-    ipv4_udp(dst, src, tags, [10, 0, 0, 1], [10, 0, 0, 2], 40000, 40001, &payload)
+    ipv4_udp(
+        dst,
+        src,
+        tags,
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        40000,
+        40001,
+        &payload,
+    )
 }
 
 /// A BOOTP/DHCP message body: `op` (1 request, 2 reply) and DHCP message
@@ -126,17 +153,52 @@ pub fn dhcp_body(op: u8, message_type: u8, client: MacAddr) -> Vec<u8> {
 
 /// A DHCPv4 offer from a server (UDP 67 → 68, BOOTREPLY) to broadcast.
 pub fn dhcp_offer(src: MacAddr, tags: Tags, client: MacAddr) -> Vec<u8> {
-    ipv4_udp(MacAddr::BROADCAST, src, tags, [192, 168, 1, 1], [255; 4], 67, 68, &dhcp_body(2, 2, client))
+    ipv4_udp(
+        MacAddr::BROADCAST,
+        src,
+        tags,
+        [192, 168, 1, 1],
+        [255; 4],
+        67,
+        68,
+        &dhcp_body(2, 2, client),
+    )
 }
 
 /// A DHCPv4 discover from a client (UDP 68 → 67, BOOTREQUEST) to broadcast.
 pub fn dhcp_discover(src: MacAddr, tags: Tags) -> Vec<u8> {
-    ipv4_udp(MacAddr::BROADCAST, src, tags, [0; 4], [255; 4], 68, 67, &dhcp_body(1, 1, src))
+    ipv4_udp(
+        MacAddr::BROADCAST,
+        src,
+        tags,
+        [0; 4],
+        [255; 4],
+        68,
+        67,
+        &dhcp_body(1, 1, src),
+    )
 }
 
 fn link_local(mac: MacAddr) -> [u8; 16] {
     let m = mac.0;
-    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, m[0] ^ 2, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]
+    [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 2,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ]
 }
 
 /// A DHCPv6 ADVERTISE from a server (UDP 547 → 546).
@@ -154,14 +216,20 @@ pub fn ipv6_ra(src: MacAddr, tags: Tags, router_lifetime: u16) -> Vec<u8> {
     let mut l3 = Vec::new();
     let mut options = vec![1u8, 1];
     options.extend_from_slice(&src.0);
-    let _ = PacketBuilder::ipv6(link_local(src), [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 255)
-        .icmpv6(Icmpv6Type::RouterAdvertisement(etherparse::icmpv6::RouterAdvertisementHeader {
+    let _ = PacketBuilder::ipv6(
+        link_local(src),
+        [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        255,
+    )
+    .icmpv6(Icmpv6Type::RouterAdvertisement(
+        etherparse::icmpv6::RouterAdvertisementHeader {
             cur_hop_limit: 64,
             managed_address_config: false,
             other_config: false,
             router_lifetime,
-        }))
-        .write(&mut l3, &[&[0u8; 8][..], &options].concat());
+        },
+    ))
+    .write(&mut l3, &[&[0u8; 8][..], &options].concat());
     with_l3(IPV6_ALL_NODES_MAC, src, tags, ethertype::IPV6, &l3)
 }
 
@@ -213,7 +281,13 @@ pub fn lacp(src: MacAddr, tags: Tags) -> Vec<u8> {
     let mut pdu = vec![0u8; 110];
     pdu[0] = 0x01;
     pdu[1] = 0x01;
-    with_l3(SLOW_PROTOCOLS_MAC, src, tags, ethertype::SLOW_PROTOCOLS, &pdu)
+    with_l3(
+        SLOW_PROTOCOLS_MAC,
+        src,
+        tags,
+        ethertype::SLOW_PROTOCOLS,
+        &pdu,
+    )
 }
 
 /// An 802.3x pause frame (MAC control ethertype 0x8808, opcode 1).
@@ -228,7 +302,13 @@ pub fn pause(src: MacAddr, quanta: u16) -> Vec<u8> {
 pub fn eapol_start(src: MacAddr) -> Vec<u8> {
     let mut body = vec![0x02, 0x01, 0x00, 0x00];
     body.resize(46, 0);
-    with_l3(MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x03]), src, Tags::None, ethertype::EAPOL, &body)
+    with_l3(
+        MacAddr([0x01, 0x80, 0xc2, 0, 0, 0x03]),
+        src,
+        Tags::None,
+        ethertype::EAPOL,
+        &body,
+    )
 }
 
 /// Parses a hex string (whitespace, `:` and `-` ignored) into bytes.
@@ -264,19 +344,72 @@ mod tests {
             let offer = dhcp_offer(A, tags, A);
             let view = FrameView::parse(&offer).unwrap();
             assert!(view.is_dhcpv4_server(), "{tags:?}");
-            assert_eq!(view.eth().vlan_count(), match tags { Tags::None => 0, Tags::Single(_) => 1, Tags::Double(..) => 2 });
-            assert!(!FrameView::parse(&dhcp_discover(A, tags)).unwrap().is_dhcpv4_server());
-            assert!(FrameView::parse(&ipv6_ra(A, tags, 1800)).unwrap().is_ipv6_router_advertisement());
-            assert!(FrameView::parse(&dhcpv6_advertise(A, A, tags)).unwrap().is_dhcpv6_server());
-            assert!(FrameView::parse(&stp_bpdu(A, tags)).unwrap().is_ieee_link_local());
-            assert!(FrameView::parse(&lldp(A, tags)).unwrap().is_ieee_link_local());
-            assert!(FrameView::parse(&lacp(A, tags)).unwrap().is_ieee_link_local());
-            assert_eq!(FrameView::parse(&arp_request(A, tags, [10, 0, 0, 1], [10, 0, 0, 2])).unwrap().l3().kind, L3Kind::Arp);
-            assert_eq!(FrameView::parse(&ipv6_echo(A, A, tags)).unwrap().l3().kind, L3Kind::Ipv6);
+            assert_eq!(
+                view.eth().vlan_count(),
+                match tags {
+                    Tags::None => 0,
+                    Tags::Single(_) => 1,
+                    Tags::Double(..) => 2,
+                }
+            );
+            assert!(
+                !FrameView::parse(&dhcp_discover(A, tags))
+                    .unwrap()
+                    .is_dhcpv4_server()
+            );
+            assert!(
+                FrameView::parse(&ipv6_ra(A, tags, 1800))
+                    .unwrap()
+                    .is_ipv6_router_advertisement()
+            );
+            assert!(
+                FrameView::parse(&dhcpv6_advertise(A, A, tags))
+                    .unwrap()
+                    .is_dhcpv6_server()
+            );
+            assert!(
+                FrameView::parse(&stp_bpdu(A, tags))
+                    .unwrap()
+                    .is_ieee_link_local()
+            );
+            assert!(
+                FrameView::parse(&lldp(A, tags))
+                    .unwrap()
+                    .is_ieee_link_local()
+            );
+            assert!(
+                FrameView::parse(&lacp(A, tags))
+                    .unwrap()
+                    .is_ieee_link_local()
+            );
+            assert_eq!(
+                FrameView::parse(&arp_request(A, tags, [10, 0, 0, 1], [10, 0, 0, 2]))
+                    .unwrap()
+                    .l3()
+                    .kind,
+                L3Kind::Arp
+            );
+            assert_eq!(
+                FrameView::parse(&ipv6_echo(A, A, tags)).unwrap().l3().kind,
+                L3Kind::Ipv6
+            );
         }
-        assert_eq!(FrameView::parse(&ipv4_of_len(A, A, Tags::None, 1394)).unwrap().l3_len(), 1394);
-        assert!(FrameView::parse(&pause(A, 10)).unwrap().is_ieee_link_local());
-        assert!(FrameView::parse(&eapol_start(A)).unwrap().is_ieee_link_local());
+        assert_eq!(
+            FrameView::parse(&ipv4_of_len(A, A, Tags::None, 1394))
+                .unwrap()
+                .l3_len(),
+            1394
+        );
+        assert!(
+            FrameView::parse(&pause(A, 10))
+                .unwrap()
+                .is_ieee_link_local()
+        );
+        assert!(
+            FrameView::parse(&eapol_start(A))
+                .unwrap()
+                .is_ieee_link_local()
+        );
     }
 
     #[test]

@@ -55,7 +55,10 @@ impl Delivery {
 
     /// The bytes delivered to `link`, if any.
     pub fn frame_to(&self, link: &str) -> Option<&Bytes> {
-        self.delivered.iter().find(|(n, _)| n == link).map(|(_, b)| b)
+        self.delivered
+            .iter()
+            .find(|(n, _)| n == link)
+            .map(|(_, b)| b)
     }
 }
 
@@ -94,7 +97,13 @@ impl Harness {
     }
 
     /// Adds a link with its own MTU.
-    pub fn add_link_with_mtu(&mut self, name: &str, role: LinkRole, mac: MacAddr, mtu: u16) -> LinkId {
+    pub fn add_link_with_mtu(
+        &mut self,
+        name: &str,
+        role: LinkRole,
+        mac: MacAddr,
+        mtu: u16,
+    ) -> LinkId {
         let id = LinkId(self.next_id);
         self.next_id += 1;
         self.links.push((name.to_string(), id, mac));
@@ -119,12 +128,18 @@ impl Harness {
 
     /// The id of the link named `name`.
     pub fn link_id(&self, name: &str) -> Option<LinkId> {
-        self.links.iter().find(|(n, _, _)| n == name).map(|(_, id, _)| *id)
+        self.links
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, id, _)| *id)
     }
 
     /// The MAC the link named `name` was added with.
     pub fn link_mac(&self, name: &str) -> Option<MacAddr> {
-        self.links.iter().find(|(n, _, _)| n == name).map(|(_, _, mac)| *mac)
+        self.links
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, mac)| *mac)
     }
 
     fn link_name(&self, id: LinkId) -> String {
@@ -140,16 +155,23 @@ impl Harness {
         let ingress = self.link_id(from).unwrap_or(LinkId(u32::MAX));
         let before = self.pipeline.stats();
         self.out.clear();
-        let result = self.pipeline.process(self.now, ingress, frame.into(), &mut self.out);
+        let result = self
+            .pipeline
+            .process(self.now, ingress, frame.into(), &mut self.out);
         let after = self.pipeline.stats();
         let mut delivery = Delivery::default();
         let out = std::mem::take(&mut self.out);
         for (id, bytes) in &out {
-            delivery.delivered.push((self.link_name(*id), bytes.clone()));
+            delivery
+                .delivered
+                .push((self.link_name(*id), bytes.clone()));
         }
         self.out = out;
         if let Err(dropped) = result {
-            delivery.dropped = Some((self.pipeline.stage_label(dropped.stage), dropped.reason.to_string()));
+            delivery.dropped = Some((
+                self.pipeline.stage_label(dropped.stage),
+                dropped.reason.to_string(),
+            ));
         }
         for (stage, old) in after.stages.iter().zip(before.stages.iter()) {
             if !stage.label.starts_with("egress") {
@@ -157,7 +179,9 @@ impl Harness {
             }
             for (reason, n) in &stage.counters.drops {
                 for _ in old.counters.dropped(reason)..*n {
-                    delivery.egress_dropped.push((stage.label.clone(), reason.to_string()));
+                    delivery
+                        .egress_dropped
+                        .push((stage.label.clone(), reason.to_string()));
                 }
             }
         }
@@ -188,7 +212,8 @@ impl Harness {
 
 /// Builds a pipeline template from a `room:` section written in YAML.
 pub fn template_from_yaml(yaml: &str) -> Result<PipelineTemplate, ConfigErrors> {
-    let registry = Registry::global().map_err(|e| ConfigErrors::from(ConfigError::new(None, "", e.to_string())))?;
+    let registry = Registry::global()
+        .map_err(|e| ConfigErrors::from(ConfigError::new(None, "", e.to_string())))?;
     let figment = Figment::from(Yaml::string(yaml));
     let room: RoomSpec = figment
         .extract()

@@ -9,5 +9,5 @@ pub mod frames;
 mod harness;
 mod yaml_tests;
 
-pub use harness::{template_from_yaml, Delivery, Harness};
-pub use yaml_tests::{run_test_file, CaseResult, FileResult};
+pub use harness::{Delivery, Harness, template_from_yaml};
+pub use yaml_tests::{CaseResult, FileResult, run_test_file};

@@ -38,17 +38,19 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use figment::providers::Format;
 use figment::Figment;
+use figment::providers::Format;
 use serde::Deserialize;
 
 use super::frames::{self, Tags};
 use super::harness::{Delivery, Harness};
-use crate::config::{load_node, ConfigDuration, ConfigError, ConfigErrors, ConfigSources, RoomSpec, Yaml};
+use crate::config::{
+    ConfigDuration, ConfigError, ConfigErrors, ConfigSources, RoomSpec, Yaml, load_node,
+};
 use crate::pipeline::PipelineTemplate;
 use crate::registry::Registry;
 use crate::stage::LinkRole;
-use crate::wire::{ethertype, MacAddr};
+use crate::wire::{MacAddr, ethertype};
 
 /// A YAML pipeline test file.
 #[derive(Debug, Deserialize)]
@@ -191,7 +193,12 @@ pub fn run_test_file(path: &Path) -> Result<FileResult, ConfigErrors> {
     if let Some(explicit) = &file.link_order {
         order = explicit.iter().collect();
         if let Some(missing) = explicit.iter().find(|n| !file.links.contains_key(*n)) {
-            return Err(ConfigError::new(origin, "link_order", format!("names unknown link `{missing}`")).into());
+            return Err(ConfigError::new(
+                origin,
+                "link_order",
+                format!("names unknown link `{missing}`"),
+            )
+            .into());
         }
     }
     let cases = file
@@ -209,13 +216,20 @@ pub fn run_test_file(path: &Path) -> Result<FileResult, ConfigErrors> {
     })
 }
 
-fn load_template(file: &TestFile, figment: &Figment, path: &Path) -> Result<PipelineTemplate, ConfigErrors> {
-    let registry = Registry::global().map_err(|e| ConfigErrors::from(ConfigError::new(None, "", e.to_string())))?;
+fn load_template(
+    file: &TestFile,
+    figment: &Figment,
+    path: &Path,
+) -> Result<PipelineTemplate, ConfigErrors> {
+    let registry = Registry::global()
+        .map_err(|e| ConfigErrors::from(ConfigError::new(None, "", e.to_string())))?;
     let origin = Some(path.display().to_string());
     match (&file.room, &file.config) {
         (Some(room), None) => PipelineTemplate::build(room, Some(figment), registry),
         (None, Some(config)) => {
-            let config_path = path.parent().map_or_else(|| config.clone(), |dir| dir.join(config));
+            let config_path = path
+                .parent()
+                .map_or_else(|| config.clone(), |dir| dir.join(config));
             let sources = ConfigSources {
                 files: vec![config_path],
                 env: false,
@@ -224,11 +238,21 @@ fn load_template(file: &TestFile, figment: &Figment, path: &Path) -> Result<Pipe
             let (node_figment, node) = load_node(&sources)?;
             PipelineTemplate::build(&node.room, Some(&node_figment), registry)
         }
-        _ => Err(ConfigError::new(origin, "room", "give exactly one of `room:` (a room section) or `config:` (a node config file)").into()),
+        _ => Err(ConfigError::new(
+            origin,
+            "room",
+            "give exactly one of `room:` (a room section) or `config:` (a node config file)",
+        )
+        .into()),
     }
 }
 
-fn run_case(template: &PipelineTemplate, file: &TestFile, order: &[&String], case: &Case) -> Result<(), String> {
+fn run_case(
+    template: &PipelineTemplate,
+    file: &TestFile,
+    order: &[&String],
+    case: &Case,
+) -> Result<(), String> {
     let mut h = Harness::new(template);
     for name in order {
         let link = &file.links[*name];
@@ -242,7 +266,11 @@ fn run_case(template: &PipelineTemplate, file: &TestFile, order: &[&String], cas
 }
 
 fn run_step(h: &mut Harness, step: &Step) -> Result<(), String> {
-    let actions = [step.send.is_some(), step.advance.is_some(), step.remove.is_some()];
+    let actions = [
+        step.send.is_some(),
+        step.advance.is_some(),
+        step.remove.is_some(),
+    ];
     if actions.iter().filter(|a| **a).count() != 1 {
         return Err("a step needs exactly one of `send`, `advance` or `remove`".into());
     }
@@ -251,7 +279,11 @@ fn run_step(h: &mut Harness, step: &Step) -> Result<(), String> {
         return Ok(());
     }
     if let Some(name) = &step.remove {
-        return if h.remove_link(name) { Ok(()) } else { Err(format!("no link `{name}` to remove")) };
+        return if h.remove_link(name) {
+            Ok(())
+        } else {
+            Err(format!("no link `{name}` to remove"))
+        };
     }
     let from = step.send.as_deref().unwrap_or_default();
     let desc = step.frame.clone().unwrap_or_default();
@@ -274,13 +306,16 @@ fn resolve_mac(h: &Harness, text: &str) -> Result<MacAddr, String> {
     if let Some(mac) = h.link_mac(text) {
         return Ok(mac);
     }
-    text.parse().map_err(|_| format!("`{text}` is neither a MAC, a link name nor `broadcast`"))
+    text.parse()
+        .map_err(|_| format!("`{text}` is neither a MAC, a link name nor `broadcast`"))
 }
 
 fn build_frame(h: &Harness, from: &str, d: &FrameDesc) -> Result<Vec<u8>, String> {
     let src = match &d.src {
         Some(text) => resolve_mac(h, text)?,
-        None => h.link_mac(from).ok_or_else(|| format!("no link `{from}`; give the frame a `src`"))?,
+        None => h
+            .link_mac(from)
+            .ok_or_else(|| format!("no link `{from}`; give the frame a `src`"))?,
     };
     let dst = d.dst.as_deref().map(|t| resolve_mac(h, t)).transpose()?;
     let tags = Tags::from_ids(&d.vlan).ok_or("`vlan` takes at most two VLAN ids")?;
@@ -299,12 +334,23 @@ fn build_frame(h: &Harness, from: &str, d: &FrameDesc) -> Result<Vec<u8>, String
         }
         "ipv4-udp" => {
             let payload = vec![0u8; d.size.unwrap_or(64).saturating_sub(28)];
-            frames::ipv4_udp(broadcast, src, tags, [10, 0, 0, 1], [10, 0, 0, 2], d.src_port.unwrap_or(40000), d.dst_port.unwrap_or(40001), &payload)
+            frames::ipv4_udp(
+                broadcast,
+                src,
+                tags,
+                [10, 0, 0, 1],
+                [10, 0, 0, 2],
+                d.src_port.unwrap_or(40000),
+                d.dst_port.unwrap_or(40001),
+                &payload,
+            )
         }
         "arp-request" => frames::arp_request(src, tags, [10, 0, 0, 1], [10, 0, 0, 2]),
         "dhcp-discover" => frames::dhcp_discover(src, tags),
         "dhcp-offer" => frames::dhcp_offer(src, tags, dst.unwrap_or(src)),
-        "dhcpv6-advertise" => frames::dhcpv6_advertise(dst.unwrap_or(MacAddr([0x33, 0x33, 0, 1, 0, 2])), src, tags),
+        "dhcpv6-advertise" => {
+            frames::dhcpv6_advertise(dst.unwrap_or(MacAddr([0x33, 0x33, 0, 1, 0, 2])), src, tags)
+        }
         "ipv6-ra" => frames::ipv6_ra(src, tags, d.router_lifetime.unwrap_or(1800)),
         "ipv6-echo" => frames::ipv6_echo(broadcast, src, tags),
         "stp-bpdu" => frames::stp_bpdu(src, tags),
@@ -335,7 +381,10 @@ fn check(expect: &Expect, got: &Delivery, sent: &Bytes) -> Result<(), String> {
             return Err(format!(
                 "expected the frame to leave on {want:?}, it left on {:?}{}",
                 got.destinations(),
-                dropped.as_ref().map(|d| format!("; dropped: {d}")).unwrap_or_default()
+                dropped
+                    .as_ref()
+                    .map(|d| format!("; dropped: {d}"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -344,15 +393,24 @@ fn check(expect: &Expect, got: &Delivery, sent: &Bytes) -> Result<(), String> {
             return Err(format!("expected drop {want:?}, got {reason} at {stage}"));
         }
         (Some(want), None) => {
-            return Err(format!("expected drop {want:?}, but it left on {:?}", got.destinations()));
+            return Err(format!(
+                "expected drop {want:?}, but it left on {:?}",
+                got.destinations()
+            ));
         }
         _ => {}
     }
     if let Some(want) = &expect.egress_dropped {
         let ok = want.len() == got.egress_dropped.len()
-            && want.iter().zip(&got.egress_dropped).all(|(w, (s, r))| drop_matches(w, s, r));
+            && want
+                .iter()
+                .zip(&got.egress_dropped)
+                .all(|(w, (s, r))| drop_matches(w, s, r));
         if !ok {
-            return Err(format!("expected egress drops {want:?}, got {:?}", got.egress_dropped));
+            return Err(format!(
+                "expected egress drops {want:?}, got {:?}",
+                got.egress_dropped
+            ));
         }
     }
     if let Some(unchanged) = expect.unchanged {
@@ -360,7 +418,11 @@ fn check(expect: &Expect, got: &Delivery, sent: &Bytes) -> Result<(), String> {
             if (bytes == sent) != unchanged {
                 return Err(format!(
                     "frame to {link} was {}",
-                    if unchanged { "rewritten, expected unchanged" } else { "unchanged, expected a rewrite" }
+                    if unchanged {
+                        "rewritten, expected unchanged"
+                    } else {
+                        "unchanged, expected a rewrite"
+                    }
                 ));
             }
         }

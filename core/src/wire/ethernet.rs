@@ -58,7 +58,10 @@ pub mod ethertype {
     /// `0x0800` or `2048`.
     pub fn parse(text: &str) -> Option<u16> {
         let text = text.trim();
-        if let Some((_, value)) = NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)) {
+        if let Some((_, value)) = NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        {
             return Some(*value);
         }
         match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
@@ -69,7 +72,10 @@ pub mod ethertype {
 
     /// The name of a known ethertype.
     pub fn name(value: u16) -> Option<&'static str> {
-        NAMES.iter().find(|(_, v)| *v == value).map(|(name, _)| *name)
+        NAMES
+            .iter()
+            .find(|(_, v)| *v == value)
+            .map(|(name, _)| *name)
     }
 
     /// True for the TPIDs that introduce a VLAN tag.

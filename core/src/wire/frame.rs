@@ -6,7 +6,7 @@ use std::cell::OnceCell;
 
 use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
 
-use super::ethernet::{ethertype, EthernetError, EthernetHeader};
+use super::ethernet::{EthernetError, EthernetHeader, ethertype};
 
 /// UDP port of a DHCPv4 server.
 pub const DHCPV4_SERVER_PORT: u16 = 67;
@@ -244,7 +244,11 @@ mod tests {
     fn router_advertisement() {
         let mut out = Vec::new();
         PacketBuilder::ethernet2(SRC, [0x33, 0x33, 0, 0, 0, 1])
-            .ipv6([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 255)
+            .ipv6(
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                255,
+            )
             .icmpv6(etherparse::Icmpv6Type::RouterAdvertisement(
                 etherparse::icmpv6::RouterAdvertisementHeader {
                     cur_hop_limit: 64,

@@ -21,7 +21,9 @@ pub enum MacError {
     #[error("{0} is the all-zero MAC address, which no adapter may use")]
     Zero(MacAddr),
     /// The address has the group (multicast) bit set.
-    #[error("{0} is a multicast/broadcast address; an adapter needs a unicast MAC (first octet even)")]
+    #[error(
+        "{0} is a multicast/broadcast address; an adapter needs a unicast MAC (first octet even)"
+    )]
     Multicast(MacAddr),
 }
 
@@ -188,9 +190,24 @@ mod tests {
         assert!(local.is_unicast() && local.is_locally_administered());
         let global: MacAddr = "00:1b:21:00:00:01".parse().unwrap();
         assert!(!global.is_locally_administered());
-        assert!("01:80:c2:00:00:00".parse::<MacAddr>().unwrap().is_ieee_link_local());
-        assert!("01:80:c2:00:00:0e".parse::<MacAddr>().unwrap().is_ieee_link_local());
-        assert!(!"01:80:c2:00:00:10".parse::<MacAddr>().unwrap().is_ieee_link_local());
+        assert!(
+            "01:80:c2:00:00:00"
+                .parse::<MacAddr>()
+                .unwrap()
+                .is_ieee_link_local()
+        );
+        assert!(
+            "01:80:c2:00:00:0e"
+                .parse::<MacAddr>()
+                .unwrap()
+                .is_ieee_link_local()
+        );
+        assert!(
+            !"01:80:c2:00:00:10"
+                .parse::<MacAddr>()
+                .unwrap()
+                .is_ieee_link_local()
+        );
     }
 
     #[test]

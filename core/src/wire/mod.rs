@@ -6,6 +6,6 @@ pub mod mac;
 pub mod mtu;
 pub mod overlay;
 
-pub use ethernet::{ethertype, EthernetError, EthernetHeader, VlanTag};
+pub use ethernet::{EthernetError, EthernetHeader, VlanTag, ethertype};
 pub use frame::{FrameView, L3Facts, L3Kind};
 pub use mac::{MacAddr, MacError};

@@ -132,12 +132,24 @@ mod tests {
             Err(OverlayError::UnknownContext(0x1234))
         );
         // Non-minimal encoding of context 0 is still context 0.
-        assert_eq!(decode(&[1, 0x40, 0x00, 7]), Ok(OverlayPayload::Ethernet(&[7])));
+        assert_eq!(
+            decode(&[1, 0x40, 0x00, 7]),
+            Ok(OverlayPayload::Ethernet(&[7]))
+        );
     }
 
     #[test]
     fn varints() {
-        for value in [0u64, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, (1 << 62) - 1] {
+        for value in [
+            0u64,
+            63,
+            64,
+            16383,
+            16384,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 62) - 1,
+        ] {
             let mut out = Vec::new();
             assert!(encode_varint(value, &mut out));
             assert_eq!(decode_varint(&out), Some((value, out.len())));

@@ -1,0 +1,232 @@
+//! `ipv6-ra`: only the LAN may advertise IPv6 routers. A router
+//! advertisement (ICMPv6 type 134) entering on a link whose role is not
+//! allowed (default: `gateway` and `lan`) is dropped (`mode: drop`), or kept
+//! with its router lifetime rewritten to 0 (`mode: zero-lifetime`): hosts
+//! still configure addresses from its prefixes, but the remote router never
+//! becomes anyone's default route. The ICMPv6 checksum is updated
+//! (RFC 1624). VLAN tags or not.
+//!
+//! Fails closed: an IPv6 frame from a role that may not advertise whose
+//! headers do not parse is dropped as `unparseable`.
+
+use etherparse::{EtherType, SlicedPacket, TransportSlice};
+use lanparty_core::Bytes;
+use lanparty_core::config::{ConfigError, StageConfig};
+use lanparty_core::registry::{
+    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
+};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
+use lanparty_core::wire::{FrameView, L3Kind, ethertype};
+use serde::Deserialize;
+
+use crate::roles::{RoleSet, infrastructure_roles};
+
+/// Drop reason: an RA from a role that may not advertise.
+pub const ROUTER_ADVERTISEMENT: DropReason = "router-advertisement";
+/// Drop reason: IPv6 headers that do not parse, from a role that may not
+/// advertise.
+pub const UNPARSEABLE: DropReason = "unparseable";
+
+/// What to do with an RA from a role that may not advertise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RaMode {
+    /// Drop it.
+    #[default]
+    Drop,
+    /// Keep it with router lifetime 0.
+    ZeroLifetime,
+}
+
+/// `ipv6-ra` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ipv6RaSettings {
+    /// `allow_roles`: roles whose RAs pass untouched.
+    #[serde(default = "infrastructure_roles")]
+    pub allow_roles: Vec<LinkRole>,
+    /// `mode`: `drop` (default) or `zero-lifetime`.
+    #[serde(default)]
+    pub mode: RaMode,
+}
+
+/// The filter.
+#[derive(Debug)]
+pub struct Ipv6Ra {
+    allowed: RoleSet,
+    mode: RaMode,
+}
+
+/// Offset of the RA's router lifetime field within the ICMPv6 message.
+const ROUTER_LIFETIME_OFFSET: usize = 6;
+/// Offset of the ICMPv6 checksum.
+const CHECKSUM_OFFSET: usize = 2;
+
+/// Updates a one's-complement checksum for a 16-bit word changing from
+/// `old` to `new` (RFC 1624, eqn. 3).
+pub fn update_checksum(checksum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Returns a copy of the RA in `frame` with router lifetime 0, or `None`
+/// if it already is 0 or the ICMPv6 message cannot be located.
+pub fn zero_router_lifetime(frame: &FrameView<'_>) -> Option<Vec<u8>> {
+    let packet =
+        SlicedPacket::from_ether_type(EtherType(ethertype::IPV6), frame.l3_bytes()).ok()?;
+    let Some(TransportSlice::Icmpv6(icmp)) = packet.transport else {
+        return None;
+    };
+    let start = (icmp.slice().as_ptr() as usize).checked_sub(frame.bytes().as_ptr() as usize)?;
+    let bytes = frame.bytes();
+    let field = start + ROUTER_LIFETIME_OFFSET;
+    let lifetime = u16::from_be_bytes([*bytes.get(field)?, *bytes.get(field + 1)?]);
+    if lifetime == 0 {
+        return None;
+    }
+    let sum_at = start + CHECKSUM_OFFSET;
+    let checksum = u16::from_be_bytes([bytes[sum_at], bytes[sum_at + 1]]);
+    let mut out = bytes.to_vec();
+    out[field..field + 2].copy_from_slice(&0u16.to_be_bytes());
+    out[sum_at..sum_at + 2].copy_from_slice(&update_checksum(checksum, lifetime, 0).to_be_bytes());
+    Some(out)
+}
+
+impl Filter for Ipv6Ra {
+    fn ingress(&mut self, ctx: &FilterContext<'_>, frame: &FrameView<'_>) -> Verdict {
+        if self.allowed.contains(ctx.ingress.role) || frame.eth().ethertype != ethertype::IPV6 {
+            return Verdict::Pass;
+        }
+        if frame.l3().kind == L3Kind::Malformed {
+            return Verdict::Drop(UNPARSEABLE);
+        }
+        if !frame.is_ipv6_router_advertisement() {
+            return Verdict::Pass;
+        }
+        match self.mode {
+            RaMode::Drop => Verdict::Drop(ROUTER_ADVERTISEMENT),
+            RaMode::ZeroLifetime => match zero_router_lifetime(frame) {
+                Some(rewritten) => Verdict::Replace(Bytes::from(rewritten)),
+                None => Verdict::Pass,
+            },
+        }
+    }
+}
+
+fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
+    let settings: Ipv6RaSettings = config.parse()?;
+    Ok(filter_factory(settings, |s| Ipv6Ra {
+        allowed: s.allow_roles.iter().collect(),
+        mode: s.mode,
+    }))
+}
+
+lanparty_core::inventory::submit! {
+    StageRegistration {
+        name: "ipv6-ra",
+        summary: "IPv6 router advertisements from roles that may not route: drop them, or zero their router lifetime",
+        keys: &[
+            KeyDoc { name: "allow_roles", ty: "list of client | gateway | lan | host", default: "[gateway, lan]", doc: "roles whose RAs pass untouched" },
+            KeyDoc { name: "mode", ty: "drop | zero-lifetime", default: "drop", doc: "zero-lifetime keeps the RA (SLAAC still works) but the sender never becomes a default router" },
+        ],
+        example: "ingress: [ { type: ipv6-ra, mode: zero-lifetime } ]",
+        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lanparty_core::stage::LinkRole;
+    use lanparty_core::testing::Harness;
+    use lanparty_core::testing::frames::{self, Tags};
+    use lanparty_core::wire::MacAddr;
+
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const G: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn harness(yaml: &str) -> Harness {
+        let mut h = Harness::from_room_yaml(yaml).unwrap();
+        h.add_link("client", LinkRole::Client, C);
+        h.add_link("gw", LinkRole::Gateway, G);
+        h
+    }
+
+    #[test]
+    fn drops_client_ras_tagged_or_not() {
+        let mut h = harness("ingress: [ { type: ipv6-ra } ]");
+        for tags in [Tags::None, Tags::Single(10), Tags::Double(100, 10)] {
+            assert_eq!(
+                h.send("client", frames::ipv6_ra(C, tags, 1800))
+                    .drop_reason(),
+                Some("router-advertisement")
+            );
+            let d = h.send("gw", frames::ipv6_ra(G, tags, 1800));
+            assert_eq!(
+                (d.destinations(), d.frame_to("client").map(|b| b.to_vec())),
+                (vec!["client"], Some(frames::ipv6_ra(G, tags, 1800)))
+            );
+            // Other ICMPv6 from clients passes.
+            assert_eq!(
+                h.send("client", frames::ipv6_echo(G, C, tags))
+                    .destinations(),
+                ["gw"]
+            );
+        }
+    }
+
+    #[test]
+    fn zero_lifetime_rewrites_with_a_valid_checksum() {
+        let mut h = harness("ingress: [ { type: ipv6-ra, mode: zero-lifetime } ]");
+        for tags in [Tags::None, Tags::Single(10), Tags::Double(100, 10)] {
+            for lifetime in [1, 1800, 9000, 0xffff] {
+                let d = h.send("client", frames::ipv6_ra(C, tags, lifetime));
+                let got = d.frame_to("gw").expect("RA delivered").to_vec();
+                // The rewritten frame equals one built with lifetime 0 from
+                // scratch, checksum included.
+                assert_eq!(
+                    got,
+                    frames::ipv6_ra(C, tags, 0),
+                    "{tags:?} lifetime {lifetime}"
+                );
+            }
+            let zero = frames::ipv6_ra(C, tags, 0);
+            assert_eq!(
+                h.send("client", zero.clone())
+                    .frame_to("gw")
+                    .unwrap()
+                    .to_vec(),
+                zero
+            );
+        }
+        let rewritten = h
+            .stats()
+            .stage("ingress[0]:ipv6-ra")
+            .unwrap()
+            .counters
+            .rewritten;
+        assert_eq!(rewritten, 12);
+    }
+
+    #[test]
+    fn fails_closed_on_unparseable_ipv6() {
+        let mut h = harness("ingress: [ { type: ipv6-ra } ]");
+        let ra = frames::ipv6_ra(C, Tags::None, 1800);
+        for cut in [20, 54, 60] {
+            assert_eq!(
+                h.send("client", ra[..cut].to_vec()).drop_reason(),
+                Some("unparseable"),
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_update_matches_rfc1624_examples() {
+        // Changing a word and back restores the checksum.
+        let c = super::update_checksum(0x1234, 0x0708, 0);
+        assert_eq!(super::update_checksum(c, 0, 0x0708), 0x1234);
+    }
+}

@@ -1,0 +1,239 @@
+//! `mac-guard`: source MAC anti-spoofing.
+//!
+//! - Every role: a multicast/broadcast or all-zero source MAC is dropped.
+//! - `client` links may only send with the MAC they were admitted with
+//!   (the hello's MAC): nobody can impersonate another player or the LAN.
+//! - `gateway`, `lan` and `host` links bridge whole segments and may use
+//!   many source MACs, up to `max_macs` per link; a MAC not seen for
+//!   `ageing` is forgotten and frees its slot.
+//!
+//! Decides on the L2 header only (validated by the pipeline), so it never
+//! meets a frame it cannot classify.
+
+use std::collections::HashMap;
+
+use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
+use lanparty_core::registry::{
+    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
+};
+use lanparty_core::stage::{
+    DropReason, Filter, FilterContext, FilterSides, LinkId, LinkRole, Verdict,
+};
+use lanparty_core::time::Timestamp;
+use lanparty_core::wire::{FrameView, MacAddr};
+use serde::Deserialize;
+
+/// Drop reason: multicast or broadcast source MAC.
+pub const MULTICAST_SOURCE: DropReason = "multicast-source";
+/// Drop reason: all-zero source MAC.
+pub const ZERO_SOURCE: DropReason = "zero-source";
+/// Drop reason: a client sent with a MAC it was not admitted with.
+pub const SPOOFED_SOURCE: DropReason = "spoofed-source";
+/// Drop reason: a multi-MAC link exceeded its MAC limit.
+pub const TOO_MANY_MACS: DropReason = "too-many-macs";
+
+/// `mac-guard` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacGuardSettings {
+    /// `max_macs`: source MACs per gateway/lan/host link. Default 1024.
+    #[serde(default = "default_max_macs")]
+    pub max_macs: usize,
+    /// `ageing`: forget a gateway-side MAC not seen for this long. Default 300s.
+    #[serde(default = "default_ageing")]
+    pub ageing: ConfigDuration,
+}
+
+fn default_max_macs() -> usize {
+    1024
+}
+
+fn default_ageing() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(300))
+}
+
+/// The filter.
+#[derive(Debug)]
+pub struct MacGuard {
+    max_macs: usize,
+    ageing: std::time::Duration,
+    seen: HashMap<LinkId, HashMap<MacAddr, Timestamp>>,
+}
+
+impl Filter for MacGuard {
+    fn ingress(&mut self, ctx: &FilterContext<'_>, frame: &FrameView<'_>) -> Verdict {
+        let src = frame.eth().src;
+        if src.is_multicast() {
+            return Verdict::Drop(MULTICAST_SOURCE);
+        }
+        if src.is_zero() {
+            return Verdict::Drop(ZERO_SOURCE);
+        }
+        if ctx.ingress.role == LinkRole::Client {
+            return if ctx.ingress.macs.contains(&src) {
+                Verdict::Pass
+            } else {
+                Verdict::Drop(SPOOFED_SOURCE)
+            };
+        }
+        if ctx.ingress.macs.contains(&src) {
+            return Verdict::Pass;
+        }
+        let macs = self.seen.entry(ctx.ingress.id).or_default();
+        if let Some(seen) = macs.get_mut(&src) {
+            *seen = ctx.now;
+            return Verdict::Pass;
+        }
+        if macs.len() >= self.max_macs {
+            let ageing = self.ageing;
+            macs.retain(|_, seen| ctx.now.saturating_since(*seen) < ageing);
+            if macs.len() >= self.max_macs {
+                return Verdict::Drop(TOO_MANY_MACS);
+            }
+        }
+        macs.insert(src, ctx.now);
+        Verdict::Pass
+    }
+
+    fn link_removed(&mut self, link: LinkId) {
+        self.seen.remove(&link);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let ageing = self.ageing;
+        for macs in self.seen.values_mut() {
+            macs.retain(|_, seen| now.saturating_since(*seen) < ageing);
+        }
+    }
+}
+
+fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
+    let settings: MacGuardSettings = config.parse()?;
+    if settings.max_macs == 0 {
+        return Err(vec![config.error("max_macs", "must be at least 1")]);
+    }
+    Ok(filter_factory(settings, |s| MacGuard {
+        max_macs: s.max_macs,
+        ageing: s.ageing.0,
+        seen: HashMap::new(),
+    }))
+}
+
+lanparty_core::inventory::submit! {
+    StageRegistration {
+        name: "mac-guard",
+        summary: "anti-spoofing: clients send only with their admitted MAC; no multicast/zero sources; MAC limit per gateway",
+        keys: &[
+            KeyDoc { name: "max_macs", ty: "integer", default: "1024", doc: "source MACs per gateway/lan/host link" },
+            KeyDoc { name: "ageing", ty: "duration", default: "300s", doc: "a gateway-side MAC not seen this long frees its slot" },
+        ],
+        example: "ingress: [ { type: mac-guard, max_macs: 1024 } ]",
+        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lanparty_core::stage::LinkRole;
+    use lanparty_core::testing::Harness;
+    use lanparty_core::testing::frames::{self, Tags};
+    use lanparty_core::wire::MacAddr;
+
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const G: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn from(src: MacAddr) -> Vec<u8> {
+        frames::ethernet(MacAddr::BROADCAST, src, Tags::None, 0x0806, 28)
+    }
+
+    fn harness(yaml: &str) -> Harness {
+        let mut h = Harness::from_room_yaml(yaml).unwrap();
+        h.add_link("client", LinkRole::Client, C);
+        h.add_link("gw", LinkRole::Gateway, G);
+        h
+    }
+
+    #[test]
+    fn clients_only_send_as_themselves() {
+        let mut h = harness("ingress: [ { type: mac-guard } ]");
+        assert_eq!(h.send("client", from(C)).destinations(), ["gw"]);
+        assert_eq!(
+            h.send("client", from(G)).drop_reason(),
+            Some("spoofed-source")
+        );
+        assert_eq!(
+            h.send("client", from(MacAddr([2, 0, 0, 0, 0, 9])))
+                .drop_reason(),
+            Some("spoofed-source")
+        );
+        assert_eq!(
+            h.send("client", from(MacAddr::BROADCAST)).drop_reason(),
+            Some("multicast-source")
+        );
+        assert_eq!(
+            h.send("gw", from(MacAddr([1, 0, 0x5e, 0, 0, 1])))
+                .drop_reason(),
+            Some("multicast-source")
+        );
+        assert_eq!(
+            h.send("gw", from(MacAddr::ZERO)).drop_reason(),
+            Some("zero-source")
+        );
+    }
+
+    #[test]
+    fn gateways_bridge_many_macs_up_to_the_limit() {
+        let mut h = harness("ingress: [ { type: mac-guard, max_macs: 2, ageing: 10s } ]");
+        let lan = |i| MacAddr([0, 0x1b, 0x21, 0, 0, i]);
+        assert!(h.send("gw", from(lan(1))).dropped.is_none());
+        assert!(h.send("gw", from(lan(2))).dropped.is_none());
+        assert!(
+            h.send("gw", from(G)).dropped.is_none(),
+            "the gateway's own MAC never counts"
+        );
+        assert_eq!(
+            h.send("gw", from(lan(3))).drop_reason(),
+            Some("too-many-macs")
+        );
+        assert!(
+            h.send("gw", from(lan(1))).dropped.is_none(),
+            "known MACs still pass"
+        );
+        h.advance(Duration::from_secs(11));
+        assert!(
+            h.send("gw", from(lan(3))).dropped.is_none(),
+            "aged MACs free their slots"
+        );
+    }
+
+    #[test]
+    fn leaving_forgets_the_links_macs() {
+        use lanparty_core::stage::{Filter, FilterContext, LinkId, LinkInfo};
+        use lanparty_core::time::Timestamp;
+        use lanparty_core::wire::FrameView;
+        let mut guard = super::MacGuard {
+            max_macs: 8,
+            ageing: Duration::from_secs(300),
+            seen: Default::default(),
+        };
+        let link = LinkInfo {
+            id: LinkId(4),
+            name: "gw".into(),
+            role: LinkRole::Gateway,
+            macs: vec![G],
+            mtu: 1394,
+        };
+        let ctx = FilterContext {
+            now: Timestamp::ZERO,
+            ingress: &link,
+            room_mtu: 1394,
+        };
+        let frame = from(MacAddr([0, 0x1b, 0x21, 0, 0, 1]));
+        guard.ingress(&ctx, &FrameView::parse(&frame).unwrap());
+        assert_eq!(guard.seen[&LinkId(4)].len(), 1);
+        guard.link_removed(LinkId(4));
+        assert!(guard.seen.is_empty());
+    }
+}

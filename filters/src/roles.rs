@@ -1,0 +1,38 @@
+//! Role lists in filter settings.
+
+use lanparty_core::stage::LinkRole;
+
+/// The roles that may serve DHCP or advertise routes by default: the
+/// gateway peer on the relay and the wired LAN on the gateway.
+pub fn infrastructure_roles() -> Vec<LinkRole> {
+    vec![LinkRole::Gateway, LinkRole::Lan]
+}
+
+/// A small set of roles, checked without allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleSet(u8);
+
+impl RoleSet {
+    fn bit(role: LinkRole) -> u8 {
+        match role {
+            LinkRole::Client => 1,
+            LinkRole::Gateway => 2,
+            LinkRole::Lan => 4,
+            LinkRole::Host => 8,
+        }
+    }
+
+    /// True when `role` is in the set.
+    pub fn contains(self, role: LinkRole) -> bool {
+        self.0 & Self::bit(role) != 0
+    }
+}
+
+impl<'a> FromIterator<&'a LinkRole> for RoleSet {
+    fn from_iter<I: IntoIterator<Item = &'a LinkRole>>(iter: I) -> Self {
+        RoleSet(
+            iter.into_iter()
+                .fold(0, |bits, role| bits | RoleSet::bit(*role)),
+        )
+    }
+}

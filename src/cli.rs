@@ -1,0 +1,292 @@
+//! Argument parsing and the subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use lanparty_core::config::{ConfigErrors, ConfigSources};
+use lanparty_core::registry::{Registry, StageBuild, StageRegistration, did_you_mean};
+use lanparty_core::runtime::{Node, shutdown_pair};
+use lanparty_core::testing::run_test_file;
+
+use crate::logging::{self, LogFormat};
+
+/// Exit codes of the `lanparty` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// A node ran and failed (a port could not open its device, …).
+    RunFailed = 1,
+    /// Bad command line or configuration.
+    ConfigError = 2,
+    /// `lanparty test`: at least one case failed.
+    TestsFailed = 3,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 a running node failed; 2 bad command line or config; 3 pipeline tests failed.
+Config overrides: files are merged in order, then LANPARTY_* environment variables
+(LANPARTY_PORTS__RELAY__ROOM=ABC sets ports.relay.room), then --set key.path=value.";
+
+/// Layer 2 over QUIC for LAN parties: relay, gateway and client in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "lanparty", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// Log filter: error, warn, info, debug, trace, or e.g. `info,lanparty_core=debug`.
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    log_level: String,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (relay, gateway or client) from one or more config files.
+    Run {
+        /// Config files, merged in order.
+        #[arg(required = true, value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+        /// Override a key, e.g. --set ports.relay.room=ROOM1 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Build everything `run` would, without opening devices or sockets; list every error.
+    Check {
+        /// Config files, merged in order.
+        #[arg(required = true, value_name = "CONFIG")]
+        configs: Vec<PathBuf>,
+        /// Override a key, e.g. --set room.mtu=1280 (repeatable).
+        #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+        sets: Vec<String>,
+    },
+    /// List the registered stage kinds, or describe one.
+    Stages {
+        /// A stage kind to describe: its config keys, defaults and an example.
+        name: Option<String>,
+    },
+    /// Run YAML pipeline tests and report each case.
+    Test {
+        /// Test files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> std::process::ExitCode {
+    run_cli(std::env::args_os()).into()
+}
+
+/// Parses `args` (program name first) and runs the command.
+pub fn run_cli<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::ConfigError
+            } else {
+                ExitCode::Ok
+            };
+        }
+    };
+    if let Err(e) = logging::init(&cli.log_level, cli.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::ConfigError;
+    }
+    let registry = match Registry::global() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::ConfigError;
+        }
+    };
+    match cli.command {
+        Command::Run { configs, sets } => run(ConfigSources::new(configs, sets)),
+        Command::Check { configs, sets } => check(ConfigSources::new(configs, sets)),
+        Command::Stages { name } => stages(registry, name.as_deref()),
+        Command::Test { files } => test(&files),
+    }
+}
+
+fn print_config_errors(errors: &ConfigErrors) {
+    let n = errors.0.len();
+    eprintln!(
+        "error: {n} problem{} in the configuration:",
+        if n == 1 { "" } else { "s" }
+    );
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+}
+
+fn run(sources: ConfigSources) -> ExitCode {
+    let node = match Node::build(&sources) {
+        Ok(node) => node,
+        Err(errors) => {
+            print_config_errors(&errors);
+            return ExitCode::ConfigError;
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("lanparty");
+    if let Some(threads) = node.settings.threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::RunFailed;
+        }
+    };
+    let (trigger, _signal) = shutdown_pair();
+    match runtime.block_on(node.run(trigger)) {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::RunFailed
+        }
+    }
+}
+
+fn check(sources: ConfigSources) -> ExitCode {
+    let files: Vec<String> = sources
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    match Node::build(&sources) {
+        Ok(node) => {
+            let ports: Vec<&str> = node.ports.iter().map(|(n, _)| n.as_str()).collect();
+            println!(
+                "ok: {} — node `{}`, ports [{}], room MTU {}",
+                files.join(" + "),
+                node.name,
+                ports.join(", "),
+                node.template.mtu()
+            );
+            ExitCode::Ok
+        }
+        Err(errors) => {
+            print_config_errors(&errors);
+            ExitCode::ConfigError
+        }
+    }
+}
+
+fn describe(r: &StageRegistration) -> String {
+    let mut out = format!("{} ({})\n  {}\n", r.name, r.kind(), r.summary);
+    if let StageBuild::Filter { sides, .. } = r.build {
+        let place = match (sides.ingress(), sides.egress()) {
+            (true, true) => "room.ingress or room.egress",
+            (true, false) => "room.ingress",
+            _ => "room.egress",
+        };
+        out.push_str(&format!("  placed under: {place}\n"));
+    }
+    if r.keys.is_empty() {
+        out.push_str("\nkeys: none besides `type`\n");
+    } else {
+        out.push_str("\nkeys:\n");
+        let width = r.keys.iter().map(|k| k.name.len()).max().unwrap_or(0);
+        for k in r.keys {
+            out.push_str(&format!(
+                "  {:width$}  {} (default: {})\n  {:width$}    {}\n",
+                k.name, k.ty, k.default, "", k.doc
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\nexample:\n  {}\n",
+        r.example.trim().replace('\n', "\n  ")
+    ));
+    out
+}
+
+fn stages(registry: &Registry, name: Option<&str>) -> ExitCode {
+    match name {
+        None => {
+            let width = registry.iter().map(|r| r.name.len()).max().unwrap_or(0);
+            for r in registry.iter() {
+                println!(
+                    "{:width$}  {:6}  {}",
+                    r.name,
+                    r.kind().to_string(),
+                    r.summary
+                );
+            }
+            ExitCode::Ok
+        }
+        Some(name) => match registry.get(name) {
+            Some(r) => {
+                print!("{}", describe(r));
+                ExitCode::Ok
+            }
+            None => {
+                let hint = did_you_mean(name, registry.iter().map(|r| r.name))
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "error: no stage kind `{name}`{hint} (run `lanparty stages` for the list)"
+                );
+                ExitCode::ConfigError
+            }
+        },
+    }
+}
+
+fn test(files: &[PathBuf]) -> ExitCode {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for file in files {
+        match run_test_file(file) {
+            Ok(result) => {
+                let about = result
+                    .description
+                    .map(|d| format!(" — {d}"))
+                    .unwrap_or_default();
+                println!("{}{about}", file.display());
+                for case in result.cases {
+                    match case.failure {
+                        None => {
+                            passed += 1;
+                            println!("  ok      {}", case.name);
+                        }
+                        Some(why) => {
+                            failed += 1;
+                            println!("  FAILED  {}\n          {why}", case.name);
+                        }
+                    }
+                }
+            }
+            Err(errors) => {
+                failed += 1;
+                println!("{}", file.display());
+                println!("  FAILED  (file could not be loaded)");
+                for e in &errors.0 {
+                    println!("          {e}");
+                }
+            }
+        }
+    }
+    println!("pipeline-tests: {passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::TestsFailed
+    }
+}
