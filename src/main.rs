@@ -10,6 +10,9 @@ use serde_json as _;
 use tokio as _;
 use tracing as _;
 use tracing_subscriber as _;
+// A dev-dependency of the end-to-end tests.
+#[cfg(test)]
+use libc as _;
 
 fn main() -> std::process::ExitCode {
     lanparty::main()

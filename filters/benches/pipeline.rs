@@ -4,14 +4,14 @@
 
 #![allow(clippy::expect_used)]
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lanparty_core::Bytes;
 use lanparty_core::pipeline::Pipeline;
 use lanparty_core::stage::{LinkId, LinkInfo, LinkRole};
-use lanparty_core::testing::frames::{ipv4_of_len, Tags};
+use lanparty_core::testing::frames::{Tags, ipv4_of_len};
 use lanparty_core::testing::template_from_yaml;
 use lanparty_core::time::Timestamp;
 use lanparty_core::wire::MacAddr;
-use lanparty_core::Bytes;
 use lanparty_filters as _;
 
 const SWITCH_ONLY: &str = "router: { type: switch }";
@@ -54,7 +54,10 @@ fn setup(room: &str, links: usize, l3_len: usize) -> (Pipeline, Vec<(LinkId, Byt
         .map(|n| {
             let i = n % links;
             let dst = mac((i + 1) % links);
-            (LinkId(i as u32 + 1), Bytes::from(ipv4_of_len(dst, mac(i), Tags::None, l3_len)))
+            (
+                LinkId(i as u32 + 1),
+                Bytes::from(ipv4_of_len(dst, mac(i), Tags::None, l3_len)),
+            )
         })
         .collect();
     // Learn every MAC.
@@ -75,16 +78,19 @@ fn bench(c: &mut Criterion) {
                 let (mut pipeline, frames) = setup(room, links, l3_len);
                 let mut out = Vec::with_capacity(64);
                 let mut now = Timestamp::ZERO;
-                group.bench_function(BenchmarkId::new(format!("{links}-links"), format!("{frame_len}B")), |b| {
-                    b.iter(|| {
-                        now = now + std::time::Duration::from_micros(100);
-                        for (link, frame) in &frames {
-                            out.clear();
-                            let _ = pipeline.process(now, *link, frame.clone(), &mut out);
-                        }
-                        out.len()
-                    })
-                });
+                group.bench_function(
+                    BenchmarkId::new(format!("{links}-links"), format!("{frame_len}B")),
+                    |b| {
+                        b.iter(|| {
+                            now = now + std::time::Duration::from_micros(100);
+                            for (link, frame) in &frames {
+                                out.clear();
+                                let _ = pipeline.process(now, *link, frame.clone(), &mut out);
+                            }
+                            out.len()
+                        })
+                    },
+                );
             }
         }
         group.finish();

@@ -1,1 +1,10 @@
-//! lanparty local ports.
+//! lanparty's local ports: where frames meet this machine's network stack.
+//!
+//! - `tap` (Linux): a TAP device; a client's virtual Ethernet adapter.
+//!
+//! A binary gets them by naming this crate (`use lanparty_ports as _;`).
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(target_os = "linux")]
+pub mod tap;

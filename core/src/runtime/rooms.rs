@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RuntimeSettings;
 use crate::pipeline::{Pipeline, PipelineStats, PipelineTemplate};
@@ -114,6 +114,7 @@ struct RoomEntry {
     control: mpsc::UnboundedSender<RoomCommand>,
     frames: mpsc::Sender<(LinkId, Bytes)>,
     queue_full: Arc<AtomicU64>,
+    mtu: watch::Sender<u16>,
     links: usize,
 }
 
@@ -180,6 +181,7 @@ impl Rooms {
             room_id: entry.room_id,
             to_room: entry.frames.clone(),
             room_queue_full: entry.queue_full.clone(),
+            mtu: entry.mtu.subscribe(),
             from_room: rx,
             counters,
             rooms: self.clone(),
@@ -207,6 +209,7 @@ impl Rooms {
             control,
             frames,
             queue_full,
+            mtu: watch::Sender::new(self.template.mtu()),
             links: 0,
         }
     }
@@ -228,6 +231,7 @@ impl Rooms {
     pub fn set_mtu(&self, room: &str, mtu: u16) {
         if let Some(entry) = self.lock().get(room) {
             let _ = entry.control.send(RoomCommand::SetMtu(mtu));
+            entry.mtu.send_replace(mtu);
         }
     }
 
@@ -266,6 +270,7 @@ pub struct LinkHandle {
     room_id: u64,
     to_room: mpsc::Sender<(LinkId, Bytes)>,
     room_queue_full: Arc<AtomicU64>,
+    mtu: watch::Receiver<u16>,
     from_room: mpsc::Receiver<Bytes>,
     counters: Arc<LinkCounters>,
     rooms: Arc<Rooms>,
@@ -323,6 +328,12 @@ impl LinkHandle {
     /// The link's counters.
     pub fn counters(&self) -> &Arc<LinkCounters> {
         &self.counters
+    }
+
+    /// The room's MTU, updated when a port sets it (a TAP device follows
+    /// the MTU the relay's welcome gave the QUIC client).
+    pub fn mtu(&self) -> watch::Receiver<u16> {
+        self.mtu.clone()
     }
 
     /// Sets the room's MTU (a client learns it from the relay's welcome).

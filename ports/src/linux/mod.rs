@@ -1,0 +1,4 @@
+//! Linux network device plumbing shared by the TAP and AF_PACKET ports.
+
+pub mod netdev;
+pub mod rxbuf;

@@ -1,0 +1,344 @@
+//! `tap`: a Linux TAP device as a link: the virtual Ethernet adapter of a
+//! client, or a local port on any node.
+//!
+//! Creates the device (or attaches to an existing persistent one by name),
+//! optionally sets its MAC and addresses, keeps its MTU equal to the room
+//! MTU (which a QUIC client learns from the relay's welcome), brings it up,
+//! and moves frames between it and the room. VLAN tags pass through as they
+//! are. A device this port created disappears when the port stops; a
+//! persistent device made beforehand (`ip tuntap add`) is left in place.
+//!
+//! Receive reads every frame that is ready per wake-up into one shared
+//! buffer (no allocation per frame); transmit drains up to a batch of
+//! frames per wake-up.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use lanparty_core::config::{ConfigError, StageConfig};
+use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext};
+use lanparty_core::stage::{BoxFuture, LinkRole, Port, PortError};
+use lanparty_core::wire::MacAddr;
+use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
+use serde::Deserialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::linux::netdev;
+use crate::linux::rxbuf::{CHUNK, RxBuffer};
+
+/// `tap` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapSettings {
+    /// `device`: the device name, e.g. `lp0` (created if absent).
+    pub device: String,
+    /// `mac`: the device MAC; default: keep the kernel's random one. A
+    /// client sets it to the MAC it joins the relay with.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// `mtu`: a fixed MTU; default: follow the room MTU.
+    #[serde(default)]
+    pub mtu: Option<u16>,
+    /// `addresses`: static addresses, e.g. `[10.77.0.2/24, fd77::2/64]`;
+    /// default none (leave it to DHCP / SLAAC).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `room`: the room the device joins. Default `default`.
+    #[serde(default = "default_room")]
+    pub room: String,
+    /// `role`: the link role. Default `host`.
+    #[serde(default = "default_role")]
+    pub role: LinkRole,
+}
+
+fn default_room() -> String {
+    DEFAULT_ROOM.to_string()
+}
+
+fn default_role() -> LinkRole {
+    LinkRole::Host
+}
+
+/// A configured TAP port.
+#[derive(Debug)]
+pub struct TapPort {
+    settings: TapSettings,
+    addresses: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// Frames read per wake-up before giving the other direction a turn.
+const RX_BATCH: usize = 64;
+/// Largest frame read: MTU plus Ethernet header and two VLAN tags.
+const MAX_FRAME: usize = MAX_MTU as usize + 22;
+
+fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
+    let settings: TapSettings = config.parse()?;
+    let mut errors: Vec<ConfigError> = Vec::new();
+    if let Err(e) = netdev::ifname(&settings.device) {
+        errors.push(config.error("device", e.to_string()));
+    }
+    if let Some(mac) = settings.mac {
+        if let Err(e) = mac.validate_adapter_mac() {
+            errors.push(config.error("mac", e.to_string()));
+        }
+    }
+    if let Some(mtu) = settings.mtu {
+        if let Err(e) = validate_mtu(u32::from(mtu)) {
+            errors.push(config.error("mtu", e.to_string()));
+        }
+    }
+    let mut addresses = Vec::new();
+    for (i, text) in settings.addresses.iter().enumerate() {
+        match netdev::parse_cidr(text) {
+            Ok(a) => addresses.push(a),
+            Err(e) => errors.push(config.error(&format!("addresses[{i}]"), e)),
+        }
+    }
+    if let Err(e) = lanparty_core::control::validate_room_code(&settings.room) {
+        errors.push(config.error("room", e));
+    }
+    if errors.is_empty() {
+        Ok(Box::new(TapPort {
+            settings,
+            addresses,
+        }))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Opens (creating if needed) the TAP device `name`; returns the fd.
+pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
+    // SAFETY: plain open(2) of a fixed path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot open /dev/net/tun: {e} (is the tun module loaded, and are we root or CAP_NET_ADMIN?)"
+            ),
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name = netdev::ifname(name)?;
+    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF takes a pointer to an ifreq; the result is checked.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF as _,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create TAP device `{name}`: {e} (a non-TAP device by that name may exist)"
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+struct Device {
+    fd: AsyncFd<OwnedFd>,
+    name: String,
+}
+
+impl Device {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into a valid, exclusively borrowed buffer.
+        let n = unsafe {
+            libc::read(
+                self.fd.get_ref().as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe {
+            libc::write(
+                self.fd.get_ref().as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    async fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|_| self.write(frame)) {
+                Ok(result) => return result.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl TapPort {
+    fn fail(&self, what: impl std::fmt::Display) -> PortError {
+        PortError::new(&self.settings.device, what.to_string())
+    }
+
+    fn configure(&self, mtu: u16) -> Result<(), PortError> {
+        let name = &self.settings.device;
+        if let Some(mac) = self.settings.mac {
+            netdev::set_mac(name, mac)
+                .map_err(|e| self.fail(format!("cannot set MAC {mac}: {e}")))?;
+        }
+        netdev::set_mtu(name, mtu).map_err(|e| self.fail(format!("cannot set MTU {mtu}: {e}")))?;
+        netdev::update_flags(name, libc::IFF_UP as libc::c_short, 0)
+            .map_err(|e| self.fail(format!("cannot bring the device up: {e}")))?;
+        for (addr, prefix) in &self.addresses {
+            match netdev::add_address(name, *addr, *prefix) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(self.fail(format!("cannot add address {addr}/{prefix}: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+        let name = self.settings.device.clone();
+        let fd = open_tap(&name).map_err(|e| self.fail(e))?;
+        // SAFETY: the OwnedFd stays open and owned by the AsyncFd for its
+        // whole lifetime.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
+                .map_err(|e| {
+                    self.fail(format!(
+                        "cannot register the device with the reactor: {e:?}"
+                    ))
+                })?;
+        let device = Device {
+            fd,
+            name: name.clone(),
+        };
+        let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
+        let mac = self.settings.mac.unwrap_or(mac);
+        let mut link = ctx.attach(
+            &self.settings.room,
+            LinkSpec {
+                name: name.clone(),
+                role: self.settings.role,
+                macs: vec![mac],
+                mtu: self.settings.mtu,
+            },
+        );
+        let mut room_mtu = link.mtu();
+        let mtu = self.settings.mtu.unwrap_or(*room_mtu.borrow_and_update());
+        self.configure(mtu)?;
+        tracing::info!(device = %name, %mac, mtu, room = %self.settings.room, "TAP device up");
+        let result = self
+            .pump(&device, &mut link, &mut room_mtu, ctx.shutdown())
+            .await;
+        tracing::info!(device = %name, "TAP port stopped");
+        result
+    }
+
+    async fn pump(
+        &self,
+        device: &Device,
+        link: &mut LinkHandle,
+        room_mtu: &mut tokio::sync::watch::Receiver<u16>,
+        mut shutdown: lanparty_core::runtime::ShutdownSignal,
+    ) -> Result<(), PortError> {
+        let mut rx = RxBuffer::new(MAX_FRAME, CHUNK);
+        let mut tx_batch = Vec::with_capacity(RX_BATCH);
+        let mut tx_errors: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                ready = device.fd.readable() => {
+                    let mut guard = ready.map_err(|e| self.fail(format!("poll failed: {e}")))?;
+                    for _ in 0..RX_BATCH {
+                        match device.read(rx.space()) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                link.send(rx.take(n));
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                guard.clear_ready();
+                                break;
+                            }
+                            Err(e) => return Err(self.fail(format!("read failed: {e}"))),
+                        }
+                    }
+                }
+                n = link.recv_many(&mut tx_batch, RX_BATCH) => {
+                    if n == 0 {
+                        return Err(self.fail("the room closed"));
+                    }
+                    for frame in tx_batch.drain(..) {
+                        if let Err(e) = device.write_frame(&frame).await {
+                            tx_errors += 1;
+                            if tx_errors.is_power_of_two() {
+                                tracing::warn!(device = %device.name, errors = tx_errors, "write to TAP failed: {e}");
+                            }
+                        }
+                    }
+                }
+                changed = room_mtu.changed(), if self.settings.mtu.is_none() => {
+                    if changed.is_ok() {
+                        let mtu = *room_mtu.borrow_and_update();
+                        match netdev::set_mtu(&device.name, mtu) {
+                            Ok(()) => tracing::info!(device = %device.name, mtu, "MTU follows the room"),
+                            Err(e) => tracing::warn!(device = %device.name, mtu, "cannot set MTU: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Port for TapPort {
+    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
+        Box::pin((*self).run(ctx))
+    }
+}
+
+lanparty_core::inventory::submit! {
+    StageRegistration {
+        name: "tap",
+        summary: "Linux TAP device: the virtual Ethernet adapter (MTU follows the room; created and removed by the port)",
+        keys: &[
+            KeyDoc { name: "device", ty: "string", default: "required", doc: "device name, e.g. lp0; created if absent" },
+            KeyDoc { name: "mac", ty: "MAC", default: "kernel's random MAC", doc: "the adapter's MAC; a client uses the MAC it joins the relay with" },
+            KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a fixed MTU instead of following the room" },
+            KeyDoc { name: "addresses", ty: "list of CIDR", default: "[]", doc: "static addresses, e.g. [10.77.0.2/24]; none means DHCP/SLAAC decide" },
+            KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the device joins" },
+            KeyDoc { name: "role", ty: "client | gateway | lan | host", default: "host", doc: "the link role filters see" },
+        ],
+        example: "ports:\n  adapter: { type: tap, device: lp0, mac: \"02:00:00:00:00:51\" }",
+        build: StageBuild::Port { build },
+    }
+}

@@ -1,0 +1,203 @@
+//! The `lanparty` command line: stages, check, test, and their exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{TempDir, lanparty};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(lanparty())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn stages_lists_exactly_the_linked_stage_kinds() {
+    let out = run(&["stages"]);
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "dhcp-server",
+            "ethertype",
+            "hub",
+            "ipv6-ra",
+            "jumbo",
+            "mac-guard",
+            "reflection",
+            "storm",
+            "switch",
+            "switch-control",
+            "tap",
+        ]
+    );
+}
+
+#[test]
+fn stages_describes_one_kind_and_suggests_on_typos() {
+    let out = run(&["stages", "storm"]);
+    assert!(out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("rate") && t.contains("burst") && t.contains("example"),
+        "{t}"
+    );
+    let out = run(&["stages", "strom"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("did you mean `storm`"));
+}
+
+#[test]
+fn check_passes_on_every_shipped_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = run(&["check", path.to_str().unwrap()]);
+            assert!(out.status.success(), "{}: {}", path.display(), text(&out));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+const GOOD: &str = "
+ports:
+  a: { type: tap, device: lpcheck0 }
+room:
+  ingress: [ { type: jumbo } ]
+";
+
+#[test]
+fn check_names_file_and_key_for_a_misspelt_key() {
+    let dir = TempDir::new("check");
+    let file = dir.file("typo.yaml", &GOOD.replace("  ingress:", "  ingres:"));
+    let out = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains(&file.display().to_string())
+            && t.contains("`room.ingres`")
+            && t.contains("unknown key"),
+        "{t}"
+    );
+    // Inside a stage entry too.
+    let file = dir.file(
+        "typo2.yaml",
+        &GOOD.replace("device: lpcheck0", "device: lpcheck0, mtuu: 1400"),
+    );
+    let t = text(&run(&["check", file.to_str().unwrap()]));
+    assert!(
+        t.contains("`ports.a.mtuu`") && t.contains("typo2.yaml"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_names_file_and_key_for_an_unknown_stage_type() {
+    let dir = TempDir::new("check");
+    let file = dir.file("unknown.yaml", &GOOD.replace("type: jumbo", "type: jumob"));
+    let out = run(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("unknown.yaml")
+            && t.contains("`room.ingress[0].type`")
+            && t.contains("did you mean `jumbo`"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_at_once() {
+    let dir = TempDir::new("check");
+    let file = dir.file(
+        "many.yaml",
+        "ports:\n  a: { type: tapp, device: x }\nroom:\n  ingress: [ { type: storm, rate: 0 }, { type: nope } ]\n",
+    );
+    let t = text(&run(&["check", file.to_str().unwrap()]));
+    assert!(t.contains("3 problems"), "{t}");
+}
+
+#[test]
+fn overrides_from_set_and_environment() {
+    let dir = TempDir::new("check");
+    let file = dir.file("good.yaml", GOOD);
+    let out = run(&["check", file.to_str().unwrap(), "--set", "room.mtu=1280"]);
+    assert!(text(&out).contains("room MTU 1280"), "{}", text(&out));
+    let out = Command::new(lanparty())
+        .args(["check", file.to_str().unwrap()])
+        .env("LANPARTY_ROOM__MTU", "1300")
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("room MTU 1300"), "{}", text(&out));
+    let out = run(&["check", file.to_str().unwrap(), "--set", "room.mtu=12"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["check", file.to_str().unwrap(), "--set", "room.bogus=1"]);
+    assert!(text(&out).contains("`room.bogus`"), "{}", text(&out));
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_2() {
+    let out = run(&["run", "/nonexistent/relay.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cannot read config file"));
+}
+
+#[test]
+fn pipeline_tests_pass_and_failures_are_reported() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<String> = std::fs::read_dir(root.join("tests/pipeline"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let mut args = vec!["test"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(" passed, 0 failed"));
+
+    let dir = TempDir::new("ptest");
+    let file = dir.file(
+        "wrong.yaml",
+        "room: {}\nlinks:\n  a: { role: client, mac: \"02:00:00:00:00:01\" }\n  b: { role: client, mac: \"02:00:00:00:00:02\" }\n\
+         cases:\n  - name: expects the wrong thing\n    steps:\n      - send: a\n        frame: { kind: arp-request }\n        expect: { to: [a] }\n",
+    );
+    let out = run(&["test", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let t = text(&out);
+    assert!(
+        t.contains("FAILED")
+            && t.contains("expected the frame to leave on [\"a\"]")
+            && t.contains("0 passed, 1 failed"),
+        "{t}"
+    );
+}
+
+#[test]
+fn log_format_json_and_bad_log_level() {
+    let out = run(&["--log-level", "not=a=level", "stages"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["--log-format", "json", "stages"]);
+    assert!(out.status.success());
+}
