@@ -74,11 +74,29 @@ enum Command {
         /// A stage kind to describe: its config keys, defaults and an example.
         name: Option<String>,
     },
+    /// Relay certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
     /// Run YAML pipeline tests and report each case.
     Test {
         /// Test files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Make a self-signed relay certificate (relay-cert.der, relay-key.der), as the relay does on first start.
+    New {
+        /// Directory to write into (the relay's `self_signed_dir`).
+        #[arg(long, default_value = "tls")]
+        dir: PathBuf,
+        /// DNS name(s) in the certificate (clients' `server_name`).
+        #[arg(long = "name", default_value = "lanparty-relay.local")]
+        names: Vec<String>,
     },
 }
 
@@ -120,6 +138,9 @@ where
         Command::Check { configs, sets } => check(ConfigSources::new(configs, sets)),
         Command::Stages { name } => stages(registry, name.as_deref()),
         Command::Test { files } => test(&files),
+        Command::Cert {
+            action: CertAction::New { dir, names },
+        } => cert_new(&dir, &names),
     }
 }
 
@@ -247,6 +268,24 @@ fn stages(registry: &Registry, name: Option<&str>) -> ExitCode {
                 ExitCode::ConfigError
             }
         },
+    }
+}
+
+fn cert_new(dir: &std::path::Path, names: &[String]) -> ExitCode {
+    let files = lanparty_transports::tls::SelfSignedFiles::in_dir(dir);
+    match lanparty_transports::tls::generate_self_signed(&files, names) {
+        Ok(_) => {
+            println!(
+                "wrote {} (give this to players to pin) and {} (keep private)",
+                files.cert_der.display(),
+                files.key_der.display()
+            );
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::ConfigError
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use clap as _;
 use lanparty_core as _;
 use lanparty_filters as _;
 use lanparty_ports as _;
+use lanparty_transports as _;
 use serde_json as _;
 use tokio as _;
 use tracing as _;

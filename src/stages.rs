@@ -4,6 +4,12 @@
 
 use lanparty_filters as _;
 use lanparty_ports as _;
+use lanparty_transports as _;
 
 /// The stage crates linked into this binary, for `lanparty --version`.
-pub const STAGE_CRATES: &[&str] = &["lanparty-core", "lanparty-filters", "lanparty-ports"];
+pub const STAGE_CRATES: &[&str] = &[
+    "lanparty-core",
+    "lanparty-filters",
+    "lanparty-ports",
+    "lanparty-transports",
+];

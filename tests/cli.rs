@@ -43,6 +43,8 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
             "ipv6-ra",
             "jumbo",
             "mac-guard",
+            "quic-client",
+            "quic-server",
             "reflection",
             "storm",
             "switch",
@@ -69,6 +71,16 @@ fn stages_describes_one_kind_and_suggests_on_typos() {
 #[test]
 fn check_passes_on_every_shipped_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    // client.yaml pins the certificate the shipped relay makes on first
+    // start; make it the same way if no relay has run here yet.
+    if !dir.join("tls/relay-cert.der").exists() {
+        let out = run(&["cert", "new", "--dir", dir.join("tls").to_str().unwrap()]);
+        assert!(
+            out.status.success() || dir.join("tls/relay-cert.der").exists(),
+            "{}",
+            text(&out)
+        );
+    }
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -192,6 +204,31 @@ fn pipeline_tests_pass_and_failures_are_reported() {
             && t.contains("0 passed, 1 failed"),
         "{t}"
     );
+}
+
+#[test]
+fn cert_new_writes_der_files_once() {
+    let dir = TempDir::new("cert");
+    let out = run(&[
+        "cert",
+        "new",
+        "--dir",
+        dir.0.to_str().unwrap(),
+        "--name",
+        "relay.test",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let der = std::fs::read(dir.0.join("relay-cert.der")).unwrap();
+    assert_eq!(der[0], 0x30, "DER certificate");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.0.join("relay-key.der"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "private key readable by the owner only");
+    let out = run(&["cert", "new", "--dir", dir.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "never overwrites");
+    assert!(text(&out).contains("already exists"));
 }
 
 #[test]

@@ -84,18 +84,38 @@ pub fn encode(message: &ControlMessage) -> Vec<u8> {
 
 /// Decodes and validates one frame's body.
 pub fn decode_body(body: &[u8]) -> Result<ControlMessage, CodecError> {
-    if body.is_empty() {
-        return Err(CodecError::Empty);
-    }
-    let text = std::str::from_utf8(body).map_err(CodecError::InvalidUtf8)?;
-    let message: ControlMessage = serde_json::from_str(text).map_err(CodecError::InvalidJson)?;
+    let message = decode_body_unvalidated(body)?;
     message.validate()?;
     Ok(message)
 }
 
-/// Reads one message. Returns `Ok(None)` when the stream ends cleanly
-/// between frames.
+/// Decodes one frame's body without checking field values (the relay
+/// validates a hello itself, to answer with a precise reject code).
+pub fn decode_body_unvalidated(body: &[u8]) -> Result<ControlMessage, CodecError> {
+    if body.is_empty() {
+        return Err(CodecError::Empty);
+    }
+    let text = std::str::from_utf8(body).map_err(CodecError::InvalidUtf8)?;
+    serde_json::from_str(text).map_err(CodecError::InvalidJson)
+}
+
+/// Reads one message and validates it. Returns `Ok(None)` when the stream
+/// ends cleanly between frames.
 pub async fn read_message<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<ControlMessage>, CodecError> {
+    match read_message_unvalidated(reader, max).await? {
+        Some(message) => {
+            message.validate()?;
+            Ok(Some(message))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Reads one message without checking field values.
+pub async fn read_message_unvalidated<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<ControlMessage>, CodecError> {
@@ -119,7 +139,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     if got < len {
         return Err(CodecError::Truncated { got, expected: len });
     }
-    decode_body(&body).map(Some)
+    decode_body_unvalidated(&body).map(Some)
 }
 
 /// Writes one message and flushes.

@@ -4,7 +4,9 @@ pub mod codec;
 pub mod messages;
 pub mod validate;
 
-pub use codec::{CodecError, MAX_CONTROL_FRAME, read_message, write_message};
+pub use codec::{
+    CodecError, MAX_CONTROL_FRAME, read_message, read_message_unvalidated, write_message,
+};
 pub use messages::*;
 pub use validate::{ValidationError, validate_room_code};
 

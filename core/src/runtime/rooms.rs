@@ -146,6 +146,11 @@ impl Rooms {
         self.settings
     }
 
+    /// The MTU of the room template (the relay's ceiling for new rooms).
+    pub fn template_mtu(&self) -> u16 {
+        self.template.mtu()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, RoomEntry>> {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -1,0 +1,435 @@
+//! The relay's room rules, sans-IO: which hello is admitted to which room,
+//! with which peer id and MTU, and who must be told about joins and leaves.
+//!
+//! - rooms are created on first admission and dropped after the last peer
+//!   leaves; at most `max_rooms` at once;
+//! - at most `max_peers` per room; at most one gateway per room;
+//! - no two peers in a room with the same MAC;
+//! - the room MTU is fixed when the room is created — the configured
+//!   ceiling, lowered to what the first peer's datagram budget carries —
+//!   and never changes while the room exists; a later peer whose budget
+//!   cannot carry it is rejected with `budget_too_small`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use lanparty_core::control::{
+    ControlMessage, Hello, PROTOCOL_VERSION, PeerId, PeerRole, Reject, RejectCode,
+};
+use lanparty_core::wire::MacAddr;
+use lanparty_core::wire::mtu::{datagram_budget_for_mtu, mtu_for_budget};
+use tokio::sync::mpsc;
+
+/// Limits of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Rooms at once.
+    pub max_rooms: usize,
+    /// Peers per room.
+    pub max_peers: usize,
+    /// The room MTU ceiling.
+    pub mtu: u16,
+}
+
+/// A member of a room.
+#[derive(Debug, Clone)]
+struct Member {
+    role: PeerRole,
+    mac: MacAddr,
+    events: mpsc::Sender<ControlMessage>,
+}
+
+#[derive(Debug)]
+struct RoomState {
+    room_id: u64,
+    mtu: u16,
+    members: BTreeMap<PeerId, Member>,
+}
+
+/// What an admitted peer learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// The room instance id.
+    pub room_id: u64,
+    /// The room MTU.
+    pub mtu: u16,
+    /// True when this admission created the room.
+    pub created_room: bool,
+    /// The peers already in the room: id, role, MAC.
+    pub others: Vec<(PeerId, PeerRole, MacAddr)>,
+}
+
+/// All rooms of a relay, as the admission rules see them.
+#[derive(Debug)]
+pub struct Admissions {
+    limits: Limits,
+    rooms: HashMap<String, RoomState>,
+    next_peer: u64,
+    next_room: u64,
+    events_dropped: u64,
+}
+
+fn reject(code: RejectCode, message: impl Into<String>) -> Reject {
+    Reject {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Admissions {
+    /// An empty relay.
+    pub fn new(limits: Limits) -> Admissions {
+        Admissions {
+            limits,
+            rooms: HashMap::new(),
+            next_peer: 1,
+            next_room: 1,
+            events_dropped: 0,
+        }
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Number of peers in `room`.
+    pub fn peer_count(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// Control events that were dropped because a peer's queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    /// Decides on a hello. `path_budget` is the largest datagram the relay
+    /// can send on this connection; `events` receives this peer's room
+    /// notifications.
+    pub fn admit(
+        &mut self,
+        hello: &Hello,
+        path_budget: usize,
+        events: mpsc::Sender<ControlMessage>,
+    ) -> Result<Admitted, Reject> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(reject(
+                RejectCode::VersionMismatch,
+                format!(
+                    "this relay speaks protocol version {PROTOCOL_VERSION}, the peer {}; update lanparty",
+                    hello.protocol_version
+                ),
+            ));
+        }
+        if let Err(e) = hello.validate() {
+            let code = match e.field {
+                "room" => RejectCode::BadRoomCode,
+                "mac" => RejectCode::BadMac,
+                _ => RejectCode::Malformed,
+            };
+            return Err(reject(code, e.to_string()));
+        }
+        let budget = (hello.datagram_budget as usize).min(path_budget);
+        let created_room = !self.rooms.contains_key(&hello.room);
+        if created_room {
+            if self.rooms.len() >= self.limits.max_rooms {
+                return Err(reject(
+                    RejectCode::RelayFull,
+                    format!(
+                        "the relay holds its maximum of {} rooms; try again later",
+                        self.limits.max_rooms
+                    ),
+                ));
+            }
+            let carried = mtu_for_budget(budget)
+                .map_err(|e| reject(RejectCode::BudgetTooSmall, e.to_string()))?;
+            let room = RoomState {
+                room_id: self.next_room,
+                mtu: self.limits.mtu.min(carried),
+                members: BTreeMap::new(),
+            };
+            self.next_room += 1;
+            self.rooms.insert(hello.room.clone(), room);
+        }
+        let result = self.join(hello, budget, events);
+        if result.is_err() && created_room {
+            self.rooms.remove(&hello.room);
+        }
+        result.map(|mut admitted| {
+            admitted.created_room = created_room;
+            admitted
+        })
+    }
+
+    fn join(
+        &mut self,
+        hello: &Hello,
+        budget: usize,
+        events: mpsc::Sender<ControlMessage>,
+    ) -> Result<Admitted, Reject> {
+        let limits = self.limits;
+        let Some(room) = self.rooms.get_mut(&hello.room) else {
+            return Err(reject(
+                RejectCode::Malformed,
+                "room vanished during admission",
+            ));
+        };
+        if room.members.len() >= limits.max_peers {
+            return Err(reject(
+                RejectCode::RoomFull,
+                format!("room {} is full ({} peers)", hello.room, limits.max_peers),
+            ));
+        }
+        if hello.role == PeerRole::Gateway
+            && room.members.values().any(|m| m.role == PeerRole::Gateway)
+        {
+            return Err(reject(
+                RejectCode::GatewayPresent,
+                format!("room {} already has a gateway", hello.room),
+            ));
+        }
+        if room.members.values().any(|m| m.mac == hello.mac) {
+            return Err(reject(
+                RejectCode::DuplicateMac,
+                format!(
+                    "MAC {} is already in use in room {}; pick another virtual MAC",
+                    hello.mac, hello.room
+                ),
+            ));
+        }
+        let needed = datagram_budget_for_mtu(room.mtu);
+        if budget < needed {
+            return Err(reject(
+                RejectCode::BudgetTooSmall,
+                format!(
+                    "room {} runs at MTU {} which needs {needed}-byte datagrams; this path carries {budget}",
+                    hello.room, room.mtu
+                ),
+            ));
+        }
+        let peer_id = PeerId(self.next_peer);
+        self.next_peer += 1;
+        let others = room
+            .members
+            .iter()
+            .map(|(id, m)| (*id, m.role, m.mac))
+            .collect();
+        let joined = ControlMessage::PeerJoined {
+            peer_id,
+            role: hello.role,
+            mac: hello.mac,
+        };
+        let mut dropped = 0;
+        for member in room.members.values() {
+            if member.events.try_send(joined.clone()).is_err() {
+                dropped += 1;
+            }
+        }
+        room.members.insert(
+            peer_id,
+            Member {
+                role: hello.role,
+                mac: hello.mac,
+                events,
+            },
+        );
+        self.events_dropped += dropped;
+        Ok(Admitted {
+            peer_id,
+            room_id: room.room_id,
+            mtu: room.mtu,
+            created_room: false,
+            others,
+        })
+    }
+
+    /// Removes a peer, tells the others, and drops the room if it is empty.
+    /// Returns true if the room was dropped.
+    pub fn leave(&mut self, room_code: &str, peer_id: PeerId, reason: &str) -> bool {
+        let Some(room) = self.rooms.get_mut(room_code) else {
+            return false;
+        };
+        if room.members.remove(&peer_id).is_none() {
+            return false;
+        }
+        let left = ControlMessage::PeerLeft {
+            peer_id,
+            reason: reason.chars().take(200).collect(),
+        };
+        for member in room.members.values() {
+            if member.events.try_send(left.clone()).is_err() {
+                self.events_dropped += 1;
+            }
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(room_code);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(room: &str, role: PeerRole, mac: u8) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role,
+            room: room.into(),
+            mac: MacAddr([2, 0, 0, 0, 0, mac]),
+            datagram_budget: 1414,
+            credential: None,
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_rooms: 2,
+            max_peers: 3,
+            mtu: 1394,
+        }
+    }
+
+    fn events() -> (mpsc::Sender<ControlMessage>, mpsc::Receiver<ControlMessage>) {
+        mpsc::channel(8)
+    }
+
+    fn code(r: Result<Admitted, Reject>) -> RejectCode {
+        r.expect_err("admitted").code
+    }
+
+    #[test]
+    fn admits_and_notifies() {
+        let mut a = Admissions::new(limits());
+        let (tx1, mut rx1) = events();
+        let first = a
+            .admit(&hello("R", PeerRole::Gateway, 1), 1414, tx1)
+            .unwrap();
+        assert!(first.created_room);
+        assert_eq!(first.mtu, 1394);
+        assert!(first.others.is_empty());
+        let second = a
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .unwrap();
+        assert_eq!(second.room_id, first.room_id);
+        assert_ne!(second.peer_id, first.peer_id);
+        assert_eq!(
+            second.others,
+            vec![(
+                first.peer_id,
+                PeerRole::Gateway,
+                MacAddr([2, 0, 0, 0, 0, 1])
+            )]
+        );
+        assert!(
+            matches!(rx1.try_recv().unwrap(), ControlMessage::PeerJoined { peer_id, .. } if peer_id == second.peer_id)
+        );
+        assert!(!a.leave("R", second.peer_id, "bye"));
+        assert!(
+            matches!(rx1.try_recv().unwrap(), ControlMessage::PeerLeft { peer_id, .. } if peer_id == second.peer_id)
+        );
+        assert!(a.leave("R", first.peer_id, "bye"));
+        assert_eq!(a.room_count(), 0);
+    }
+
+    #[test]
+    fn every_reject_code() {
+        let mut a = Admissions::new(limits());
+        a.admit(&hello("R", PeerRole::Gateway, 1), 1414, events().0)
+            .unwrap();
+        assert_eq!(
+            code(a.admit(&hello("R", PeerRole::Gateway, 9), 1414, events().0)),
+            RejectCode::GatewayPresent
+        );
+        assert_eq!(
+            code(a.admit(&hello("R", PeerRole::Client, 1), 1414, events().0)),
+            RejectCode::DuplicateMac
+        );
+        a.admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .unwrap();
+        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0)
+            .unwrap();
+        assert_eq!(
+            code(a.admit(&hello("R", PeerRole::Client, 4), 1414, events().0)),
+            RejectCode::RoomFull
+        );
+        a.admit(&hello("S", PeerRole::Client, 1), 1414, events().0)
+            .unwrap();
+        assert_eq!(
+            code(a.admit(&hello("T", PeerRole::Client, 1), 1414, events().0)),
+            RejectCode::RelayFull
+        );
+        assert_eq!(
+            code(a.admit(&hello("S", PeerRole::Client, 5), 1300, events().0)),
+            RejectCode::BudgetTooSmall
+        );
+        let mut h = hello("S", PeerRole::Client, 6);
+        h.protocol_version = 2;
+        assert_eq!(
+            code(a.admit(&h, 1414, events().0)),
+            RejectCode::VersionMismatch
+        );
+        let mut h = hello("bad room", PeerRole::Client, 6);
+        assert_eq!(code(a.admit(&h, 1414, events().0)), RejectCode::BadRoomCode);
+        h.room = "S".into();
+        h.mac = MacAddr::BROADCAST;
+        assert_eq!(code(a.admit(&h, 1414, events().0)), RejectCode::BadMac);
+        // Rejections leave no trace.
+        assert_eq!(a.room_count(), 2);
+        assert_eq!(a.peer_count("R"), 3);
+    }
+
+    #[test]
+    fn room_mtu_is_fixed_by_the_first_peer() {
+        let mut a = Admissions::new(Limits {
+            max_rooms: 4,
+            max_peers: 8,
+            mtu: 1500,
+        });
+        let first = a
+            .admit(&hello("R", PeerRole::Client, 1), 1162, events().0)
+            .unwrap();
+        assert_eq!(first.mtu, 1142, "lowered to what 1162-byte datagrams carry");
+        let second = a
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .unwrap();
+        assert_eq!(second.mtu, 1142, "never changes under a peer");
+        // The ceiling applies when the path carries more.
+        assert_eq!(
+            a.admit(&hello("S", PeerRole::Client, 1), 9000, events().0)
+                .unwrap()
+                .mtu,
+            1500
+        );
+        // A budget that cannot carry the minimum MTU creates no room.
+        assert_eq!(
+            code(a.admit(&hello("T", PeerRole::Client, 1), 500, events().0)),
+            RejectCode::BudgetTooSmall
+        );
+        assert_eq!(a.room_count(), 2);
+        // The path budget bounds the advertised one.
+        assert_eq!(
+            a.admit(&hello("U", PeerRole::Client, 1), 1162, events().0)
+                .unwrap()
+                .mtu,
+            1142
+        );
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_does_not_block_others() {
+        let mut a = Admissions::new(limits());
+        let (tx, _rx_never_read) = mpsc::channel(1);
+        a.admit(&hello("R", PeerRole::Client, 1), 1414, tx).unwrap();
+        let p2 = a
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .unwrap();
+        a.leave("R", p2.peer_id, "x");
+        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0)
+            .unwrap();
+        assert_eq!(a.events_dropped(), 2);
+    }
+}

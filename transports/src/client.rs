@@ -1,0 +1,632 @@
+//! `quic-client`: a client's or gateway's session with the relay.
+//!
+//! Connects, says hello (room, role, MAC, datagram budget), and on welcome
+//! sets the local room's MTU (a TAP port follows it) and carries frames
+//! between its local link and QUIC datagrams. After any loss of the relay
+//! it reconnects with exponential backoff and jitter while the local side
+//! (TAP device, AF_PACKET socket) stays up with its addresses. A final
+//! reject (bad room code, duplicate MAC, gateway present, unauthorized, …)
+//! stops the node with a one-line error; others (relay full, shutting
+//! down) are retried.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
+use lanparty_core::control::{
+    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, RejectCode,
+    read_message, validate_room_code, write_message,
+};
+use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
+use lanparty_core::stage::{BoxFuture, LinkRole, Port, PortError};
+use lanparty_core::wire::MacAddr;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::datapath::{DataPath, DatapathCounters};
+use crate::net::{self, close};
+use crate::tls::{self, Trust};
+
+/// `quic-client` trust settings: exactly one of them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSettings {
+    /// `pin`: the relay's DER certificate (its `relay-cert.der`).
+    #[serde(default)]
+    pub pin: Option<PathBuf>,
+    /// `ca`: a PEM file of CAs that issued the relay's certificate.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `system`: trust the system's CA bundle.
+    #[serde(default)]
+    pub system: bool,
+}
+
+/// `quic-client` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// `relay`: the relay's `host:port` or `address:port`.
+    pub relay: String,
+    /// `server_name`: the name in the relay's certificate; default: the host
+    /// part of `relay`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `trust`: how to trust the relay.
+    #[serde(default)]
+    pub trust: TrustSettings,
+    /// `room`: the room code to join.
+    pub room: String,
+    /// `role`: `client` (a player) or `gateway` (the host's LAN).
+    pub role: PeerRole,
+    /// `mac`: the MAC announced in the hello; a client's TAP must use it.
+    pub mac: MacAddr,
+    /// `credential`: the room password or token, if the room asks for one.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// `datagram_budget`: a lower datagram size to advertise; default: what
+    /// the path carries.
+    #[serde(default)]
+    pub datagram_budget: Option<u32>,
+    /// `link_role`: the role of the relay link in the local room; default
+    /// `gateway` for a client (the LAN is behind it) and `client` for a
+    /// gateway (the players are behind it).
+    #[serde(default)]
+    pub link_role: Option<LinkRole>,
+    /// `local_room`: the local room to join. Default `default`.
+    #[serde(default = "default_local_room")]
+    pub local_room: String,
+    /// `hello_timeout`: how long to wait for connect + welcome. Default 10s.
+    #[serde(default = "default_hello_timeout")]
+    pub hello_timeout: ConfigDuration,
+    /// `idle_timeout`: the relay is considered lost after this. Default 30s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+    /// `keepalive`: keep-alive interval, so NAT bindings stay open. Default 5s.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: ConfigDuration,
+    /// `reconnect_min`: first reconnect delay. Default 250ms.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min: ConfigDuration,
+    /// `reconnect_max`: longest reconnect delay. Default 30s.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: ConfigDuration,
+    /// `socket_buffer`: UDP socket buffer bytes. Default 4 MiB.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer: usize,
+    /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
+    #[serde(default = "default_initial_mtu")]
+    pub initial_mtu: u16,
+}
+
+fn default_local_room() -> String {
+    DEFAULT_ROOM.into()
+}
+fn default_hello_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_keepalive() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_reconnect_min() -> ConfigDuration {
+    ConfigDuration(Duration::from_millis(250))
+}
+fn default_reconnect_max() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_socket_buffer() -> usize {
+    net::DEFAULT_SOCKET_BUFFER
+}
+fn default_initial_mtu() -> u16 {
+    net::DEFAULT_INITIAL_MTU
+}
+
+/// Session counters of a client port.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    /// Sessions established (welcomes received).
+    pub sessions: AtomicU64,
+    /// Connection attempts that failed or were rejected with a retryable code.
+    pub failed_attempts: AtomicU64,
+    /// Frames from the local room dropped while no session was up.
+    pub dropped_while_disconnected: AtomicU64,
+    /// The data path.
+    pub datapath: DatapathCounters,
+}
+
+/// A configured relay session.
+pub struct QuicClient {
+    name: String,
+    settings: ClientSettings,
+    trust: Trust,
+    server_name: String,
+    counters: Arc<ClientCounters>,
+}
+
+impl std::fmt::Debug for QuicClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicClient")
+            .field("name", &self.name)
+            .field("relay", &self.settings.relay)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    /// Stop the node: a person has to change something.
+    Final(String),
+    /// Try again after the backoff.
+    Retry(String),
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+    Kicked(String),
+}
+
+/// The host part of `host:port` or `[v6]:port`.
+fn host_of(relay: &str) -> Option<&str> {
+    let (host, port) = relay.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+impl QuicClient {
+    /// Parses and checks a `quic-client` entry (reads the trust files).
+    pub fn from_config(config: &StageConfig) -> BuildResult<QuicClient> {
+        let settings: ClientSettings = config.parse()?;
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let host = host_of(&settings.relay);
+        if host.is_none() {
+            errors.push(config.error(
+                "relay",
+                format!(
+                    "`{}` is not host:port (e.g. relay.example.org:443 or 203.0.113.10:443)",
+                    settings.relay
+                ),
+            ));
+        }
+        if let Err(e) = validate_room_code(&settings.room) {
+            errors.push(config.error("room", e));
+        }
+        if let Err(e) = settings.mac.validate_adapter_mac() {
+            errors.push(config.error("mac", e.to_string()));
+        }
+        if settings
+            .credential
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.len() > 256)
+        {
+            errors.push(config.error("credential", "must be 1..=256 bytes"));
+        }
+        if settings.reconnect_min.0.is_zero() || settings.reconnect_max.0 < settings.reconnect_min.0
+        {
+            errors.push(config.error("reconnect_max", "need 0 < reconnect_min <= reconnect_max"));
+        }
+        if !(1200..=9000).contains(&settings.initial_mtu) {
+            errors.push(config.error(
+                "initial_mtu",
+                "must be 1200..=9000 (QUIC needs at least 1200)",
+            ));
+        }
+        let t = &settings.trust;
+        let trust = match (&t.pin, &t.ca, t.system) {
+            (Some(pin), None, false) => tls::load_pinned(&config.resolve_path(pin)).map_err(|e| config.error("trust.pin", e.to_string())),
+            (None, Some(ca), false) => tls::load_ca_file(&config.resolve_path(ca)).map_err(|e| config.error("trust.ca", e.to_string())),
+            (None, None, true) => tls::load_system_roots().map_err(|e| config.error("trust.system", e.to_string())),
+            _ => Err(config.error(
+                "trust",
+                "give exactly one of `trust: { pin: relay-cert.der }` (the relay's self-signed certificate), `trust: { ca: ca.pem }` or `trust: { system: true }`",
+            )),
+        };
+        let trust = match trust {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        match (trust, errors.is_empty()) {
+            (Some(trust), true) => Ok(QuicClient {
+                name: config.path.trim_start_matches("ports.").to_string(),
+                server_name: settings
+                    .server_name
+                    .clone()
+                    .or_else(|| host_of(&settings.relay).map(str::to_string))
+                    .unwrap_or_default(),
+                settings,
+                trust,
+                counters: Arc::new(ClientCounters::default()),
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The client's counters (shared with the running session).
+    pub fn counters(&self) -> Arc<ClientCounters> {
+        self.counters.clone()
+    }
+
+    fn client_config(&self) -> Result<quinn::ClientConfig, String> {
+        let tls = tls::client_config(&self.trust).map_err(|e| e.to_string())?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| format!("TLS for QUIC: {e}"))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::new(net::transport(
+            self.settings.idle_timeout.0,
+            Some(self.settings.keepalive.0),
+            self.settings.initial_mtu,
+        )));
+        Ok(config)
+    }
+
+    async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+        let quic = self
+            .client_config()
+            .map_err(|e| PortError::new(&self.name, e))?;
+        let link_role = self.settings.link_role.unwrap_or(match self.settings.role {
+            PeerRole::Client => LinkRole::Gateway,
+            PeerRole::Gateway => LinkRole::Client,
+        });
+        let mut link = ctx.attach(
+            &self.settings.local_room,
+            LinkSpec {
+                name: format!("{}@{}", self.name, self.settings.relay),
+                role: link_role,
+                macs: vec![self.settings.mac],
+                mtu: None,
+            },
+        );
+        let mut shutdown = ctx.shutdown();
+        let mut backoff = self.settings.reconnect_min.0;
+        let mut jitter = Jitter::new();
+        loop {
+            let started = Instant::now();
+            let end = match self.connect(&quic).await {
+                Ok((conn, control, welcome_mtu)) => {
+                    link.set_room_mtu(welcome_mtu);
+                    self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+                    self.session(&conn, control, &mut link, &mut shutdown).await
+                }
+                Err(Attempt::Final(why)) => {
+                    return Err(PortError::new(&self.name, why));
+                }
+                Err(Attempt::Retry(why)) => {
+                    self.counters
+                        .failed_attempts
+                        .fetch_add(1, Ordering::Relaxed);
+                    SessionEnd::Lost(why)
+                }
+            };
+            match end {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Kicked(why) => return Err(PortError::new(&self.name, why)),
+                SessionEnd::Lost(why) => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = self.settings.reconnect_min.0;
+                    }
+                    let delay = jitter.apply(backoff);
+                    tracing::warn!(port = %self.name, relay = %self.settings.relay, retry_in = ?delay, "{why}");
+                    if self
+                        .wait_disconnected(delay, &mut link, &mut shutdown)
+                        .await
+                    {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(self.settings.reconnect_max.0);
+                }
+            }
+        }
+    }
+
+    /// Waits out a reconnect delay, dropping (and counting) local frames
+    /// meant for the relay. Returns true on shutdown.
+    async fn wait_disconnected(
+        &self,
+        delay: Duration,
+        link: &mut LinkHandle,
+        shutdown: &mut ShutdownSignal,
+    ) -> bool {
+        let deadline = tokio::time::sleep(delay);
+        tokio::pin!(deadline);
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return true,
+                _ = &mut deadline => return false,
+                n = link.recv_many(&mut batch, 64) => {
+                    self.counters.dropped_while_disconnected.fetch_add(n as u64, Ordering::Relaxed);
+                    batch.clear();
+                    if n == 0 {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        quic: &quinn::ClientConfig,
+    ) -> Result<(quinn::Connection, Control, u16), Attempt> {
+        let relay = &self.settings.relay;
+        let addr: SocketAddr = tokio::net::lookup_host(relay.as_str())
+            .await
+            .map_err(|e| Attempt::Retry(format!("cannot resolve {relay}: {e}")))?
+            .next()
+            .ok_or_else(|| Attempt::Retry(format!("{relay} resolves to no address")))?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse()
+        } else {
+            "0.0.0.0:0".parse()
+        }
+        .map_err(|_| Attempt::Final("bad bind address".into()))?;
+        let endpoint = net::bind_udp(bind, self.settings.socket_buffer)
+            .and_then(|s| net::endpoint(s, None))
+            .map_err(|e| Attempt::Retry(format!("cannot open a UDP socket: {e}")))?;
+        let connecting = endpoint
+            .connect_with(quic.clone(), addr, &self.server_name)
+            .map_err(|e| {
+                Attempt::Final(format!(
+                    "cannot connect to {relay} as `{}`: {e}",
+                    self.server_name
+                ))
+            })?;
+        let timeout = self.settings.hello_timeout.0;
+        let attempt = async {
+            let conn = connecting.await.map_err(|e| {
+                Attempt::Retry(format!("cannot reach the relay at {relay} ({addr}): {e}"))
+            })?;
+            let budget = conn.max_datagram_size().unwrap_or(0);
+            let budget = self
+                .settings
+                .datagram_budget
+                .map_or(budget, |b| (b as usize).min(budget));
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| Attempt::Retry(format!("relay connection lost: {e}")))?;
+            let hello = Hello {
+                protocol_version: PROTOCOL_VERSION,
+                role: self.settings.role,
+                room: self.settings.room.clone(),
+                mac: self.settings.mac,
+                datagram_budget: u32::try_from(budget).unwrap_or(u32::MAX),
+                credential: self.settings.credential.clone().map(Credential),
+            };
+            write_message(&mut send, &ControlMessage::Hello(hello))
+                .await
+                .map_err(|e| Attempt::Retry(format!("cannot send hello: {e}")))?;
+            let reply = read_message(&mut recv, lanparty_core::control::MAX_CONTROL_FRAME)
+                .await
+                .map_err(|e| Attempt::Retry(format!("bad answer from the relay: {e}")))?;
+            match reply {
+                Some(ControlMessage::Welcome(w)) => {
+                    tracing::info!(
+                        port = %self.name, relay = %relay, room = %self.settings.room, role = %self.settings.role,
+                        peer = %w.peer_id, room_id = w.room_id, mtu = w.mtu, budget, "joined the room"
+                    );
+                    Ok((conn, send, recv, w.mtu))
+                }
+                Some(ControlMessage::Reject(r)) => {
+                    conn.close(close::NORMAL.into(), b"rejected");
+                    let text = format!("the relay rejected us: {} ({})", r.message, r.code);
+                    if r.code.is_final() {
+                        Err(Attempt::Final(text))
+                    } else {
+                        Err(Attempt::Retry(text))
+                    }
+                }
+                Some(other) => Err(Attempt::Retry(format!(
+                    "the relay answered {} instead of welcome",
+                    other.kind()
+                ))),
+                None => Err(Attempt::Retry("the relay closed the control stream".into())),
+            }
+        };
+        let (conn, send, recv, mtu) = tokio::time::timeout(timeout, attempt)
+            .await
+            .map_err(|_| Attempt::Retry(format!("no welcome from {relay} within {timeout:?}")))??;
+        let (out_tx, out_rx) = mpsc::channel(64);
+        let incoming = crate::control_stream::spawn(
+            send,
+            recv,
+            lanparty_core::control::MAX_CONTROL_FRAME,
+            out_rx,
+        );
+        Ok((
+            conn,
+            Control {
+                incoming,
+                outgoing: out_tx,
+                _endpoint: endpoint,
+            },
+            mtu,
+        ))
+    }
+
+    async fn session(
+        &self,
+        conn: &quinn::Connection,
+        mut control: Control,
+        link: &mut LinkHandle,
+        shutdown: &mut ShutdownSignal,
+    ) -> SessionEnd {
+        let mut data = DataPath::default();
+        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+        let counters = &self.counters.datapath;
+        loop {
+            tokio::select! {
+                why = shutdown.wait() => {
+                    let _ = control.outgoing.try_send(ControlMessage::Disconnect { reason: DisconnectReason::Shutdown, message: why });
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    conn.close(close::NORMAL.into(), b"bye");
+                    return SessionEnd::Shutdown;
+                }
+                datagram = conn.read_datagram() => match datagram {
+                    Ok(d) => data.from_peer(d, link, counters),
+                    Err(e) => return SessionEnd::Lost(format!("lost the relay: {e}")),
+                },
+                n = link.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        return SessionEnd::Shutdown;
+                    }
+                    for frame in batch.drain(..) {
+                        data.to_peer(conn, &frame, counters);
+                    }
+                }
+                message = control.incoming.recv() => match message {
+                    Some(Ok(Some(ControlMessage::PeerJoined { peer_id, role, mac }))) => {
+                        tracing::info!(port = %self.name, peer = %peer_id, %role, %mac, "peer joined the room");
+                    }
+                    Some(Ok(Some(ControlMessage::PeerLeft { peer_id, reason }))) => {
+                        tracing::info!(port = %self.name, peer = %peer_id, "peer left the room: {reason}");
+                    }
+                    Some(Ok(Some(ControlMessage::StatsRequest))) => {
+                        let _ = control.outgoing.try_send(ControlMessage::Stats(data.peer_stats(conn)));
+                    }
+                    Some(Ok(Some(ControlMessage::Stats(stats)))) => {
+                        tracing::debug!(port = %self.name, ?stats, "relay stats");
+                    }
+                    Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
+                        conn.close(close::NORMAL.into(), b"bye");
+                        let text = format!("the relay disconnected us ({reason:?}): {message}");
+                        return match reason {
+                            DisconnectReason::Kicked | DisconnectReason::PolicyChanged => SessionEnd::Kicked(text),
+                            _ => SessionEnd::Lost(text),
+                        };
+                    }
+                    Some(Ok(Some(other))) => {
+                        conn.close(close::PROTOCOL_ERROR.into(), b"unexpected control message");
+                        return SessionEnd::Lost(format!("the relay sent an unexpected {}", other.kind()));
+                    }
+                    Some(Ok(None)) | None => return SessionEnd::Lost("the relay closed the control stream".into()),
+                    Some(Err(e)) => {
+                        conn.close(close::PROTOCOL_ERROR.into(), b"bad control message");
+                        return SessionEnd::Lost(format!("bad control message from the relay: {e}"));
+                    }
+                },
+            }
+        }
+    }
+}
+
+struct Control {
+    incoming: crate::control_stream::Incoming,
+    outgoing: mpsc::Sender<ControlMessage>,
+    _endpoint: quinn::Endpoint,
+}
+
+/// Multiplies delays by 0.5–1.5, from a small xorshift generator seeded by
+/// the clock and the process id, so that many clients do not reconnect in
+/// lock-step after a relay restart.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        Jitter(seed | 1)
+    }
+
+    fn apply(&mut self, delay: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let factor = 500 + (self.0 % 1001); // 500..=1500 per mille
+        delay * factor as u32 / 1000
+    }
+}
+
+fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
+    Ok(Box::new(QuicClient::from_config(config)?))
+}
+
+impl Port for QuicClient {
+    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
+        Box::pin((*self).run(ctx))
+    }
+}
+
+/// Reject codes a client gives up on, for documentation.
+pub const FINAL_REJECTS: &[RejectCode] = &[
+    RejectCode::VersionMismatch,
+    RejectCode::BadRoomCode,
+    RejectCode::BadMac,
+    RejectCode::DuplicateMac,
+    RejectCode::GatewayPresent,
+    RejectCode::BudgetTooSmall,
+    RejectCode::Unauthorized,
+    RejectCode::NoSuchRoom,
+    RejectCode::RoleForbidden,
+    RejectCode::Malformed,
+];
+
+lanparty_core::inventory::submit! {
+    StageRegistration {
+        name: "quic-client",
+        summary: "a client's or gateway's session with the relay: hello/welcome, datagrams, reconnects with backoff",
+        keys: &[
+            KeyDoc { name: "relay", ty: "host:port", default: "required", doc: "the relay, e.g. relay.example.org:443" },
+            KeyDoc { name: "server_name", ty: "string", default: "host part of relay", doc: "the name in the relay's certificate (a self-signed relay: lanparty-relay.local)" },
+            KeyDoc { name: "trust", ty: "{pin: path} | {ca: path} | {system: true}", default: "required", doc: "pin the relay's DER certificate, trust a CA file, or the system CAs" },
+            KeyDoc { name: "room", ty: "string", default: "required", doc: "room code: 1-32 of A-Z a-z 0-9 . _ -" },
+            KeyDoc { name: "role", ty: "client | gateway", default: "required", doc: "a player, or the host's LAN (one per room)" },
+            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "MAC announced in the hello; a client's TAP must use the same" },
+            KeyDoc { name: "credential", ty: "string", default: "none", doc: "room password or token" },
+            KeyDoc { name: "datagram_budget", ty: "integer", default: "what the path carries", doc: "advertise a smaller datagram size" },
+            KeyDoc { name: "link_role", ty: "client | gateway | lan | host", default: "gateway for a client, client for a gateway", doc: "the relay link's role in the local room" },
+            KeyDoc { name: "local_room", ty: "string", default: "default", doc: "local room to join" },
+            KeyDoc { name: "hello_timeout", ty: "duration", default: "10s", doc: "connect + welcome deadline" },
+            KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "the relay counts as lost after this much silence" },
+            KeyDoc { name: "keepalive", ty: "duration", default: "5s", doc: "keep-alive interval (NAT bindings)" },
+            KeyDoc { name: "reconnect_min", ty: "duration", default: "250ms", doc: "first reconnect delay (doubles, with jitter)" },
+            KeyDoc { name: "reconnect_max", ty: "duration", default: "30s", doc: "longest reconnect delay" },
+            KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
+            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU" },
+        ],
+        example: "ports:\n  relay:\n    type: quic-client\n    relay: relay.example.org:443\n    server_name: lanparty-relay.local\n    trust: { pin: relay-cert.der }\n    room: ROOM1\n    role: client\n    mac: \"02:00:00:00:00:51\"",
+        build: StageBuild::Port { build },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("relay.example.org:443"), Some("relay.example.org"));
+        assert_eq!(host_of("[::1]:443"), Some("::1"));
+        assert_eq!(host_of("127.0.0.1:4433"), Some("127.0.0.1"));
+        assert_eq!(host_of("nope"), None);
+        assert_eq!(host_of(":443"), None);
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter::new();
+        for _ in 0..1000 {
+            let d = j.apply(Duration::from_millis(1000));
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_millis(1500),
+                "{d:?}"
+            );
+        }
+    }
+}

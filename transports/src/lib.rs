@@ -1,0 +1,16 @@
+//! lanparty's QUIC transports, on quinn and rustls (ring):
+//!
+//! - `quic-server`: the relay; admits peers into rooms ([`admission`]) and
+//!   carries their frames as QUIC datagrams;
+//! - `quic-client`: a client's or gateway's session with the relay, with
+//!   reconnects.
+//!
+//! A binary gets them by naming this crate (`use lanparty_transports as _;`).
+
+pub mod admission;
+pub mod client;
+pub mod control_stream;
+pub mod datapath;
+pub mod net;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,203 @@
+//! UDP sockets, QUIC transport parameters, address parsing and the
+//! overlay encoder shared by the server and client ports.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use lanparty_core::wire::overlay::ETHERNET_HEADER;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Default UDP socket buffer size: bursts of frames must not overflow the
+/// kernel's receive buffer (NOTES.md: 4 MiB took loss from ~1–5 % to ~0).
+pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Default initial QUIC MTU: datagrams of 1414 bytes from the first packet,
+/// so that the room MTU (1394) is known at the handshake.
+pub const DEFAULT_INITIAL_MTU: u16 = 1452;
+
+/// Application close codes on the QUIC connection.
+pub mod close {
+    /// Normal close (disconnect).
+    pub const NORMAL: u32 = 0;
+    /// The hello was rejected.
+    pub const REJECTED: u32 = 1;
+    /// The peer broke the protocol.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The sender is shutting down.
+    pub const SHUTDOWN: u32 = 3;
+    /// The peer did not say hello in time.
+    pub const TIMEOUT: u32 = 4;
+}
+
+/// Parses a `listen:` value: `443/udp` (every address, that port) or a
+/// socket address such as `0.0.0.0:4433` or `[::1]:4433`. Returns the
+/// addresses to try, in order.
+pub fn parse_listen(text: &str) -> Result<Vec<SocketAddr>, String> {
+    let text = text.trim();
+    if let Some(port) = text.strip_suffix("/udp") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{text}`: `{port}` is not a UDP port"))?;
+        return Ok(vec![
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ]);
+    }
+    text.parse::<SocketAddr>()
+        .map(|a| vec![a])
+        .map_err(|_| format!("`{text}` is neither PORT/udp (e.g. 443/udp) nor an address:port (e.g. 0.0.0.0:443, [::]:443)"))
+}
+
+/// Binds a non-blocking UDP socket with `buffer`-byte kernel buffers; an
+/// IPv6 wildcard also accepts IPv4.
+pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        tracing::warn!(%addr, buffer, "cannot set the UDP receive buffer: {e}");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer) {
+        tracing::warn!(%addr, buffer, "cannot set the UDP send buffer: {e}");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A quinn endpoint on `socket`, serving when `server` is given.
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// QUIC transport parameters for lanparty connections.
+pub fn transport(
+    idle_timeout: Duration,
+    keepalive: Option<Duration>,
+    initial_mtu: u16,
+) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
+    t.keep_alive_interval(keepalive);
+    t.initial_mtu(initial_mtu);
+    t.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
+    t.datagram_send_buffer_size(1024 * 1024);
+    t.max_concurrent_uni_streams(0u32.into());
+    t.max_concurrent_bidi_streams(1u32.into());
+    t
+}
+
+/// Writes overlay header + frame into a shared chunk and hands each datagram
+/// out as a slice of it: a new chunk is allocated once per ~45 full-size
+/// frames, not per frame.
+#[derive(Debug)]
+pub struct DatagramEncoder {
+    buf: BytesMut,
+}
+
+/// Chunk size of the encoder.
+const ENCODER_CHUNK: usize = 64 * 1024;
+
+impl Default for DatagramEncoder {
+    fn default() -> Self {
+        DatagramEncoder {
+            buf: BytesMut::with_capacity(ENCODER_CHUNK),
+        }
+    }
+}
+
+impl DatagramEncoder {
+    /// The datagram for an Ethernet frame.
+    pub fn encode(&mut self, frame: &[u8]) -> Bytes {
+        let need = ETHERNET_HEADER.len() + frame.len();
+        if self.buf.capacity() - self.buf.len() < need {
+            self.buf = BytesMut::with_capacity(ENCODER_CHUNK.max(need));
+        }
+        self.buf.extend_from_slice(&ETHERNET_HEADER);
+        self.buf.extend_from_slice(frame);
+        self.buf.split().freeze()
+    }
+}
+
+/// Reason-keyed counters for rare events (rejects, protocol errors).
+#[derive(Debug, Default)]
+pub struct ReasonCounters {
+    counts: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl ReasonCounters {
+    /// Counts one event.
+    pub fn add(&self, reason: &str) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match counts.iter_mut().find(|(r, _)| r == reason) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((reason.to_string(), 1)),
+        }
+    }
+
+    /// Events counted for `reason`.
+    pub fn get(&self, reason: &str) -> u64 {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Every reason and count.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("443/udp").unwrap().len(), 2);
+        assert_eq!(
+            parse_listen("127.0.0.1:4433").unwrap(),
+            vec!["127.0.0.1:4433".parse().unwrap()]
+        );
+        assert_eq!(
+            parse_listen("[::1]:4433").unwrap(),
+            vec!["[::1]:4433".parse().unwrap()]
+        );
+        assert!(parse_listen("443").is_err());
+        assert!(parse_listen("x/udp").is_err());
+        assert!(parse_listen("70000/udp").is_err());
+    }
+
+    #[test]
+    fn encoder_shares_chunks() {
+        let mut e = DatagramEncoder::default();
+        let a = e.encode(&[1, 2, 3]);
+        let b = e.encode(&[4]);
+        assert_eq!(&a[..], &[1, 0, 1, 2, 3]);
+        assert_eq!(&b[..], &[1, 0, 4]);
+        assert_eq!(a.as_ptr() as usize + 5, b.as_ptr() as usize);
+        let big = e.encode(&vec![7u8; 70_000]);
+        assert_eq!(big.len(), 70_002);
+    }
+}

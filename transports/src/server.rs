@@ -1,0 +1,571 @@
+//! `quic-server`: the relay. Accepts QUIC connections, admits each peer
+//! into a room on its hello (or rejects it with a code and a sentence), and
+//! moves its frames between QUIC datagrams and the room's pipeline. Peers
+//! are told when others join and leave.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
+use lanparty_core::control::{
+    CodecError, ControlMessage, DisconnectReason, Hello, Reject, RejectCode, Welcome,
+    read_message_unvalidated, write_message,
+};
+use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::runtime::{LinkSpec, PortContext, ShutdownSignal};
+use lanparty_core::stage::{BoxFuture, Port, PortError};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::admission::{Admissions, Limits};
+use crate::datapath::{DataPath, DatapathCounters};
+use crate::net::{self, ReasonCounters, close};
+use crate::tls::{self, Identity, SelfSignedFiles};
+
+/// `quic-server` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `listen`: `443/udp` (every address) or an address like `0.0.0.0:4433`.
+    pub listen: String,
+    /// `cert`: PEM certificate chain; with `key`, replaces the self-signed one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// `key`: PEM private key for `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// `self_signed_dir`: where the self-signed certificate is generated on
+    /// first start and reused after (`relay-cert.der` is the file players
+    /// pin). Default `tls` next to the config file.
+    #[serde(default = "default_tls_dir")]
+    pub self_signed_dir: PathBuf,
+    /// `names`: DNS names in the self-signed certificate. Default
+    /// `[lanparty-relay.local]`.
+    #[serde(default = "default_names")]
+    pub names: Vec<String>,
+    /// `max_rooms`: rooms at once. Default 256.
+    #[serde(default = "default_max_rooms")]
+    pub max_rooms: usize,
+    /// `max_peers_per_room`: peers per room. Default 32.
+    #[serde(default = "default_max_peers")]
+    pub max_peers_per_room: usize,
+    /// `max_connections`: connections at once, admitted or not. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `hello_timeout`: a connection that has not said hello by then is
+    /// closed. Default 5s.
+    #[serde(default = "default_hello_timeout")]
+    pub hello_timeout: ConfigDuration,
+    /// `idle_timeout`: a silent peer is dropped after this. Default 30s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: ConfigDuration,
+    /// `max_control_frame`: largest control message accepted. Default 16384.
+    #[serde(default = "default_max_control")]
+    pub max_control_frame: usize,
+    /// `socket_buffer`: UDP socket buffer bytes. Default 4 MiB.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer: usize,
+    /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
+    #[serde(default = "default_initial_mtu")]
+    pub initial_mtu: u16,
+}
+
+fn default_tls_dir() -> PathBuf {
+    PathBuf::from("tls")
+}
+fn default_names() -> Vec<String> {
+    vec!["lanparty-relay.local".into()]
+}
+fn default_max_rooms() -> usize {
+    256
+}
+fn default_max_peers() -> usize {
+    32
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_hello_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(5))
+}
+fn default_idle_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(30))
+}
+fn default_max_control() -> usize {
+    lanparty_core::control::MAX_CONTROL_FRAME
+}
+fn default_socket_buffer() -> usize {
+    net::DEFAULT_SOCKET_BUFFER
+}
+fn default_initial_mtu() -> u16 {
+    net::DEFAULT_INITIAL_MTU
+}
+
+/// Everything the relay counts.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Connections that completed the QUIC handshake.
+    pub connections: AtomicU64,
+    /// Connections refused or failed before the handshake completed.
+    pub handshake_failures: AtomicU64,
+    /// Peers admitted.
+    pub admitted: AtomicU64,
+    /// Rejects by code.
+    pub rejects: ReasonCounters,
+    /// Peers dropped for breaking the protocol, by reason.
+    pub protocol_errors: ReasonCounters,
+    /// The data path.
+    pub datapath: DatapathCounters,
+}
+
+enum Tls {
+    Pem(PathBuf, PathBuf),
+    SelfSigned(SelfSignedFiles, Vec<String>),
+}
+
+/// A configured relay.
+pub struct QuicServer {
+    name: String,
+    settings: ServerSettings,
+    listen: Vec<std::net::SocketAddr>,
+    tls: Tls,
+    counters: Arc<RelayCounters>,
+}
+
+impl std::fmt::Debug for QuicServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicServer")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicServer {
+    /// Parses and checks a `quic-server` entry (reads PEM files, if named,
+    /// to prove they are usable; opens no socket).
+    pub fn from_config(config: &StageConfig) -> BuildResult<QuicServer> {
+        let settings: ServerSettings = config.parse()?;
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let listen =
+            net::parse_listen(&settings.listen).map_err(|e| vec![config.error("listen", e)]);
+        let tls = match (&settings.cert, &settings.key) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (config.resolve_path(cert), config.resolve_path(key));
+                if let Err(e) = tls::load_pem_identity(&cert, &key).and_then(tls::server_config) {
+                    errors.push(config.error("cert", e.to_string()));
+                }
+                Tls::Pem(cert, key)
+            }
+            (None, None) => {
+                if settings.names.is_empty() {
+                    errors.push(config.error(
+                        "names",
+                        "the self-signed certificate needs at least one name",
+                    ));
+                }
+                Tls::SelfSigned(
+                    SelfSignedFiles::in_dir(&config.resolve_path(&settings.self_signed_dir)),
+                    settings.names.clone(),
+                )
+            }
+            _ => {
+                errors.push(config.error(
+                    "cert",
+                    "give both `cert` and `key` (PEM), or neither for a self-signed certificate",
+                ));
+                Tls::SelfSigned(
+                    SelfSignedFiles::in_dir(&settings.self_signed_dir),
+                    settings.names.clone(),
+                )
+            }
+        };
+        for (key, value, min) in [
+            ("max_rooms", settings.max_rooms, 1),
+            ("max_peers_per_room", settings.max_peers_per_room, 1),
+            ("max_connections", settings.max_connections, 1),
+            ("max_control_frame", settings.max_control_frame, 1024),
+        ] {
+            if value < min {
+                errors.push(config.error(key, format!("must be at least {min}")));
+            }
+        }
+        if !(1200..=9000).contains(&settings.initial_mtu) {
+            errors.push(config.error(
+                "initial_mtu",
+                "must be 1200..=9000 (QUIC needs at least 1200)",
+            ));
+        }
+        let listen = match listen {
+            Ok(l) => l,
+            Err(e) => {
+                errors.extend(e);
+                Vec::new()
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(QuicServer {
+            name: config.path.trim_start_matches("ports.").to_string(),
+            settings,
+            listen,
+            tls,
+            counters: Arc::new(RelayCounters::default()),
+        })
+    }
+
+    /// The relay's counters (shared with the running relay).
+    pub fn counters(&self) -> Arc<RelayCounters> {
+        self.counters.clone()
+    }
+
+    fn identity(&self) -> Result<Identity, PortError> {
+        let fail = |e: tls::TlsError| PortError::new(&self.name, e.to_string());
+        match &self.tls {
+            Tls::Pem(cert, key) => tls::load_pem_identity(cert, key).map_err(fail),
+            Tls::SelfSigned(files, names) => {
+                let (identity, generated) =
+                    tls::load_or_generate_self_signed(files, names).map_err(fail)?;
+                if generated {
+                    tracing::info!(cert = %files.cert_der.display(), "generated a self-signed relay certificate; give this DER file to players to pin");
+                } else {
+                    tracing::info!(cert = %files.cert_der.display(), "using the stored self-signed relay certificate");
+                }
+                Ok(identity)
+            }
+        }
+    }
+
+    async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+        let fail = |m: String| PortError::new(&self.name, m);
+        let tls = tls::server_config(self.identity()?).map_err(|e| fail(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| fail(format!("TLS for QUIC: {e}")))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server_config.transport_config(Arc::new(net::transport(
+            self.settings.idle_timeout.0,
+            None,
+            self.settings.initial_mtu,
+        )));
+        let mut last_error = String::from("no address to listen on");
+        let mut endpoint = None;
+        for addr in &self.listen {
+            match net::bind_udp(*addr, self.settings.socket_buffer)
+                .and_then(|s| net::endpoint(s, Some(server_config.clone())))
+            {
+                Ok(e) => {
+                    endpoint = Some(e);
+                    break;
+                }
+                Err(e) => last_error = format!("cannot listen on {addr}: {e}"),
+            }
+        }
+        let endpoint = endpoint.ok_or_else(|| fail(last_error))?;
+        let local = endpoint.local_addr().map_err(|e| fail(e.to_string()))?;
+        tracing::info!(port = %self.name, listen = %local, max_rooms = self.settings.max_rooms, max_peers = self.settings.max_peers_per_room, "relay listening");
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            admissions: Mutex::new(Admissions::new(Limits {
+                max_rooms: self.settings.max_rooms,
+                max_peers: self.settings.max_peers_per_room,
+                mtu: ctx.rooms().template_mtu(),
+            })),
+            counters: self.counters.clone(),
+            live: AtomicUsize::new(0),
+            settings: self.settings.clone(),
+            ctx: ctx.clone(),
+        });
+        let mut shutdown = ctx.shutdown();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                incoming = endpoint.accept() => match incoming {
+                    Some(incoming) => {
+                        if shared.live.load(Ordering::Relaxed) >= shared.settings.max_connections {
+                            shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
+                            incoming.refuse();
+                            continue;
+                        }
+                        shared.live.fetch_add(1, Ordering::Relaxed);
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            handle(&shared, incoming).await;
+                            shared.live.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    None => break,
+                },
+            }
+        }
+        // Sessions see the same signal, say goodbye and close; give them a moment.
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        endpoint.close(close::SHUTDOWN.into(), b"relay shutting down");
+        tracing::info!(port = %self.name, "relay stopped");
+        Ok(())
+    }
+}
+
+impl Port for QuicServer {
+    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
+        Box::pin((*self).run(ctx))
+    }
+}
+
+struct Shared {
+    name: String,
+    admissions: Mutex<Admissions>,
+    counters: Arc<RelayCounters>,
+    live: AtomicUsize,
+    settings: ServerSettings,
+    ctx: PortContext,
+}
+
+impl Shared {
+    fn admissions(&self) -> std::sync::MutexGuard<'_, Admissions> {
+        self.admissions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn protocol_error(&self, conn: &quinn::Connection, reason: &'static str, detail: &str) {
+        self.counters.protocol_errors.add(reason);
+        tracing::info!(remote = %conn.remote_address(), reason, "dropping peer: {detail}");
+        conn.close(close::PROTOCOL_ERROR.into(), detail.as_bytes());
+    }
+}
+
+async fn handle(shared: &Shared, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            shared
+                .counters
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let Some((send, recv, hello)) = read_hello(shared, &conn).await else {
+        return;
+    };
+    session(shared, conn, send, recv, hello).await;
+}
+
+/// Waits for the hello, refusing datagrams that come before the welcome.
+async fn read_hello(
+    shared: &Shared,
+    conn: &quinn::Connection,
+) -> Option<(quinn::SendStream, quinn::RecvStream, Hello)> {
+    let max = shared.settings.max_control_frame;
+    let hello = async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| CodecError::Io(std::io::Error::other(e)))?;
+        let message = read_message_unvalidated(&mut recv, max).await?;
+        Ok::<_, CodecError>((send, recv, message))
+    };
+    let timeout = shared.settings.hello_timeout.0;
+    tokio::select! {
+        result = tokio::time::timeout(timeout, hello) => match result {
+            Err(_) => {
+                shared.protocol_error(conn, "hello-timeout", &format!("no hello within {timeout:?}"));
+                None
+            }
+            Ok(Err(CodecError::Io(e))) => {
+                tracing::debug!(remote = %conn.remote_address(), "connection ended before hello: {e}");
+                None
+            }
+            Ok(Err(e)) => {
+                shared.protocol_error(conn, e.reason(), &e.to_string());
+                None
+            }
+            Ok(Ok((_, _, None))) => {
+                shared.protocol_error(conn, "control-closed", "control stream closed before hello");
+                None
+            }
+            Ok(Ok((send, recv, Some(ControlMessage::Hello(hello))))) => Some((send, recv, hello)),
+            Ok(Ok((_, _, Some(other)))) => {
+                shared.protocol_error(conn, "expected-hello", &format!("expected hello, got {}", other.kind()));
+                None
+            }
+        },
+        _ = conn.read_datagram() => {
+            shared.protocol_error(conn, "datagram-before-welcome", "sent a datagram before its welcome");
+            None
+        }
+    }
+}
+
+async fn send_reject(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    hello: &Hello,
+    reject: Reject,
+) {
+    shared.counters.rejects.add(reject.code.as_str());
+    tracing::info!(remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac, code = %reject.code, "rejected: {}", reject.message);
+    let code = reject.code;
+    if write_message(&mut send, &ControlMessage::Reject(reject))
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        // Let the reject arrive: the peer closes on reading it.
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    }
+    conn.close(close::REJECTED.into(), code.as_str().as_bytes());
+}
+
+async fn session(
+    shared: &Shared,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    hello: Hello,
+) {
+    if shared.ctx.shutdown().is_triggered() {
+        let reject = Reject {
+            code: RejectCode::ShuttingDown,
+            message: "the relay is shutting down".into(),
+        };
+        return send_reject(shared, &conn, send, &hello, reject).await;
+    }
+    let path_budget = conn.max_datagram_size().unwrap_or(0);
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let admitted = shared
+        .admissions()
+        .admit(&hello, path_budget, events_tx.clone());
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
+    };
+    let peer = admitted.peer_id;
+    let link = shared.ctx.attach(
+        &hello.room,
+        LinkSpec {
+            name: format!("{}/{peer}", shared.name),
+            role: hello.role.link_role(),
+            macs: vec![hello.mac],
+            mtu: Some(admitted.mtu),
+        },
+    );
+    if admitted.created_room {
+        link.set_room_mtu(admitted.mtu);
+    }
+    let welcome = ControlMessage::Welcome(Welcome {
+        peer_id: peer,
+        room_id: admitted.room_id,
+        mtu: admitted.mtu,
+    });
+    if let Err(e) = write_message(&mut send, &welcome).await {
+        tracing::debug!(%peer, "could not send welcome: {e}");
+        shared
+            .admissions()
+            .leave(&hello.room, peer, "connection lost");
+        return;
+    }
+    shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        %peer, remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac,
+        mtu = admitted.mtu, budget = path_budget, others = admitted.others.len(), "peer admitted"
+    );
+    for (id, role, mac) in &admitted.others {
+        let _ = events_tx.try_send(ControlMessage::PeerJoined {
+            peer_id: *id,
+            role: *role,
+            mac: *mac,
+        });
+    }
+    let mut control =
+        crate::control_stream::spawn(send, recv, shared.settings.max_control_frame, events_rx);
+    let mut link = link;
+    let mut data = DataPath::default();
+    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
+    let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
+    let counters = &shared.counters.datapath;
+    let reason: String = loop {
+        tokio::select! {
+            why = shutdown.wait() => {
+                let _ = events_tx.try_send(ControlMessage::Disconnect { reason: DisconnectReason::Shutdown, message: why.chars().take(200).collect() });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                conn.close(close::SHUTDOWN.into(), b"relay shutting down");
+                break "relay shutting down".into();
+            }
+            datagram = conn.read_datagram() => match datagram {
+                Ok(datagram) => data.from_peer(datagram, &link, counters),
+                Err(e) => break format!("connection lost: {e}"),
+            },
+            n = link.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break "room closed".into();
+                }
+                for frame in batch.drain(..) {
+                    data.to_peer(&conn, &frame, counters);
+                }
+            }
+            message = control.recv() => match message {
+                Some(Ok(Some(ControlMessage::StatsRequest))) => {
+                    let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn)));
+                }
+                Some(Ok(Some(ControlMessage::Stats(_)))) => {}
+                Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
+                    conn.close(close::NORMAL.into(), b"bye");
+                    break format!("peer disconnected ({reason:?}): {}", message.chars().take(200).collect::<String>());
+                }
+                Some(Ok(Some(other))) => {
+                    shared.protocol_error(&conn, "unexpected-control-message", &format!("unexpected {} from a peer", other.kind()));
+                    break format!("protocol error: unexpected {}", other.kind());
+                }
+                Some(Ok(None)) | None => {
+                    shared.protocol_error(&conn, "control-closed", "closed its control stream");
+                    break "control stream closed".into();
+                }
+                Some(Err(CodecError::Io(e))) => break format!("connection lost: {e}"),
+                Some(Err(e)) => {
+                    shared.protocol_error(&conn, e.reason(), &e.to_string());
+                    break format!("protocol error: {e}");
+                }
+            },
+        }
+    };
+    shared.admissions().leave(&hello.room, peer, &reason);
+    drop(link);
+    tracing::info!(%peer, room = %hello.room, frames_rx = data.stats.frames_rx, frames_tx = data.stats.frames_tx, dropped = data.stats.dropped, "peer left: {reason}");
+}
+
+fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
+    Ok(Box::new(QuicServer::from_config(config)?))
+}
+
+lanparty_core::inventory::submit! {
+    StageRegistration {
+        name: "quic-server",
+        summary: "the relay: QUIC listener that admits peers into rooms and carries their frames as datagrams",
+        keys: &[
+            KeyDoc { name: "listen", ty: "PORT/udp or address:port", default: "required", doc: "where to listen, e.g. 443/udp or 0.0.0.0:4433" },
+            KeyDoc { name: "cert", ty: "path", default: "none", doc: "PEM certificate chain (with `key`); without both, a self-signed certificate is used" },
+            KeyDoc { name: "key", ty: "path", default: "none", doc: "PEM private key for `cert`" },
+            KeyDoc { name: "self_signed_dir", ty: "path", default: "tls", doc: "where the self-signed certificate is made once and reused; players pin relay-cert.der from here" },
+            KeyDoc { name: "names", ty: "list of strings", default: "[lanparty-relay.local]", doc: "DNS names in the self-signed certificate (clients' server_name)" },
+            KeyDoc { name: "max_rooms", ty: "integer", default: "256", doc: "rooms at once; more get relay_full" },
+            KeyDoc { name: "max_peers_per_room", ty: "integer", default: "32", doc: "peers per room; more get room_full" },
+            KeyDoc { name: "max_connections", ty: "integer", default: "4096", doc: "connections at once, admitted or not" },
+            KeyDoc { name: "hello_timeout", ty: "duration", default: "5s", doc: "close connections that do not say hello in time" },
+            KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "drop peers silent for this long" },
+            KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },
+            KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
+            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams, room MTU 1394)" },
+        ],
+        example: "ports:\n  relay: { type: quic-server, listen: 443/udp }",
+        build: StageBuild::Port { build },
+    }
+}
