@@ -1,0 +1,411 @@
+//! In-process QUIC: a relay and peers on 127.0.0.1, real quinn and rustls.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lanparty_core::control::{self, ControlMessage, Hello, PROTOCOL_VERSION, PeerRole, RejectCode};
+use lanparty_core::testing::frames::{self, Tags};
+use lanparty_core::wire::MacAddr;
+use lanparty_transports::tls;
+use support::*;
+
+const SHORT: Duration = Duration::from_millis(300);
+const LONG: Duration = Duration::from_secs(3);
+
+fn arp(src: MacAddr) -> Vec<u8> {
+    frames::arp_request(src, Tags::None, [10, 0, 0, 1], [10, 0, 0, 2])
+}
+
+fn unicast(dst: MacAddr, src: MacAddr, len: usize) -> Vec<u8> {
+    frames::ipv4_of_len(dst, src, Tags::None, len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_and_a_gateway_exchange_frames_and_rooms_stay_apart() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let mut gw = Peer::join(&relay, "ROOM1", "gateway", mac(1)).await;
+    let mut a = Peer::join(&relay, "ROOM1", "client", mac(2)).await;
+    let mut b = Peer::join(&relay, "ROOM1", "client", mac(3)).await;
+    let mut other = Peer::join(&relay, "ROOM2", "client", mac(4)).await;
+
+    // Broadcast from a: b and the gateway get it, a does not get it back.
+    let frame = arp(a.mac);
+    a.send(frame.clone());
+    assert_eq!(&b.recv(LONG).await.unwrap()[..], &frame[..]);
+    assert_eq!(&gw.recv(LONG).await.unwrap()[..], &frame[..]);
+    assert!(a.recv(SHORT).await.is_none(), "reflected to the sender");
+
+    // Unicast b → a (a was learned from its broadcast): only a.
+    let frame = unicast(a.mac, b.mac, 1394);
+    b.send(frame.clone());
+    assert_eq!(&a.recv(LONG).await.unwrap()[..], &frame[..]);
+    assert!(gw.recv(SHORT).await.is_none());
+
+    // LAN hosts behind the gateway reach a client and back.
+    let lan_host = MacAddr([0, 0x1b, 0x21, 0, 0, 7]);
+    gw.send(unicast(a.mac, lan_host, 200));
+    assert_eq!(a.recv(LONG).await.unwrap().len(), 214);
+    a.send(unicast(lan_host, a.mac, 300));
+    assert_eq!(gw.recv(LONG).await.unwrap().len(), 314);
+
+    // The other room saw none of it.
+    assert!(other.drain(SHORT).await.is_empty(), "frames crossed rooms");
+    other.send(arp(other.mac));
+    assert!(
+        a.recv(SHORT).await.is_none()
+            && b.recv(SHORT).await.is_none()
+            && gw.recv(SHORT).await.is_none()
+    );
+
+    // A client cannot send as another MAC (the relay's mac-guard).
+    a.send(arp(b.mac));
+    assert!(b.recv(SHORT).await.is_none() && gw.recv(SHORT).await.is_none());
+    relay.stop().await;
+}
+
+async fn rejected(relay: &Relay, room: &str, role: &str, m: MacAddr, extra: &str) -> String {
+    let peer = Peer::start_with(&client_yaml(relay, room, role, m, extra), m).await;
+    let mut peer = peer;
+    let result = tokio::time::timeout(Duration::from_secs(10), &mut peer.task)
+        .await
+        .expect("a final reject ends the port");
+    result.unwrap().expect_err("rejected").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_rejects_stop_the_client_with_their_code() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let _gw = Peer::join(&relay, "R", "gateway", mac(1)).await;
+    let _a = Peer::join(&relay, "R", "client", mac(2)).await;
+    let e = rejected(&relay, "R", "gateway", mac(9), "").await;
+    assert!(e.contains("gateway_present"), "{e}");
+    let e = rejected(&relay, "R", "client", mac(2), "").await;
+    assert!(e.contains("duplicate_mac"), "{e}");
+    let e = rejected(&relay, "R", "client", mac(3), "datagram_budget: 700").await;
+    assert!(e.contains("budget_too_small"), "{e}");
+    assert_eq!(relay.counters.rejects.get("gateway_present"), 1);
+    assert_eq!(relay.counters.rejects.get("duplicate_mac"), 1);
+    assert_eq!(relay.counters.rejects.get("budget_too_small"), 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_full_and_relay_full_are_retried_until_there_is_room() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "max_rooms: 1\nmax_peers_per_room: 2").await;
+    let a = Peer::join(&relay, "R", "client", mac(1)).await;
+    let _b = Peer::join(&relay, "R", "client", mac(2)).await;
+    let c = Peer::start_with(&client_yaml(&relay, "R", "client", mac(3), ""), mac(3)).await;
+    let d = Peer::start_with(&client_yaml(&relay, "S", "client", mac(4), ""), mac(4)).await;
+    let (cc, dc) = (c.counters.clone(), d.counters.clone());
+    wait_for("retries", LONG, || {
+        cc.failed_attempts.load(Ordering::Relaxed) >= 2
+            && dc.failed_attempts.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert!(relay.counters.rejects.get("room_full") >= 2);
+    assert!(relay.counters.rejects.get("relay_full") >= 2);
+    assert!(
+        !c.task.is_finished() && !d.task.is_finished(),
+        "retryable rejects must not stop the node"
+    );
+    // a leaves: c gets its seat.
+    a.stop();
+    c.wait_sessions(1).await;
+    relay.stop().await;
+}
+
+/// A raw QUIC connection to the relay, trusting its certificate.
+async fn raw_connect(relay: &Relay) -> quinn::Connection {
+    let trust = tls::load_pinned(&relay.cert).unwrap();
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&trust).unwrap())
+            .unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(lanparty_transports::net::transport(
+        Duration::from_secs(10),
+        None,
+        1452,
+    )));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+        .connect(relay.addr, "lanparty-relay.local")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+fn hello(room: &str, mac: MacAddr) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: PeerRole::Client,
+        room: room.into(),
+        mac,
+        datagram_budget: 1414,
+        credential: None,
+    }
+}
+
+async fn raw_hello(
+    relay: &Relay,
+    hello: Hello,
+) -> (quinn::Connection, quinn::SendStream, Option<ControlMessage>) {
+    let (conn, send, _recv, reply) = raw_hello_streams(relay, hello).await;
+    (conn, send, reply)
+}
+
+async fn raw_hello_streams(
+    relay: &Relay,
+    hello: Hello,
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    Option<ControlMessage>,
+) {
+    let conn = raw_connect(relay).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    control::write_message(&mut send, &ControlMessage::Hello(hello))
+        .await
+        .unwrap();
+    let reply = control::read_message(&mut recv, 1 << 16).await.unwrap();
+    (conn, send, recv, reply)
+}
+
+async fn reject_code(relay: &Relay, hello: Hello) -> RejectCode {
+    match raw_hello(relay, hello).await.2 {
+        Some(ControlMessage::Reject(r)) => r.code,
+        other => panic!("expected a reject, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_hellos_get_precise_codes() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let mut h = hello("R", mac(1));
+    h.protocol_version = 99;
+    assert_eq!(reject_code(&relay, h).await, RejectCode::VersionMismatch);
+    assert_eq!(
+        reject_code(&relay, hello("no spaces allowed", mac(1))).await,
+        RejectCode::BadRoomCode
+    );
+    assert_eq!(
+        reject_code(&relay, hello("R", MacAddr::BROADCAST)).await,
+        RejectCode::BadMac
+    );
+    assert_eq!(
+        reject_code(&relay, hello("R", MacAddr::ZERO)).await,
+        RejectCode::BadMac
+    );
+    let (_conn, _send, reply) = raw_hello(&relay, hello("R", mac(1))).await;
+    assert!(
+        matches!(reply, Some(ControlMessage::Welcome(w)) if w.mtu == 1394 && w.peer_id.0 > 0),
+        "{reply:?}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_pin_fails_the_handshake() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let other = TempDir::new();
+    let files = tls::SelfSignedFiles::in_dir(&other.0);
+    tls::generate_self_signed(&files, &["lanparty-relay.local".into()]).unwrap();
+    let yaml = client_yaml(&relay, "R", "client", mac(1), "").replace(
+        &relay.cert.display().to_string(),
+        &files.cert_der.display().to_string(),
+    );
+    let peer = Peer::start_with(&yaml, mac(1)).await;
+    let counters = peer.counters.clone();
+    wait_for("failed attempts", LONG, || {
+        counters.failed_attempts.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(peer.counters.sessions.load(Ordering::Relaxed), 0);
+    assert!(relay.counters.handshake_failures.load(Ordering::Relaxed) >= 1);
+    assert_eq!(relay.counters.admitted.load(Ordering::Relaxed), 0);
+    relay.stop().await;
+}
+
+/// Two honest peers that must keep working while others misbehave.
+async fn still_working(a: &mut Peer, b: &mut Peer) {
+    let frame = arp(a.mac);
+    a.send(frame.clone());
+    let got = b
+        .recv(LONG)
+        .await
+        .expect("honest peers still exchange frames");
+    assert_eq!(&got[..], &frame[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_dropped_and_counted_while_others_carry_on() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "hello_timeout: 1s").await;
+    let mut a = Peer::join(&relay, "R", "client", mac(1)).await;
+    let mut b = Peer::join(&relay, "R", "client", mac(2)).await;
+    let closed = |conn: quinn::Connection| async move {
+        tokio::time::timeout(LONG, conn.closed())
+            .await
+            .expect("relay closes the connection")
+    };
+
+    // Garbage on the control stream: "GARB" is a 1.2 GB length prefix.
+    let conn = raw_connect(&relay).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"GARBAGE, not a hello").await.unwrap();
+    closed(conn).await;
+    assert_eq!(relay.counters.protocol_errors.get("control-oversize"), 1);
+
+    // A right-sized frame of invalid JSON.
+    let conn = raw_connect(&relay).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 5, b'{', b'x', 0xff, b'}', b'!'])
+        .await
+        .unwrap();
+    closed(conn).await;
+    assert_eq!(
+        relay.counters.protocol_errors.get("control-invalid-utf8"),
+        1
+    );
+    still_working(&mut a, &mut b).await;
+
+    // A datagram before the welcome.
+    let conn = raw_connect(&relay).await;
+    conn.send_datagram(vec![1u8, 0, 1, 2, 3].into()).unwrap();
+    closed(conn).await;
+    assert_eq!(
+        relay
+            .counters
+            .protocol_errors
+            .get("datagram-before-welcome"),
+        1
+    );
+
+    // Silence: no hello within the deadline.
+    let conn = raw_connect(&relay).await;
+    closed(conn).await;
+    assert_eq!(relay.counters.protocol_errors.get("hello-timeout"), 1);
+    still_working(&mut b, &mut a).await;
+
+    // Admitted, then datagrams with unknown overlay versions and contexts:
+    // counted and dropped, the peer stays.
+    let (conn, _send, reply) = raw_hello(&relay, hello("R", mac(3))).await;
+    assert!(matches!(reply, Some(ControlMessage::Welcome(_))));
+    conn.send_datagram(vec![9u8, 0, 1, 2].into()).unwrap();
+    conn.send_datagram(vec![1u8, 7, 1, 2].into()).unwrap();
+    conn.send_datagram(vec![1u8].into()).unwrap();
+    let c = relay.counters.clone();
+    wait_for("overlay drops", LONG, || {
+        let s = c.datapath.snapshot();
+        s.overlay_unknown_version == 1 && s.overlay_unknown_context == 1 && s.overlay_truncated == 1
+    })
+    .await;
+    assert!(
+        conn.close_reason().is_none(),
+        "a bad datagram does not end the session"
+    );
+
+    // This peer never reads anything while a floods the room.
+    for _ in 0..3000 {
+        a.local.send(lanparty_core::Bytes::from(frames::ethernet(
+            MacAddr::BROADCAST,
+            a.mac,
+            Tags::None,
+            0x0800,
+            1000,
+        )));
+        tokio::task::yield_now().await;
+    }
+    let _ = b.drain(Duration::from_millis(200)).await;
+    still_working(&mut a, &mut b).await;
+    still_working(&mut b, &mut a).await;
+
+    // An unexpected control message after the welcome.
+    let (conn, mut send, _) = raw_hello(&relay, hello("R", mac(4))).await;
+    control::write_message(&mut send, &ControlMessage::Hello(hello("R", mac(4))))
+        .await
+        .unwrap();
+    closed(conn).await;
+    assert_eq!(
+        relay
+            .counters
+            .protocol_errors
+            .get("unexpected-control-message"),
+        1
+    );
+    still_working(&mut a, &mut b).await;
+    relay.stop().await;
+}
+
+async fn next(recv: &mut quinn::RecvStream) -> Option<ControlMessage> {
+    tokio::time::timeout(LONG, control::read_message(recv, 1 << 16))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_hear_about_joins_and_leaves_and_can_ask_for_stats() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let (_conn, mut send, mut recv, reply) = raw_hello_streams(&relay, hello("R", mac(1))).await;
+    assert!(matches!(reply, Some(ControlMessage::Welcome(_))));
+    let b = Peer::join(&relay, "R", "client", mac(2)).await;
+    let joined = next(&mut recv).await;
+    let Some(ControlMessage::PeerJoined {
+        peer_id,
+        role,
+        mac: m,
+    }) = joined
+    else {
+        panic!("{joined:?}")
+    };
+    assert_eq!((role, m), (PeerRole::Client, mac(2)));
+    b.stop();
+    let left = next(&mut recv).await;
+    assert!(
+        matches!(left, Some(ControlMessage::PeerLeft { peer_id: p, .. }) if p == peer_id),
+        "{left:?}"
+    );
+    control::write_message(&mut send, &ControlMessage::StatsRequest)
+        .await
+        .unwrap();
+    let stats = next(&mut recv).await;
+    assert!(
+        matches!(stats, Some(ControlMessage::Stats(s)) if s.rtt_us.is_some()),
+        "{stats:?}"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_come_back_after_a_relay_restart() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let port = relay.addr.port();
+    let mut a = Peer::join(&relay, "R", "client", mac(1)).await;
+    let mut b = Peer::join(&relay, "R", "client", mac(2)).await;
+    still_working(&mut a, &mut b).await;
+    relay.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let relay = Relay::start(&dir, port, "").await;
+    a.wait_sessions(2).await;
+    b.wait_sessions(2).await;
+    let took = started.elapsed();
+    still_working(&mut a, &mut b).await;
+    still_working(&mut b, &mut a).await;
+    eprintln!("clients rejoined {took:?} after the relay came back");
+    relay.stop().await;
+}
