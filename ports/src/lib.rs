@@ -1,9 +1,12 @@
 //! lanparty's local ports: where frames meet this machine's network stack.
 //!
 //! - `tap` (Linux): a TAP device; a client's virtual Ethernet adapter.
+//! - `af-packet` (Linux): a wired LAN interface; the gateway's side.
 //!
 //! A binary gets them by naming this crate (`use lanparty_ports as _;`).
 
+#[cfg(target_os = "linux")]
+pub mod af_packet;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]

@@ -188,6 +188,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::env::var_os("LP_KEEP_TEST_DIR").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -200,4 +204,53 @@ pub fn ping(ns: &Netns, addr: &str, tries: u32) -> bool {
             .status
             .success()
     })
+}
+
+/// Creates a veth pair with one end in each namespace, both up.
+pub fn veth(a: &Netns, name_a: &str, b: &Netns, name_b: &str) {
+    sh(&[
+        "ip", "link", "add", name_a, "netns", &a.name, "type", "veth", "peer", "name", name_b,
+        "netns", &b.name,
+    ]);
+    a.ip(&["link", "set", name_a, "up"]);
+    b.ip(&["link", "set", name_b, "up"]);
+}
+
+/// The python helper for sniffing, injecting and UDP games.
+pub fn helper() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e/lanhelper.py")
+        .display()
+        .to_string()
+}
+
+/// The python interpreter (Debian's, when present).
+pub fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Waits until `check` is true, up to `timeout`.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Frames in a sniffer's output file (hex lines after "ready").
+pub fn sniffed(path: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l != "ready")
+        .filter_map(|l| lanparty_core::testing::frames::from_hex(l).ok())
+        .collect()
 }

@@ -207,10 +207,28 @@ impl Node {
                 }
             }
         };
+        // Counters before the rooms go, so a run always ends with its numbers.
+        log_room_stats(&rooms).await;
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
             tracing::warn!("ports did not stop within {SHUTDOWN_GRACE:?}; abandoning them");
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Logs every room's counters: per link, and drops per stage and reason.
+pub async fn log_room_stats(rooms: &Rooms) {
+    for room in rooms.stats().await {
+        tracing::info!(room = %room.room, frames_in = room.pipeline.frames_in, delivered = room.pipeline.delivered, queue_full = room.queue_full, macs = room.pipeline.table_len, "room counters");
+        for link in &room.links {
+            let c = link.counters;
+            tracing::info!(room = %room.room, link = %link.name, role = %link.role, rx = c.rx_frames, rx_queue_full = c.rx_queue_full, tx = c.tx_frames, tx_queue_full = c.tx_queue_full, "link counters");
+        }
+        for stage in &room.pipeline.stages {
+            for (reason, n) in &stage.counters.drops {
+                tracing::info!(room = %room.room, stage = %stage.label, reason, dropped = n, "drops");
+            }
+        }
     }
 }
 

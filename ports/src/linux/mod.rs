@@ -1,4 +1,5 @@
 //! Linux network device plumbing shared by the TAP and AF_PACKET ports.
 
+pub mod checksum;
 pub mod netdev;
 pub mod rxbuf;

@@ -95,6 +95,16 @@ pub fn set_mtu(name: &str, mtu: u16) -> io::Result<()> {
     ioctl(&fd, libc::SIOCSIFMTU, &mut req)
 }
 
+/// Reads the device's MTU.
+pub fn mtu(name: &str) -> io::Result<u16> {
+    let fd = socket(libc::AF_INET)?;
+    let mut req = ifreq(name)?;
+    ioctl(&fd, libc::SIOCGIFMTU, &mut req)?;
+    // SAFETY: the kernel filled the mtu member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
+}
+
 /// Reads the device's flags.
 pub fn flags(name: &str) -> io::Result<libc::c_short> {
     let fd = socket(libc::AF_INET)?;
