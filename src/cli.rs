@@ -79,12 +79,45 @@ enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// Load a relay with synthetic peers and report frames/s, Gbit/s, loss and latency.
+    Bench(BenchArgs),
     /// Run YAML pipeline tests and report each case.
     Test {
         /// Test files.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// A running relay (host:port); default: start one in this process with configs/relay.yaml's pipeline.
+    #[arg(long)]
+    relay: Option<String>,
+    /// The running relay's DER certificate to pin (with --relay).
+    #[arg(long)]
+    pin: Option<PathBuf>,
+    /// The relay's certificate name.
+    #[arg(long, default_value = "lanparty-relay.local")]
+    server_name: String,
+    /// Synthetic peers.
+    #[arg(long, default_value_t = 2)]
+    peers: usize,
+    /// Rooms the peers are spread over.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Ethernet frame size in bytes.
+    #[arg(long, default_value_t = 1400)]
+    size: usize,
+    /// Offered frames/s over all peers; 0 sends as fast as the relay takes them.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +174,7 @@ where
         Command::Cert {
             action: CertAction::New { dir, names },
         } => cert_new(&dir, &names),
+        Command::Bench(args) => crate::bench::bench(args.into()),
     }
 }
 
@@ -268,6 +302,22 @@ fn stages(registry: &Registry, name: Option<&str>) -> ExitCode {
                 ExitCode::ConfigError
             }
         },
+    }
+}
+
+impl From<BenchArgs> for crate::bench::Args {
+    fn from(a: BenchArgs) -> Self {
+        crate::bench::Args {
+            relay: a.relay,
+            pin: a.pin,
+            server_name: a.server_name,
+            peers: a.peers,
+            rooms: a.rooms,
+            size: a.size,
+            rate: a.rate,
+            seconds: a.seconds,
+            json: a.json,
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 #![warn(unused_crate_dependencies)]
 
 use clap as _;
+use figment as _;
 use lanparty_core as _;
 use lanparty_filters as _;
 use lanparty_ports as _;

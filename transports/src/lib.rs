@@ -8,6 +8,7 @@
 //! A binary gets them by naming this crate (`use lanparty_transports as _;`).
 
 pub mod admission;
+pub mod bench;
 pub mod client;
 pub mod control_stream;
 pub mod datapath;

@@ -1,0 +1,321 @@
+//! The load generator behind `lanparty bench`: N synthetic peers in M rooms
+//! on a relay (an in-process one, or a running relay on this machine),
+//! each sending unicast frames to the next peer of its room at a fixed
+//! offered rate or as fast as the relay takes them. Reports forwarded
+//! frames/s, Gbit/s, loss, and one-way latency (p50/p99/max; sender and
+//! receiver share this process's clock).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lanparty_core::control::{
+    ControlMessage, Hello, MAX_CONTROL_FRAME, PROTOCOL_VERSION, PeerRole, read_message,
+    write_message,
+};
+use lanparty_core::testing::frames::{self, Tags};
+use lanparty_core::wire::MacAddr;
+use lanparty_core::wire::overlay;
+use serde::Serialize;
+
+use crate::net;
+use crate::tls::{self, Trust};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The relay to load.
+    pub relay: SocketAddr,
+    /// The relay's certificate name.
+    pub server_name: String,
+    /// How to trust it.
+    pub trust: Trust,
+    /// Synthetic peers in all.
+    pub peers: usize,
+    /// Rooms they are spread over (round robin).
+    pub rooms: usize,
+    /// Ethernet frame size in bytes (at least 60).
+    pub frame_size: usize,
+    /// Offered frames per second over all peers; 0 = as fast as possible.
+    pub rate: u64,
+    /// How long to send.
+    pub duration: Duration,
+}
+
+/// The results.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Peers, rooms, frame size, offered rate (0 = saturation), seconds.
+    pub peers: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Frame size.
+    pub frame_size: usize,
+    /// Offered rate.
+    pub offered_rate: u64,
+    /// Frames the peers handed to QUIC.
+    pub sent: u64,
+    /// Frames the peers could not hand to QUIC (their send buffer was full).
+    pub send_dropped: u64,
+    /// Frames that arrived.
+    pub received: u64,
+    /// `1 - received / sent`.
+    pub loss: f64,
+    /// Received frames per second.
+    pub frames_per_second: f64,
+    /// Received Ethernet bits per second.
+    pub gbit_per_second: f64,
+    /// One-way latency percentiles in microseconds.
+    pub latency_p50_us: f64,
+    /// 99th percentile.
+    pub latency_p99_us: f64,
+    /// Maximum.
+    pub latency_max_us: f64,
+}
+
+/// Offset of the bench payload (sequence and timestamp) inside a frame:
+/// after the Ethernet header.
+const STAMP_AT: usize = 14;
+
+fn peer_mac(index: usize) -> MacAddr {
+    MacAddr([0x02, 0x42, 0, 0, (index >> 8) as u8, index as u8])
+}
+
+async fn join(
+    options: &BenchOptions,
+    room: &str,
+    mac: MacAddr,
+) -> Result<quinn::Connection, String> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+        tls::client_config(&options.trust).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(net::transport(
+        Duration::from_secs(30),
+        Some(Duration::from_secs(5)),
+        net::DEFAULT_INITIAL_MTU,
+    )));
+    let bind: SocketAddr = if options.relay.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| "bind")?;
+    let socket = net::bind_udp(bind, net::DEFAULT_SOCKET_BUFFER).map_err(|e| e.to_string())?;
+    let endpoint = net::endpoint(socket, None).map_err(|e| e.to_string())?;
+    let conn = endpoint
+        .connect_with(config, options.relay, &options.server_name)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", options.relay))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: PeerRole::Client,
+        room: room.to_string(),
+        mac,
+        datagram_budget: conn.max_datagram_size().unwrap_or(0) as u32,
+        credential: None,
+    };
+    write_message(&mut send, &ControlMessage::Hello(hello))
+        .await
+        .map_err(|e| e.to_string())?;
+    match read_message(&mut recv, MAX_CONTROL_FRAME).await {
+        Ok(Some(ControlMessage::Welcome(_))) => {}
+        other => return Err(format!("not admitted: {other:?}")),
+    }
+    // Keep the control stream open for the connection's life.
+    tokio::spawn(async move {
+        let _keep = send;
+        while let Ok(Some(_)) = read_message(&mut recv, MAX_CONTROL_FRAME).await {}
+    });
+    Ok(conn)
+}
+
+fn datagram(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
+    let frame = frames::ethernet(
+        dst,
+        src,
+        Tags::None,
+        0x88b5,
+        size.saturating_sub(14).max(46),
+    );
+    let mut out = Vec::new();
+    overlay::encode_ethernet(&frame, &mut out);
+    out
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+/// Runs the benchmark.
+pub async fn run(options: BenchOptions) -> Result<BenchReport, String> {
+    if options.peers < 2 || options.rooms == 0 || options.peers < options.rooms * 2 {
+        return Err("need at least two peers per room".into());
+    }
+    let mut conns = Vec::new();
+    for i in 0..options.peers {
+        let room = format!("BENCH{}", i % options.rooms);
+        conns.push(join(&options, &room, peer_mac(i)).await?);
+    }
+    // Every peer speaks once so the relay's switch learns it.
+    for (i, conn) in conns.iter().enumerate() {
+        let _ = conn.send_datagram(Bytes::from(datagram(MacAddr::BROADCAST, peer_mac(i), 60)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for conn in &conns {
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(1), conn.read_datagram()).await
+        {}
+    }
+
+    let origin = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let send_dropped = Arc::new(AtomicU64::new(0));
+    let mut receivers = Vec::new();
+    for conn in &conns {
+        let conn = conn.clone();
+        let stop = stop.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut received = 0u64;
+            let mut bytes = 0u64;
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+            loop {
+                let next =
+                    tokio::time::timeout(Duration::from_millis(500), conn.read_datagram()).await;
+                match next {
+                    Ok(Ok(d)) => {
+                        received += 1;
+                        bytes += (d.len() - overlay::ETHERNET_HEADER_LEN) as u64;
+                        let at = overlay::ETHERNET_HEADER_LEN + STAMP_AT + 8;
+                        if let Some(stamp) = d.get(at..at + 8) {
+                            let sent_ns = u64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
+                            let now = origin.elapsed().as_nanos() as u64;
+                            if latencies.len() < 4_000_000 {
+                                latencies.push(
+                                    now.saturating_sub(sent_ns).min(u64::from(u32::MAX)) as u32,
+                                );
+                            }
+                        }
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) if stop.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            (received, bytes, latencies)
+        }));
+    }
+    let per_peer_rate = if options.rate == 0 {
+        0
+    } else {
+        (options.rate / options.peers as u64).max(1)
+    };
+    let mut senders = Vec::new();
+    for (i, conn) in conns.iter().enumerate() {
+        let conn = conn.clone();
+        let room_peers: Vec<usize> = (0..options.peers)
+            .filter(|p| p % options.rooms == i % options.rooms)
+            .collect();
+        let pos = room_peers.iter().position(|p| *p == i).unwrap_or(0);
+        let dst = peer_mac(room_peers[(pos + 1) % room_peers.len()]);
+        let template = datagram(dst, peer_mac(i), options.frame_size);
+        let (sent, send_dropped, duration) = (sent.clone(), send_dropped.clone(), options.duration);
+        senders.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut chunk = bytes::BytesMut::new();
+            let started = Instant::now();
+            let tick = Duration::from_millis(1);
+            let mut ticker = tokio::time::interval(tick);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut due = 0u64;
+            while started.elapsed() < duration {
+                let burst = if per_peer_rate == 0 {
+                    64
+                } else {
+                    ticker.tick().await;
+                    let should = (started.elapsed().as_secs_f64() * per_peer_rate as f64) as u64;
+                    let n = should.saturating_sub(due);
+                    due = should;
+                    n
+                };
+                for _ in 0..burst {
+                    // One allocation per 64 KiB of datagrams, not per frame.
+                    if chunk.capacity() - chunk.len() < template.len() {
+                        chunk = bytes::BytesMut::with_capacity((64 * 1024).max(template.len()));
+                    }
+                    chunk.extend_from_slice(&template);
+                    let at = overlay::ETHERNET_HEADER_LEN + STAMP_AT;
+                    chunk[at..at + 8].copy_from_slice(&seq.to_be_bytes());
+                    chunk[at + 8..at + 16]
+                        .copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
+                    let d = chunk.split().freeze();
+                    seq += 1;
+                    if per_peer_rate == 0 {
+                        if conn.send_datagram_wait(d).await.is_err() {
+                            return;
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else if conn.datagram_send_buffer_space() >= d.len()
+                        && conn.send_datagram(d).is_ok()
+                    {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        send_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if per_peer_rate == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let elapsed = origin.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (mut received, mut bytes, mut latencies) = (0u64, 0u64, Vec::new());
+    for r in receivers {
+        if let Ok((n, b, l)) = r.await {
+            received += n;
+            bytes += b;
+            latencies.extend(l);
+        }
+    }
+    for conn in &conns {
+        conn.close(0u32.into(), b"bench done");
+    }
+    latencies.sort_unstable();
+    let sent = sent.load(Ordering::Relaxed);
+    let secs = elapsed.as_secs_f64();
+    Ok(BenchReport {
+        peers: options.peers,
+        rooms: options.rooms,
+        frame_size: options.frame_size,
+        offered_rate: options.rate,
+        sent,
+        send_dropped: send_dropped.load(Ordering::Relaxed),
+        received,
+        loss: if sent == 0 {
+            0.0
+        } else {
+            1.0 - received as f64 / sent as f64
+        },
+        frames_per_second: received as f64 / secs,
+        gbit_per_second: bytes as f64 * 8.0 / secs / 1e9,
+        latency_p50_us: percentile(&latencies, 0.50),
+        latency_p99_us: percentile(&latencies, 0.99),
+        latency_max_us: percentile(&latencies, 1.0),
+    })
+}
