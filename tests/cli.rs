@@ -37,6 +37,7 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
     assert_eq!(
         names,
         [
+            "af-packet",
             "dhcp-server",
             "ethertype",
             "hub",
