@@ -398,12 +398,9 @@ mod tests {
             .unwrap();
         assert_eq!(second.mtu, 1142, "never changes under a peer");
         // The ceiling applies when the path carries more.
-        assert_eq!(
-            a.admit(&hello("S", PeerRole::Client, 1), 9000, events().0)
-                .unwrap()
-                .mtu,
-            1500
-        );
+        let mut big = hello("S", PeerRole::Client, 1);
+        big.datagram_budget = 9000;
+        assert_eq!(a.admit(&big, 9000, events().0).unwrap().mtu, 1500);
         // A budget that cannot carry the minimum MTU creates no room.
         assert_eq!(
             code(a.admit(&hello("T", PeerRole::Client, 1), 500, events().0)),

@@ -242,7 +242,9 @@ impl QuicServer {
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let fail = |m: String| PortError::new(&self.name, m);
-        let tls = tls::server_config(self.identity()?).map_err(|e| fail(e.to_string()))?;
+        let identity = self.identity()?;
+        let reset_secret = identity.key.secret_der().to_vec();
+        let tls = tls::server_config(identity).map_err(|e| fail(e.to_string()))?;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| fail(format!("TLS for QUIC: {e}")))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -255,7 +257,7 @@ impl QuicServer {
         let mut endpoint = None;
         for addr in &self.listen {
             match net::bind_udp(*addr, self.settings.socket_buffer)
-                .and_then(|s| net::endpoint(s, Some(server_config.clone())))
+                .and_then(|s| net::server_endpoint(s, server_config.clone(), &reset_secret))
             {
                 Ok(e) => {
                     endpoint = Some(e);
