@@ -36,7 +36,7 @@ ip -n "$nb" addr add 10.203.2.2/24 dev ub; ip -n "$ra" addr add 10.203.2.1/24 de
 for l in "$na:ua" "$ra:ra" "$ra:rb" "$nb:ub"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
 
 ip netns exec "$ra" "$bin" --log-level warn run configs/relay.yaml \
-  --set ports.relay.self_signed_dir="$dir/tls" >"$dir/relay.log" 2>&1 &
+  --set ports.relay.self_signed_dir="$dir/tls" ${RELAY_SETS:-} >"$dir/relay.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -f "$dir/tls/relay-cert.der" ] && break; sleep 0.05; done
 
@@ -44,7 +44,7 @@ client() { # ns underlay-relay-ip mac device address
   ip netns exec "$1" "$bin" --log-level warn run configs/client.yaml \
     --set ports.relay.relay="$2:4433" --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
     --set ports.relay.room=BENCH --set ports.relay.mac="$3" --set ports.adapter.mac="$3" \
-    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" >"$dir/$4.log" 2>&1 &
+    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" ${CLIENT_SETS:-} >"$dir/$4.log" 2>&1 &
   pids+=($!)
 }
 client "$na" 10.203.1.1 02:00:00:00:0b:01 lpbench-a 10.77.0.1/24
