@@ -145,9 +145,16 @@ fn bad_values_are_named() {
         "node.yaml",
         "ports: { 'bad name': { type: tap } }\nroom: { mtu: 100 }\nruntime: { batch: 0 }\n",
     );
-    let errors = load_node(&sources(vec![file], &[])).unwrap_err();
+    let errors = load_node(&sources(vec![file.clone()], &[])).unwrap_err();
     let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"room.mtu"), "{keys:?}");
+    for e in &errors.0 {
+        assert_eq!(
+            e.origin.as_deref(),
+            Some(file.display().to_string().as_str()),
+            "{e}"
+        );
+    }
     assert!(keys.contains(&"runtime.batch"), "{keys:?}");
     assert!(keys.contains(&"ports.bad name"), "{keys:?}");
 }
