@@ -85,7 +85,7 @@ pub struct ClientSettings {
     #[serde(default = "default_hello_timeout")]
     pub hello_timeout: ConfigDuration,
     /// `idle_timeout`: the relay is considered lost after this. Default 30s.
-    #[serde(default = "default_idle_timeout")]
+    #[serde(default = "net::default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
     /// `keepalive`: keep-alive interval, so NAT bindings stay open. Default 5s.
     #[serde(default = "default_keepalive")]
@@ -97,10 +97,10 @@ pub struct ClientSettings {
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max: ConfigDuration,
     /// `socket_buffer`: UDP socket buffer bytes. Default 4 MiB.
-    #[serde(default = "default_socket_buffer")]
+    #[serde(default = "net::default_socket_buffer")]
     pub socket_buffer: usize,
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
-    #[serde(default = "default_initial_mtu")]
+    #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
 }
 
@@ -110,9 +110,6 @@ fn default_local_room() -> String {
 fn default_hello_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(10))
 }
-fn default_idle_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
 fn default_keepalive() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
@@ -121,12 +118,6 @@ fn default_reconnect_min() -> ConfigDuration {
 }
 fn default_reconnect_max() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(30))
-}
-fn default_socket_buffer() -> usize {
-    net::DEFAULT_SOCKET_BUFFER
-}
-fn default_initial_mtu() -> u16 {
-    net::DEFAULT_INITIAL_MTU
 }
 
 /// Session counters of a client port.
@@ -216,11 +207,8 @@ impl QuicClient {
         {
             errors.push(config.error("reconnect_max", "need 0 < reconnect_min <= reconnect_max"));
         }
-        if !(1200..=9000).contains(&settings.initial_mtu) {
-            errors.push(config.error(
-                "initial_mtu",
-                "must be 1200..=9000 (QUIC needs at least 1200)",
-            ));
+        if let Err(e) = net::check_initial_mtu(settings.initial_mtu) {
+            errors.push(config.error("initial_mtu", e));
         }
         let t = &settings.trust;
         let trust = match (&t.pin, &t.ca, t.system) {

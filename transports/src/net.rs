@@ -16,6 +16,30 @@ pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// so that the room MTU (1394) is known at the handshake.
 pub const DEFAULT_INITIAL_MTU: u16 = 1452;
 
+/// Serde default of `socket_buffer`.
+pub fn default_socket_buffer() -> usize {
+    DEFAULT_SOCKET_BUFFER
+}
+
+/// Serde default of `initial_mtu`.
+pub fn default_initial_mtu() -> u16 {
+    DEFAULT_INITIAL_MTU
+}
+
+/// Serde default of `idle_timeout`: 30 s.
+pub fn default_idle_timeout() -> lanparty_core::config::ConfigDuration {
+    lanparty_core::config::ConfigDuration(Duration::from_secs(30))
+}
+
+/// Checks an `initial_mtu` setting.
+pub fn check_initial_mtu(mtu: u16) -> Result<(), &'static str> {
+    if (1200..=9000).contains(&mtu) {
+        Ok(())
+    } else {
+        Err("must be 1200..=9000 (QUIC needs at least 1200)")
+    }
+}
+
 /// Application close codes on the QUIC connection.
 pub mod close {
     /// Normal close (disconnect).

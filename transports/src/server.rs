@@ -60,16 +60,16 @@ pub struct ServerSettings {
     #[serde(default = "default_hello_timeout")]
     pub hello_timeout: ConfigDuration,
     /// `idle_timeout`: a silent peer is dropped after this. Default 30s.
-    #[serde(default = "default_idle_timeout")]
+    #[serde(default = "net::default_idle_timeout")]
     pub idle_timeout: ConfigDuration,
     /// `max_control_frame`: largest control message accepted. Default 16384.
     #[serde(default = "default_max_control")]
     pub max_control_frame: usize,
     /// `socket_buffer`: UDP socket buffer bytes. Default 4 MiB.
-    #[serde(default = "default_socket_buffer")]
+    #[serde(default = "net::default_socket_buffer")]
     pub socket_buffer: usize,
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
-    #[serde(default = "default_initial_mtu")]
+    #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
 }
 
@@ -91,17 +91,8 @@ fn default_max_connections() -> usize {
 fn default_hello_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
-fn default_idle_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
-}
 fn default_max_control() -> usize {
     lanparty_core::control::MAX_CONTROL_FRAME
-}
-fn default_socket_buffer() -> usize {
-    net::DEFAULT_SOCKET_BUFFER
-}
-fn default_initial_mtu() -> u16 {
-    net::DEFAULT_INITIAL_MTU
 }
 
 /// Everything the relay counts.
@@ -193,11 +184,8 @@ impl QuicServer {
                 errors.push(config.error(key, format!("must be at least {min}")));
             }
         }
-        if !(1200..=9000).contains(&settings.initial_mtu) {
-            errors.push(config.error(
-                "initial_mtu",
-                "must be 1200..=9000 (QUIC needs at least 1200)",
-            ));
+        if let Err(e) = net::check_initial_mtu(settings.initial_mtu) {
+            errors.push(config.error("initial_mtu", e));
         }
         let listen = match listen {
             Ok(l) => l,
