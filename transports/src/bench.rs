@@ -79,15 +79,18 @@ pub struct BenchReport {
 /// after the Ethernet header.
 const STAMP_AT: usize = 14;
 
+/// Peer MACs carry this process's id, so that two benches on one relay
+/// never collide.
 fn peer_mac(index: usize) -> MacAddr {
-    MacAddr([0x02, 0x42, 0, 0, (index >> 8) as u8, index as u8])
+    let pid = std::process::id();
+    MacAddr([0x02, (pid >> 16) as u8, (pid >> 8) as u8, pid as u8, (index >> 8) as u8, index as u8])
 }
 
 async fn join(
     options: &BenchOptions,
     room: &str,
     mac: MacAddr,
-) -> Result<quinn::Connection, String> {
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
         tls::client_config(&options.trust).map_err(|e| e.to_string())?,
     )
@@ -133,7 +136,7 @@ async fn join(
         let _keep = send;
         while let Ok(Some(_)) = read_message(&mut recv, MAX_CONTROL_FRAME).await {}
     });
-    Ok(conn)
+    Ok((endpoint, conn))
 }
 
 fn datagram(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
@@ -163,9 +166,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, String> {
         return Err("need at least two peers per room".into());
     }
     let mut conns = Vec::new();
+    let mut endpoints = Vec::new();
     for i in 0..options.peers {
         let room = format!("BENCH{}", i % options.rooms);
-        conns.push(join(&options, &room, peer_mac(i)).await?);
+        let (endpoint, conn) = join(&options, &room, peer_mac(i)).await?;
+        endpoints.push(endpoint);
+        conns.push(conn);
     }
     // Every peer speaks once so the relay's switch learns it.
     for (i, conn) in conns.iter().enumerate() {
@@ -295,6 +301,10 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, String> {
     }
     for conn in &conns {
         conn.close(0u32.into(), b"bench done");
+    }
+    // Let the close frames leave, so the relay frees the peers' seats now.
+    for endpoint in &endpoints {
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     }
     latencies.sort_unstable();
     let sent = sent.load(Ordering::Relaxed);
