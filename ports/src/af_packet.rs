@@ -12,14 +12,17 @@
 //! - Completes TCP/UDP checksums the kernel left for offload
 //!   (`TP_STATUS_CSUMNOTREADY`, e.g. traffic from the gateway machine
 //!   itself), which receivers would otherwise drop.
-//! - Batched I/O: `recvmmsg` into one buffer per batch (one allocation per
-//!   batch, not per frame) and `sendmmsg` for what the room sends.
+//! - Cuts TCP super-packets (GRO on the NIC, a TSO peer on a veth or bridge)
+//!   back into wire-sized segments, using `PACKET_VNET_HDR`.
+//! - Batched I/O: `recvmmsg` into a persistent buffer, each frame copied
+//!   once into a shared chunk it is handed out from (no allocation per
+//!   frame), and `sendmmsg` for what the room sends.
 
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
@@ -29,6 +32,8 @@ use serde::Deserialize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
+use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::{checksum, netdev};
 
 /// `af-packet` settings.
@@ -77,8 +82,8 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     if let Err(e) = netdev::ifname(&settings.interface) {
         errors.push(config.error("interface", e.to_string()));
     }
-    if !(1..=1024).contains(&settings.batch) {
-        errors.push(config.error("batch", "must be 1..=1024"));
+    if !(1..=MAX_BATCH).contains(&settings.batch) {
+        errors.push(config.error("batch", format!("must be 1..={MAX_BATCH}")));
     }
     if let Err(e) = lanparty_core::control::validate_room_code(&settings.room) {
         errors.push(config.error("room", e));
@@ -137,6 +142,14 @@ pub fn open_packet_socket(ifindex: i32, promiscuous: bool) -> io::Result<OwnedFd
         libc::PACKET_IGNORE_OUTGOING,
         &1 as &libc::c_int,
     )?;
+    // Super-packets (GRO, a TSO peer) arrive with their segmentation info,
+    // and every transmitted frame carries an (empty) virtio-net header.
+    setsockopt(
+        &fd,
+        libc::SOL_PACKET,
+        libc::PACKET_VNET_HDR,
+        &1 as &libc::c_int,
+    )?;
     let buffer: libc::c_int = 4 * 1024 * 1024;
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &buffer);
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &buffer);
@@ -166,128 +179,216 @@ pub fn open_packet_socket(ifindex: i32, promiscuous: bool) -> io::Result<OwnedFd
     Ok(fd)
 }
 
-/// Bytes reserved in front of each received frame so a stripped VLAN tag
-/// can be put back in place without copying the payload.
-const TAG_ROOM: usize = 4;
+/// The most frames per `recvmmsg`/`sendmmsg` call.
+pub const MAX_BATCH: usize = 64;
+/// Receive space per message: the virtio-net header and the largest
+/// super-packet the kernel hands over (64 KiB), plus room for a VLAN tag.
+const RAW_SLOT: usize = VNET_HDR_LEN + 65_536 + 64;
 /// Control buffer per message: room for one `tpacket_auxdata` cmsg.
 const CMSG_SPACE: usize = 64;
+/// Bytes needed in front of a frame to put a stripped VLAN tag back.
+const TAG_LEN: usize = 4;
+/// The virtio-net header sent in front of every transmitted frame: no
+/// offloads requested.
+static ZERO_VNET_HDR: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
 
-/// Puts a VLAN tag back into a frame read at `slot[TAG_ROOM..TAG_ROOM+len]`
-/// and returns the frame's range within `slot`.
-pub fn reinsert_vlan(slot: &mut [u8], len: usize, tpid: u16, tci: u16) -> std::ops::Range<usize> {
-    if len < 12 || slot.len() < TAG_ROOM + len {
-        return TAG_ROOM..TAG_ROOM + len.min(slot.len().saturating_sub(TAG_ROOM));
+/// Puts a VLAN tag back into a frame stored at `slot[at..at + len]`, using
+/// the `TAG_LEN` bytes before it, and returns the tagged frame's range.
+pub fn reinsert_vlan(
+    slot: &mut [u8],
+    at: usize,
+    len: usize,
+    tpid: u16,
+    tci: u16,
+) -> std::ops::Range<usize> {
+    if len < 12 || at < TAG_LEN || slot.len() < at + len {
+        return at..(at + len).min(slot.len());
     }
-    slot.copy_within(TAG_ROOM..TAG_ROOM + 12, 0);
-    slot[12..14].copy_from_slice(&tpid.to_be_bytes());
-    slot[14..16].copy_from_slice(&tci.to_be_bytes());
-    0..TAG_ROOM + len
+    let start = at - TAG_LEN;
+    slot.copy_within(at..at + 12, start);
+    slot[start + 12..start + 14].copy_from_slice(&tpid.to_be_bytes());
+    slot[start + 14..start + 16].copy_from_slice(&tci.to_be_bytes());
+    start..at + len
 }
 
-struct Socket {
-    fd: AsyncFd<OwnedFd>,
-    slot: usize,
+/// Receive counters of the port.
+#[derive(Debug, Default)]
+struct RxCounters {
+    retagged: u64,
+    truncated: u64,
+    checksummed: u64,
+    segmented: u64,
+    unsegmentable: u64,
+    oversize: u64,
+}
+
+/// The receive side: a persistent raw buffer that `recvmmsg` fills, and the
+/// shared-chunk buffer frames are handed out from (no allocation per frame).
+struct Receiver {
+    raw: Vec<u8>,
+    rx: RxBuffer,
+    scratch: Vec<u8>,
     batch: usize,
-    /// Frames whose tag was put back.
-    retagged: std::sync::atomic::AtomicU64,
-    /// Frames cut short by the receive buffer.
-    truncated: std::sync::atomic::AtomicU64,
-    /// Frames whose pending L4 checksum was computed.
-    checksummed: std::sync::atomic::AtomicU64,
+    counters: RxCounters,
 }
 
-impl Socket {
-    /// One `recvmmsg` call: up to `batch` frames, each a slice of one
-    /// buffer. Returns `WouldBlock` when nothing is ready.
-    fn receive_batch(&self, out: &mut Vec<Bytes>) -> io::Result<usize> {
-        let mut buf = BytesMut::zeroed(self.slot * self.batch);
-        let mut control = vec![0u8; CMSG_SPACE * self.batch];
-        // SAFETY: iovec/mmsghdr are plain old data; filled below.
-        let mut iovecs: Vec<libc::iovec> = (0..self.batch).map(|_| unsafe { zeroed() }).collect();
-        let mut messages: Vec<libc::mmsghdr> =
-            (0..self.batch).map(|_| unsafe { zeroed() }).collect();
-        for i in 0..self.batch {
-            iovecs[i].iov_base = buf[i * self.slot + TAG_ROOM..].as_mut_ptr().cast();
-            iovecs[i].iov_len = self.slot - TAG_ROOM;
-            messages[i].msg_hdr.msg_iov = &mut iovecs[i];
-            messages[i].msg_hdr.msg_iovlen = 1;
-            messages[i].msg_hdr.msg_control = control[i * CMSG_SPACE..].as_mut_ptr().cast();
-            messages[i].msg_hdr.msg_controllen = CMSG_SPACE as _;
+impl Receiver {
+    fn new(batch: usize, max_frame: usize) -> Receiver {
+        Receiver {
+            raw: vec![0u8; RAW_SLOT * batch],
+            rx: RxBuffer::new(max_frame, CHUNK),
+            scratch: Vec::with_capacity(max_frame),
+            batch,
+            counters: RxCounters::default(),
         }
-        // SAFETY: every pointer refers to buffers that outlive the call,
-        // with the lengths given; result checked.
+    }
+
+    fn push(rx: &mut RxBuffer, frame: &[u8], out: &mut Vec<Bytes>) -> bool {
+        let space = rx.space();
+        if frame.len() > space.len() {
+            return false;
+        }
+        space[..frame.len()].copy_from_slice(frame);
+        out.push(rx.take(frame.len()));
+        true
+    }
+
+    /// One `recvmmsg` call; frames (segmented, re-tagged, checksummed as
+    /// needed) are appended to `out`. `WouldBlock` when nothing is ready.
+    fn receive_batch(&mut self, fd: libc::c_int, out: &mut Vec<Bytes>) -> io::Result<usize> {
+        let batch = self.batch;
+        let mut control = [0u8; CMSG_SPACE * MAX_BATCH];
+        // SAFETY: iovec/mmsghdr are plain old data; every pointer set below
+        // points into buffers that outlive the call, with the lengths given.
         let n = unsafe {
-            libc::recvmmsg(
-                self.fd.get_ref().as_raw_fd(),
+            let mut iovecs: [libc::iovec; MAX_BATCH] = zeroed();
+            let mut messages: [libc::mmsghdr; MAX_BATCH] = zeroed();
+            for i in 0..batch {
+                iovecs[i].iov_base = self.raw[i * RAW_SLOT..].as_mut_ptr().cast();
+                iovecs[i].iov_len = RAW_SLOT - TAG_LEN;
+                messages[i].msg_hdr.msg_iov = &mut iovecs[i];
+                messages[i].msg_hdr.msg_iovlen = 1;
+                messages[i].msg_hdr.msg_control = control[i * CMSG_SPACE..].as_mut_ptr().cast();
+                messages[i].msg_hdr.msg_controllen = CMSG_SPACE as _;
+            }
+            let n = libc::recvmmsg(
+                fd,
                 messages.as_mut_ptr(),
-                self.batch as libc::c_uint,
+                batch as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
-            )
+            );
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            let mut meta = [(0usize, 0i32, Aux::default()); MAX_BATCH];
+            for i in 0..n {
+                meta[i] = (
+                    messages[i].msg_len as usize,
+                    messages[i].msg_hdr.msg_flags,
+                    auxdata(&messages[i].msg_hdr),
+                );
+            }
+            (n, meta)
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        let mut ranges = Vec::with_capacity(n);
-        for (i, message) in messages.iter().enumerate().take(n) {
-            let len = message.msg_len as usize;
-            if message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                self.truncated
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (n, meta) = n;
+        for (i, (len, flags, aux)) in meta.iter().copied().enumerate().take(n) {
+            if flags & libc::MSG_TRUNC != 0 || len < VNET_HDR_LEN {
+                self.counters.truncated += 1;
                 continue;
             }
-            let aux = auxdata(&message.msg_hdr);
-            let slot = &mut buf[i * self.slot..(i + 1) * self.slot];
+            let slot = &mut self.raw[i * RAW_SLOT..(i + 1) * RAW_SLOT];
+            let vnet = VnetHeader::parse(slot).unwrap_or_default();
             let range = match aux.vlan {
                 Some((tpid, tci)) => {
-                    self.retagged
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    reinsert_vlan(slot, len, tpid, tci)
+                    self.counters.retagged += 1;
+                    reinsert_vlan(slot, VNET_HDR_LEN, len - VNET_HDR_LEN, tpid, tci)
                 }
-                None => TAG_ROOM..TAG_ROOM + len,
+                None => VNET_HDR_LEN..len,
             };
-            if aux.checksum_pending && checksum::complete_l4_checksum(&mut slot[range.clone()]) {
-                self.checksummed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let frame = &mut slot[range];
+            match vnet.gso_type & !gso_type::ECN {
+                gso_type::NONE => {
+                    if (vnet.flags & NEEDS_CSUM != 0 || aux.checksum_pending)
+                        && checksum::complete_l4_checksum(frame)
+                    {
+                        self.counters.checksummed += 1;
+                    }
+                    if !Self::push(&mut self.rx, frame, out) {
+                        self.counters.oversize += 1;
+                    }
+                }
+                gso_type::TCPV4 | gso_type::TCPV6 => {
+                    let rx = &mut self.rx;
+                    let mut oversize = 0;
+                    let result = gso::segment_tcp(
+                        frame,
+                        usize::from(vnet.gso_size),
+                        &mut self.scratch,
+                        &mut |segment| {
+                            if !Self::push(rx, segment, out) {
+                                oversize += 1;
+                            }
+                        },
+                    );
+                    self.counters.oversize += oversize;
+                    match result {
+                        Ok(_) => self.counters.segmented += 1,
+                        Err(why) => {
+                            tracing::debug!(
+                                gso_size = vnet.gso_size,
+                                len,
+                                "cannot segment: {why}; dropped"
+                            );
+                            self.counters.unsegmentable += 1;
+                        }
+                    }
+                }
+                other => {
+                    tracing::debug!(
+                        gso_type = other,
+                        gso_size = vnet.gso_size,
+                        flags = vnet.flags,
+                        len,
+                        "super-packet of a kind that cannot be cut; dropped"
+                    );
+                    self.counters.unsegmentable += 1;
+                }
             }
-            ranges.push((i * self.slot + range.start, i * self.slot + range.end));
         }
-        let whole = buf.freeze();
-        out.extend(
-            ranges
-                .into_iter()
-                .map(|(start, end)| whole.slice(start..end)),
-        );
         Ok(n)
     }
+}
 
-    /// One `sendmmsg` call for `frames`; returns how many were sent.
-    fn send_batch(&self, frames: &[Bytes]) -> io::Result<usize> {
-        // SAFETY: plain old data; filled below.
-        let mut iovecs: Vec<libc::iovec> = frames.iter().map(|_| unsafe { zeroed() }).collect();
-        let mut messages: Vec<libc::mmsghdr> = frames.iter().map(|_| unsafe { zeroed() }).collect();
-        for (i, frame) in frames.iter().enumerate() {
-            iovecs[i].iov_base = frame.as_ptr() as *mut libc::c_void;
-            iovecs[i].iov_len = frame.len();
-            messages[i].msg_hdr.msg_iov = &mut iovecs[i];
-            messages[i].msg_hdr.msg_iovlen = 1;
+/// One `sendmmsg` call for `frames` (each behind an empty virtio-net
+/// header); returns how many were sent.
+fn send_batch(fd: libc::c_int, frames: &[Bytes]) -> io::Result<usize> {
+    let count = frames.len().min(MAX_BATCH);
+    // SAFETY: plain old data; the iovecs point at the static header and at
+    // frames that outlive the call; the kernel only reads them.
+    let n = unsafe {
+        let mut iovecs: [[libc::iovec; 2]; MAX_BATCH] = zeroed();
+        let mut messages: [libc::mmsghdr; MAX_BATCH] = zeroed();
+        for (i, frame) in frames.iter().take(count).enumerate() {
+            iovecs[i][0].iov_base = ZERO_VNET_HDR.as_ptr() as *mut libc::c_void;
+            iovecs[i][0].iov_len = VNET_HDR_LEN;
+            iovecs[i][1].iov_base = frame.as_ptr() as *mut libc::c_void;
+            iovecs[i][1].iov_len = frame.len();
+            messages[i].msg_hdr.msg_iov = iovecs[i].as_mut_ptr();
+            messages[i].msg_hdr.msg_iovlen = 2;
         }
-        // SAFETY: the iovecs point at frames that outlive the call; the
-        // kernel only reads them.
-        let n = unsafe {
-            libc::sendmmsg(
-                self.fd.get_ref().as_raw_fd(),
-                messages.as_mut_ptr(),
-                frames.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        libc::sendmmsg(
+            fd,
+            messages.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -349,15 +450,8 @@ impl AfPacketPort {
         let fd =
             unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
                 .map_err(|e| self.fail(format!("cannot register the socket: {e:?}")))?;
-        let slot = usize::from(mtu.max(1500)) + 14 + 8 + TAG_ROOM;
-        let socket = Socket {
-            fd,
-            slot,
-            batch: self.settings.batch,
-            retagged: Default::default(),
-            truncated: Default::default(),
-            checksummed: Default::default(),
-        };
+        let max_frame = usize::from(mtu.max(1500)) + 14 + 2 * TAG_LEN;
+        let mut receiver = Receiver::new(self.settings.batch, max_frame);
         let mut link = ctx.attach(
             &self.settings.room,
             LinkSpec {
@@ -368,38 +462,42 @@ impl AfPacketPort {
             },
         );
         tracing::info!(interface = %name, %mac, mtu, promiscuous = self.settings.promiscuous, batch = self.settings.batch, "bridging the LAN");
-        let result = self.pump(&socket, &mut link, ctx.shutdown()).await;
-        tracing::info!(interface = %name, retagged = socket.retagged.load(std::sync::atomic::Ordering::Relaxed), truncated = socket.truncated.load(std::sync::atomic::Ordering::Relaxed), checksummed = socket.checksummed.load(std::sync::atomic::Ordering::Relaxed), "AF_PACKET port stopped");
+        let result = self
+            .pump(&fd, &mut receiver, &mut link, ctx.shutdown())
+            .await;
+        let c = &receiver.counters;
+        tracing::info!(
+            interface = %name, retagged = c.retagged, checksummed = c.checksummed, segmented = c.segmented,
+            unsegmentable = c.unsegmentable, truncated = c.truncated, oversize = c.oversize, "AF_PACKET port stopped"
+        );
         result
     }
 
     async fn pump(
         &self,
-        socket: &Socket,
+        fd: &AsyncFd<OwnedFd>,
+        receiver: &mut Receiver,
         link: &mut LinkHandle,
         mut shutdown: ShutdownSignal,
     ) -> Result<(), PortError> {
-        let mut received = Vec::with_capacity(self.settings.batch);
+        let raw = fd.get_ref().as_raw_fd();
+        let mut received = Vec::with_capacity(MAX_BATCH * 4);
         let mut to_send = Vec::with_capacity(self.settings.batch);
         let mut send_errors: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
-                ready = socket.fd.readable() => {
+                ready = fd.readable() => {
                     let mut guard = ready.map_err(|e| self.fail(format!("poll failed: {e}")))?;
                     // Drain a few batches per wake-up.
                     for _ in 0..4 {
-                        match socket.receive_batch(&mut received) {
+                        match receiver.receive_batch(raw, &mut received) {
                             Ok(_) => {
                                 for frame in received.drain(..) {
                                     link.send(frame);
                                 }
                             }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENETDOWN) => {
                                 guard.clear_ready();
                                 break;
                             }
@@ -413,11 +511,11 @@ impl AfPacketPort {
                     }
                     let mut sent = 0;
                     while sent < to_send.len() {
-                        match socket.send_batch(&to_send[sent..]) {
+                        match send_batch(raw, &to_send[sent..]) {
                             Ok(0) => break,
                             Ok(k) => sent += k,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                if let Ok(mut guard) = socket.fd.writable().await {
+                                if let Ok(mut guard) = fd.writable().await {
                                     guard.clear_ready();
                                 }
                             }
@@ -468,18 +566,16 @@ mod tests {
     fn vlan_reinsertion_in_place() {
         let frame: Vec<u8> = (0u8..40).collect();
         let mut slot = vec![0u8; 64];
-        slot[TAG_ROOM..TAG_ROOM + 40].copy_from_slice(&frame);
-        let range = reinsert_vlan(&mut slot, 40, 0x8100, 0x200a);
+        slot[10..50].copy_from_slice(&frame);
+        let range = reinsert_vlan(&mut slot, 10, 40, 0x8100, 0x200a);
         let out = &slot[range];
         assert_eq!(out.len(), 44);
         assert_eq!(&out[..12], &frame[..12]);
         assert_eq!(&out[12..16], &[0x81, 0x00, 0x20, 0x0a]);
         assert_eq!(&out[16..], &frame[12..]);
-        // Too short to carry MACs: left alone.
+        // Too short to carry MACs, or no room in front: left alone.
         let mut slot = vec![0u8; 16];
-        assert_eq!(
-            reinsert_vlan(&mut slot, 8, 0x8100, 1),
-            TAG_ROOM..TAG_ROOM + 8
-        );
+        assert_eq!(reinsert_vlan(&mut slot, 4, 8, 0x8100, 1), 4..12);
+        assert_eq!(reinsert_vlan(&mut slot, 2, 14, 0x8100, 1), 2..16);
     }
 }

@@ -83,7 +83,14 @@ const STAMP_AT: usize = 14;
 /// never collide.
 fn peer_mac(index: usize) -> MacAddr {
     let pid = std::process::id();
-    MacAddr([0x02, (pid >> 16) as u8, (pid >> 8) as u8, pid as u8, (index >> 8) as u8, index as u8])
+    MacAddr([
+        0x02,
+        (pid >> 16) as u8,
+        (pid >> 8) as u8,
+        pid as u8,
+        (index >> 8) as u8,
+        index as u8,
+    ])
 }
 
 async fn join(

@@ -1,5 +1,6 @@
 //! Linux network device plumbing shared by the TAP and AF_PACKET ports.
 
 pub mod checksum;
+pub mod gso;
 pub mod netdev;
 pub mod rxbuf;

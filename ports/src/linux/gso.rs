@@ -1,0 +1,207 @@
+//! Software segmentation of TCP super-packets.
+//!
+//! An `AF_PACKET` socket can receive frames far larger than the wire MTU:
+//! GRO on the NIC coalesces received TCP segments, and a veth or bridge
+//! peer with TSO hands over unsegmented packets. A room can only carry
+//! MTU-sized frames, so the gateway cuts such packets back into segments of
+//! the size the kernel reports (`gso_size` from the virtio-net header), the
+//! way a NIC would: headers copied, IP length/id/checksum and TCP sequence
+//! number/flags/checksum set per segment.
+
+use lanparty_core::wire::{EthernetHeader, ethertype};
+
+use super::checksum::complete_l4_checksum;
+
+/// `virtio_net_hdr.gso_type` values.
+pub mod gso_type {
+    /// Not a super-packet.
+    pub const NONE: u8 = 0;
+    /// TCP over IPv4.
+    pub const TCPV4: u8 = 1;
+    /// UDP fragmentation offload.
+    pub const UDP: u8 = 3;
+    /// TCP over IPv6.
+    pub const TCPV6: u8 = 4;
+    /// UDP segmentation offload.
+    pub const UDP_L4: u8 = 5;
+    /// ECN bit, or-ed into the others.
+    pub const ECN: u8 = 0x80;
+}
+
+/// `virtio_net_hdr.flags`: the L4 checksum still has to be computed.
+pub const NEEDS_CSUM: u8 = 1;
+/// Size of `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// The header the kernel puts in front of each frame with `PACKET_VNET_HDR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHeader {
+    /// Flags (`NEEDS_CSUM`).
+    pub flags: u8,
+    /// Segmentation kind.
+    pub gso_type: u8,
+    /// Segment payload size.
+    pub gso_size: u16,
+}
+
+impl VnetHeader {
+    /// Reads the header (native endian, as the kernel writes it on this host).
+    pub fn parse(bytes: &[u8]) -> Option<VnetHeader> {
+        let b = bytes.get(..VNET_HDR_LEN)?;
+        Some(VnetHeader {
+            flags: b[0],
+            gso_type: b[1],
+            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+        })
+    }
+}
+
+fn ipv4_header_checksum(header: &mut [u8]) {
+    header[10] = 0;
+    header[11] = 0;
+    let mut acc: u32 = 0;
+    for pair in header.chunks_exact(2) {
+        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    header[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+}
+
+/// Cuts a TCP super-packet into segments of at most `gso_size` payload
+/// bytes and hands each to `emit` (built in `scratch`). Returns the number
+/// of segments, or why the packet cannot be segmented.
+pub fn segment_tcp(
+    frame: &[u8],
+    gso_size: usize,
+    scratch: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<usize, &'static str> {
+    if gso_size == 0 {
+        return Err("gso_size 0");
+    }
+    let eth = EthernetHeader::parse(frame).map_err(|_| "bad Ethernet header")?;
+    let l3 = eth.header_len;
+    let (ipv4, l4) = match eth.ethertype {
+        ethertype::IPV4 => {
+            let ihl = usize::from(frame.get(l3).ok_or("short")? & 0x0f) * 4;
+            if ihl < 20 || frame.get(l3 + 9) != Some(&6) {
+                return Err("not TCP over IPv4");
+            }
+            (true, l3 + ihl)
+        }
+        ethertype::IPV6 => {
+            if frame.get(l3 + 6) != Some(&6) {
+                return Err("not TCP directly over IPv6");
+            }
+            (false, l3 + 40)
+        }
+        _ => return Err("not IP"),
+    };
+    let tcp_len = usize::from(frame.get(l4 + 12).ok_or("short")? >> 4) * 4;
+    let payload_at = l4 + tcp_len;
+    if tcp_len < 20 || frame.len() < payload_at {
+        return Err("bad TCP header");
+    }
+    let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
+    let flags = frame[l4 + 13];
+    let id0 = if ipv4 {
+        u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]])
+    } else {
+        0
+    };
+    let chunks = frame[payload_at..].chunks(gso_size);
+    let count = chunks.len();
+    for (i, chunk) in chunks.enumerate() {
+        scratch.clear();
+        scratch.extend_from_slice(&frame[..payload_at]);
+        scratch.extend_from_slice(chunk);
+        let l3_len = scratch.len() - l3;
+        if ipv4 {
+            scratch[l3 + 2..l3 + 4].copy_from_slice(&(l3_len as u16).to_be_bytes());
+            scratch[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+            ipv4_header_checksum(&mut scratch[l3..l4]);
+        } else {
+            scratch[l3 + 4..l3 + 6].copy_from_slice(&((l3_len - 40) as u16).to_be_bytes());
+        }
+        let seq = seq0.wrapping_add((i * gso_size) as u32);
+        scratch[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < count {
+            f &= !(0x01 | 0x08); // FIN and PSH only on the last segment
+        }
+        if i > 0 {
+            f &= !0x80; // CWR only on the first
+        }
+        scratch[l4 + 13] = f;
+        complete_l4_checksum(scratch);
+        emit(scratch);
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn tcp_frame(v6: bool, seq: u32, payload: &[u8], fin: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let tcp = |b: etherparse::PacketBuilderStep<etherparse::IpHeaders>| {
+            let t = b.tcp(40000, 5201, seq, 1000).ack(77);
+            if fin { t.fin() } else { t }
+        };
+        if v6 {
+            tcp(eth.ipv6([0xfd; 16], [0xfe; 16], 64))
+                .write(&mut out, payload)
+                .unwrap();
+        } else {
+            tcp(eth.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64))
+                .write(&mut out, payload)
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn segments_equal_what_a_sender_would_have_sent() {
+        for v6 in [false, true] {
+            let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+            let big = tcp_frame(v6, 1000, &payload, true);
+            let mut scratch = Vec::new();
+            let mut got = Vec::new();
+            let n = segment_tcp(&big, 1400, &mut scratch, &mut |s| got.push(s.to_vec())).unwrap();
+            assert_eq!(n, 3);
+            for (i, seg) in got.iter().enumerate() {
+                let start = i * 1400;
+                let end = (start + 1400).min(3000);
+                let mut want = tcp_frame(v6, 1000 + start as u32, &payload[start..end], i == 2);
+                if !v6 {
+                    // IP id increments per segment.
+                    let id = u16::from_be_bytes([want[18], want[19]]).wrapping_add(i as u16);
+                    want[18..20].copy_from_slice(&id.to_be_bytes());
+                    ipv4_header_checksum(&mut want[14..34]);
+                }
+                assert_eq!(seg, &want, "v6={v6} segment {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_cut() {
+        let mut scratch = Vec::new();
+        let arp = lanparty_core::testing::frames::arp_request(
+            lanparty_core::wire::MacAddr([2, 0, 0, 0, 0, 1]),
+            lanparty_core::testing::frames::Tags::None,
+            [1; 4],
+            [2; 4],
+        );
+        assert!(segment_tcp(&arp, 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(&[0u8; 10], 100, &mut scratch, &mut |_| {}).is_err());
+        let big = tcp_frame(false, 1, &[0; 100], false);
+        assert!(segment_tcp(&big, 0, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(&big[..40], 10, &mut scratch, &mut |_| {}).is_err());
+    }
+}
