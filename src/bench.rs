@@ -10,7 +10,7 @@ use lanparty_core::pipeline::PipelineTemplate;
 use lanparty_core::registry::Registry;
 use lanparty_core::runtime::{PortContext, Rooms, shutdown_pair};
 use lanparty_core::stage::Port;
-use lanparty_transports::bench::{BenchOptions, BenchReport, run};
+use lanparty_transports::bench::{BenchOptions, BenchReport, run, run_direct};
 use lanparty_transports::server::QuicServer;
 use lanparty_transports::tls;
 
@@ -40,6 +40,8 @@ pub struct Args {
     pub seconds: f64,
     /// JSON output.
     pub json: bool,
+    /// Direct peer-to-peer baseline, no relay.
+    pub direct: bool,
 }
 
 fn relay_template() -> Result<PipelineTemplate, String> {
@@ -146,6 +148,24 @@ fn bench_inner(args: &Args) -> Result<BenchReport, String> {
         return Err("--seconds must be in (0, 3600]".into());
     }
     let dir = std::env::temp_dir().join(format!("lanparty-bench-{}", std::process::id()));
+    if args.direct {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("bench")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let options = BenchOptions {
+            relay: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            server_name: args.server_name.clone(),
+            trust: lanparty_transports::tls::Trust::Roots(Vec::new()),
+            peers: 2,
+            rooms: 1,
+            frame_size: args.size,
+            rate: args.rate,
+            duration: Duration::from_secs_f64(args.seconds),
+        };
+        return runtime.block_on(run_direct(options));
+    }
     let (relay, trust, trigger) = match (&args.relay, &args.pin) {
         (Some(relay), Some(pin)) => {
             let addr = relay

@@ -118,6 +118,10 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// No relay: two peers with a direct QUIC connection, the baseline that
+    /// shows what the relay adds.
+    #[arg(long, conflicts_with = "relay")]
+    direct: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +321,7 @@ impl From<BenchArgs> for crate::bench::Args {
             rate: a.rate,
             seconds: a.seconds,
             json: a.json,
+            direct: a.direct,
         }
     }
 }

@@ -180,6 +180,85 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, String> {
         endpoints.push(endpoint);
         conns.push(conn);
     }
+    measure(&options, conns, endpoints).await
+}
+
+/// The same measurement with no relay: two peers with one QUIC connection
+/// between them (one side serving). What `run` reports beyond this is what
+/// the relay adds.
+pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
+    let options = BenchOptions {
+        peers: 2,
+        rooms: 1,
+        ..options
+    };
+    let identity =
+        tls::ephemeral_identity(&[options.server_name.clone()]).map_err(|e| e.to_string())?;
+    let cert = identity.chain[0].clone();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+        tls::server_config(identity).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server_config.transport_config(Arc::new(net::transport(
+        Duration::from_secs(30),
+        None,
+        net::DEFAULT_INITIAL_MTU,
+    )));
+    let socket = net::bind_udp(
+        "127.0.0.1:0".parse().map_err(|_| "bind")?,
+        net::DEFAULT_SOCKET_BUFFER,
+    )
+    .map_err(|e| e.to_string())?;
+    let server = net::endpoint(socket, Some(server_config)).map_err(|e| e.to_string())?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    let client_options = BenchOptions {
+        relay: addr,
+        trust: Trust::Pinned(cert),
+        ..options.clone()
+    };
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+        tls::client_config(&client_options.trust).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(net::transport(
+        Duration::from_secs(30),
+        Some(Duration::from_secs(5)),
+        net::DEFAULT_INITIAL_MTU,
+    )));
+    let socket = net::bind_udp(
+        "127.0.0.1:0".parse().map_err(|_| "bind")?,
+        net::DEFAULT_SOCKET_BUFFER,
+    )
+    .map_err(|e| e.to_string())?;
+    let client = net::endpoint(socket, None).map_err(|e| e.to_string())?;
+    let connecting = client
+        .connect_with(config, addr, &options.server_name)
+        .map_err(|e| e.to_string())?;
+    let incoming = server.accept();
+    let (client_conn, server_conn) = tokio::join!(connecting, async {
+        incoming
+            .await
+            .ok_or("no connection")?
+            .await
+            .map_err(|_| "handshake")
+    });
+    let client_conn = client_conn.map_err(|e| e.to_string())?;
+    let server_conn = server_conn?;
+    measure(
+        &options,
+        vec![client_conn, server_conn],
+        vec![client, server],
+    )
+    .await
+}
+
+async fn measure(
+    options: &BenchOptions,
+    conns: Vec<quinn::Connection>,
+    endpoints: Vec<quinn::Endpoint>,
+) -> Result<BenchReport, String> {
     // Every peer speaks once so the relay's switch learns it.
     for (i, conn) in conns.iter().enumerate() {
         let _ = conn.send_datagram(Bytes::from(datagram(MacAddr::BROADCAST, peer_mac(i), 60)));

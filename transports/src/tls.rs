@@ -153,6 +153,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         .map_err(|e| err(format!("cannot write {}: {e}", path.display())))
 }
 
+/// A self-signed identity that lives in memory only (tests, benchmarks).
+pub fn ephemeral_identity(names: &[String]) -> Result<Identity, TlsError> {
+    let certified = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| err(format!("cannot generate a certificate: {e}")))?;
+    Ok(Identity {
+        chain: vec![certified.cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        )),
+    })
+}
+
 /// Loads the stored self-signed identity, generating it on first use.
 /// Returns the identity and whether it was generated now.
 pub fn load_or_generate_self_signed(
