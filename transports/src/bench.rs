@@ -192,8 +192,8 @@ pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
         rooms: 1,
         ..options
     };
-    let identity =
-        tls::ephemeral_identity(&[options.server_name.clone()]).map_err(|e| e.to_string())?;
+    let identity = tls::ephemeral_identity(std::slice::from_ref(&options.server_name))
+        .map_err(|e| e.to_string())?;
     let cert = identity.chain[0].clone();
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
         tls::server_config(identity).map_err(|e| e.to_string())?,
