@@ -125,6 +125,10 @@ fn print(report: &BenchReport, json: bool) {
 
 /// Runs `lanparty bench`.
 pub fn bench(args: Args) -> ExitCode {
+    if let Err(e) = check_args(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::ConfigError;
+    }
     match bench_inner(&args) {
         Ok(report) => {
             print(&report, args.json);
@@ -137,7 +141,7 @@ pub fn bench(args: Args) -> ExitCode {
     }
 }
 
-fn bench_inner(args: &Args) -> Result<BenchReport, String> {
+fn check_args(args: &Args) -> Result<(), String> {
     if args.size < 60 || args.size > 1412 {
         return Err(format!(
             "--size {} must be 60..=1412 (a frame in one 1414-byte datagram)",
@@ -147,6 +151,10 @@ fn bench_inner(args: &Args) -> Result<BenchReport, String> {
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err("--seconds must be in (0, 3600]".into());
     }
+    Ok(())
+}
+
+fn bench_inner(args: &Args) -> Result<BenchReport, String> {
     let dir = std::env::temp_dir().join(format!("lanparty-bench-{}", std::process::id()));
     if args.direct {
         let runtime = tokio::runtime::Builder::new_multi_thread()

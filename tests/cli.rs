@@ -239,3 +239,33 @@ fn log_format_json_and_bad_log_level() {
     let out = run(&["--log-format", "json", "stages"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn bench_carries_frames_through_an_in_process_relay_and_directly() {
+    for extra in [&[][..], &["--direct"][..]] {
+        let mut args = vec![
+            "--log-level",
+            "warn",
+            "bench",
+            "--seconds",
+            "1",
+            "--rate",
+            "500",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (sent, received) = (
+            report["sent"].as_u64().unwrap(),
+            report["received"].as_u64().unwrap(),
+        );
+        assert!(sent >= 400, "{report}");
+        assert_eq!(received, sent, "frames lost at 500/s: {report}");
+        assert!(report["latency_p50_us"].as_f64().unwrap() > 0.0);
+    }
+    let out = run(&["bench", "--size", "20"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--size"));
+}
