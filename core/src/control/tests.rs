@@ -226,3 +226,36 @@ fn prefix_is_big_endian_length() {
     let len = u32::from_be_bytes(frame[..LENGTH_PREFIX_LEN].try_into().unwrap()) as usize;
     assert_eq!(len, frame.len() - LENGTH_PREFIX_LEN);
 }
+
+#[tokio::test]
+async fn random_bytes_never_panic_the_codec() {
+    let mut state: u64 = 0x1234_5678_9abc_def1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let valid = encode(&ControlMessage::Hello(hello()));
+    for round in 0..20_000 {
+        let bytes: Vec<u8> = if round % 2 == 0 {
+            (0..(next() % 64) as usize).map(|_| next() as u8).collect()
+        } else {
+            let mut b = valid.clone();
+            let at = (next() as usize) % b.len();
+            b[at] ^= 1 << (next() % 8);
+            b.truncate((next() as usize) % (b.len() + 1));
+            b
+        };
+        // Every outcome is a value or an error; none is a panic.
+        let _ = read_message(&mut bytes.as_slice(), MAX_CONTROL_FRAME).await;
+        let _ = crate::wire::overlay::decode(&bytes);
+        if let Ok(view) = crate::wire::FrameView::parse(&bytes) {
+            let _ = (
+                view.l3(),
+                view.is_dhcpv4_server(),
+                view.is_ipv6_router_advertisement(),
+            );
+        }
+    }
+}
