@@ -26,7 +26,7 @@ use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
-use lanparty_core::stage::{BoxFuture, LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::ethertype;
 use serde::Deserialize;
 use tokio::io::Interest;
@@ -536,11 +536,7 @@ impl AfPacketPort {
     }
 }
 
-impl Port for AfPacketPort {
-    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
-        Box::pin((*self).run(ctx))
-    }
-}
+lanparty_core::impl_port!(AfPacketPort);
 
 lanparty_core::inventory::submit! {
     StageRegistration {

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext};
-use lanparty_core::stage::{BoxFuture, LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 use serde::Deserialize;
@@ -320,11 +320,7 @@ impl TapPort {
     }
 }
 
-impl Port for TapPort {
-    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
-        Box::pin((*self).run(ctx))
-    }
-}
+lanparty_core::impl_port!(TapPort);
 
 lanparty_core::inventory::submit! {
     StageRegistration {

@@ -23,7 +23,7 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
-use lanparty_core::stage::{BoxFuture, LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -545,11 +545,7 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     Ok(Box::new(QuicClient::from_config(config)?))
 }
 
-impl Port for QuicClient {
-    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
-        Box::pin((*self).run(ctx))
-    }
-}
+lanparty_core::impl_port!(QuicClient);
 
 /// Reject codes a client gives up on, for documentation.
 pub const FINAL_REJECTS: &[RejectCode] = &[

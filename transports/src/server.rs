@@ -16,7 +16,7 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{LinkSpec, PortContext, ShutdownSignal};
-use lanparty_core::stage::{BoxFuture, Port, PortError};
+use lanparty_core::stage::{Port, PortError};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -299,11 +299,7 @@ impl QuicServer {
     }
 }
 
-impl Port for QuicServer {
-    fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>> {
-        Box::pin((*self).run(ctx))
-    }
-}
+lanparty_core::impl_port!(QuicServer);
 
 struct Shared {
     name: String,

@@ -44,3 +44,23 @@ pub trait Port: Send + 'static {
     /// Runs the port until `ctx`'s shutdown signal fires or it fails.
     fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>>;
 }
+
+/// Implements [`Port`] for a type that has an inherent
+/// `async fn run(self, ctx: PortContext) -> Result<(), PortError>`.
+///
+/// ```text
+/// lanparty_core::impl_port!(TapPort);
+/// ```
+#[macro_export]
+macro_rules! impl_port {
+    ($ty:ty) => {
+        impl $crate::stage::Port for $ty {
+            fn run(
+                self: Box<Self>,
+                ctx: $crate::runtime::PortContext,
+            ) -> $crate::stage::BoxFuture<'static, Result<(), $crate::stage::PortError>> {
+                Box::pin((*self).run(ctx))
+            }
+        }
+    };
+}
