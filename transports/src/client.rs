@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
-    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, RejectCode,
-    read_message, validate_room_code, write_message,
+    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, read_message,
+    validate_room_code, write_message,
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
@@ -546,20 +546,6 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
 }
 
 lanparty_core::impl_port!(QuicClient);
-
-/// Reject codes a client gives up on, for documentation.
-pub const FINAL_REJECTS: &[RejectCode] = &[
-    RejectCode::VersionMismatch,
-    RejectCode::BadRoomCode,
-    RejectCode::BadMac,
-    RejectCode::DuplicateMac,
-    RejectCode::GatewayPresent,
-    RejectCode::BudgetTooSmall,
-    RejectCode::Unauthorized,
-    RejectCode::NoSuchRoom,
-    RejectCode::RoleForbidden,
-    RejectCode::Malformed,
-];
 
 lanparty_core::inventory::submit! {
     StageRegistration {

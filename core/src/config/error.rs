@@ -65,11 +65,7 @@ impl ConfigError {
                 let origin = e
                     .metadata
                     .as_ref()
-                    .map(|m| match &m.source {
-                        Some(Source::File(p)) => p.display().to_string(),
-                        Some(Source::Custom(c)) => c.clone(),
-                        _ => m.name.to_string(),
-                    })
+                    .map(describe_source)
                     .or_else(|| origin.map(str::to_string));
                 ConfigError {
                     origin,
@@ -78,6 +74,16 @@ impl ConfigError {
                 }
             })
             .collect()
+    }
+}
+
+/// Where a figment value came from, as errors say it: the file's path,
+/// the `--set` text, or the provider's name (the environment).
+pub fn describe_source(metadata: &figment::Metadata) -> String {
+    match &metadata.source {
+        Some(Source::File(path)) => path.display().to_string(),
+        Some(Source::Custom(custom)) => custom.clone(),
+        _ => metadata.name.to_string(),
     }
 }
 

@@ -303,10 +303,7 @@ pub fn load_node(sources: &ConfigSources) -> Result<(Figment, NodeConfig), Confi
 /// Where the value at `key` came from: its file, `--set`, or the
 /// environment.
 pub fn origin_of(figment: &Figment, key: &str) -> Option<String> {
-    let metadata = figment.find_metadata(key)?;
-    Some(match &metadata.source {
-        Some(figment::Source::File(path)) => path.display().to_string(),
-        Some(figment::Source::Custom(custom)) => custom.clone(),
-        _ => metadata.name.to_string(),
-    })
+    figment
+        .find_metadata(key)
+        .map(super::error::describe_source)
 }
