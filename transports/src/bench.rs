@@ -98,16 +98,7 @@ async fn join(
     room: &str,
     mac: MacAddr,
 ) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
-        tls::client_config(&options.trust).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(net::transport(
-        Duration::from_secs(30),
-        Some(Duration::from_secs(5)),
-        net::DEFAULT_INITIAL_MTU,
-    )));
+    let config = bench_client_config(&options.trust)?;
     let bind: SocketAddr = if options.relay.is_ipv6() {
         "[::]:0"
     } else {
@@ -144,6 +135,16 @@ async fn join(
         while let Ok(Some(_)) = read_message(&mut recv, MAX_CONTROL_FRAME).await {}
     });
     Ok((endpoint, conn))
+}
+
+/// The QUIC client config every synthetic peer uses.
+fn bench_client_config(trust: &Trust) -> Result<quinn::ClientConfig, String> {
+    let transport = net::transport(
+        Duration::from_secs(30),
+        Some(Duration::from_secs(5)),
+        net::DEFAULT_INITIAL_MTU,
+    );
+    tls::quic_client_config(trust, transport).map_err(|e| e.to_string())
 }
 
 fn datagram(dst: MacAddr, src: MacAddr, size: usize) -> Vec<u8> {
@@ -195,16 +196,11 @@ pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
     let identity = tls::ephemeral_identity(std::slice::from_ref(&options.server_name))
         .map_err(|e| e.to_string())?;
     let cert = identity.chain[0].clone();
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
-        tls::server_config(identity).map_err(|e| e.to_string())?,
+    let server_config = tls::quic_server_config(
+        identity,
+        net::transport(Duration::from_secs(30), None, net::DEFAULT_INITIAL_MTU),
     )
     .map_err(|e| e.to_string())?;
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server_config.transport_config(Arc::new(net::transport(
-        Duration::from_secs(30),
-        None,
-        net::DEFAULT_INITIAL_MTU,
-    )));
     let socket = net::bind_udp(
         "127.0.0.1:0".parse().map_err(|_| "bind")?,
         net::DEFAULT_SOCKET_BUFFER,
@@ -212,21 +208,7 @@ pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
     .map_err(|e| e.to_string())?;
     let server = net::endpoint(socket, Some(server_config)).map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    let client_options = BenchOptions {
-        relay: addr,
-        trust: Trust::Pinned(cert),
-        ..options.clone()
-    };
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
-        tls::client_config(&client_options.trust).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(net::transport(
-        Duration::from_secs(30),
-        Some(Duration::from_secs(5)),
-        net::DEFAULT_INITIAL_MTU,
-    )));
+    let config = bench_client_config(&Trust::Pinned(cert))?;
     let socket = net::bind_udp(
         "127.0.0.1:0".parse().map_err(|_| "bind")?,
         net::DEFAULT_SOCKET_BUFFER,

@@ -249,16 +249,12 @@ impl QuicClient {
     }
 
     fn client_config(&self) -> Result<quinn::ClientConfig, String> {
-        let tls = tls::client_config(&self.trust).map_err(|e| e.to_string())?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| format!("TLS for QUIC: {e}"))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::new(net::transport(
+        let transport = net::transport(
             self.settings.idle_timeout.0,
             Some(self.settings.keepalive.0),
             self.settings.initial_mtu,
-        )));
-        Ok(config)
+        );
+        tls::quic_client_config(&self.trust, transport).map_err(|e| e.to_string())
     }
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {

@@ -232,15 +232,13 @@ impl QuicServer {
         let fail = |m: String| PortError::new(&self.name, m);
         let identity = self.identity()?;
         let reset_secret = identity.key.secret_der().to_vec();
-        let tls = tls::server_config(identity).map_err(|e| fail(e.to_string()))?;
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| fail(format!("TLS for QUIC: {e}")))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server_config.transport_config(Arc::new(net::transport(
+        let transport = net::transport(
             self.settings.idle_timeout.0,
             None,
             self.settings.initial_mtu,
-        )));
+        );
+        let server_config =
+            tls::quic_server_config(identity, transport).map_err(|e| fail(e.to_string()))?;
         let mut last_error = String::from("no address to listen on");
         let mut endpoint = None;
         for addr in &self.listen {

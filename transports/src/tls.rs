@@ -120,21 +120,15 @@ pub fn generate_self_signed(
             )));
         }
     }
-    let certified = rcgen::generate_simple_self_signed(names.to_vec())
-        .map_err(|e| err(format!("cannot generate a certificate: {e}")))?;
-    let cert = certified.cert.der().to_vec();
-    let key = certified.signing_key.serialize_der();
+    let identity = ephemeral_identity(names)?;
     if let Some(dir) = files.cert_der.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     }
-    write_private(&files.key_der, &key)?;
-    std::fs::write(&files.cert_der, &cert)
+    write_private(&files.key_der, identity.key.secret_der())?;
+    std::fs::write(&files.cert_der, &identity.chain[0])
         .map_err(|e| err(format!("cannot write {}: {e}", files.cert_der.display())))?;
-    Ok(Identity {
-        chain: vec![CertificateDer::from(cert)],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-    })
+    Ok(identity)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
@@ -192,6 +186,30 @@ pub fn load_or_generate_self_signed(
             files.key_der.display()
         ))),
     }
+}
+
+/// A quinn client config: TLS trusting `trust`, and `transport`.
+pub fn quic_client_config(
+    trust: &Trust,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(trust)?)
+        .map_err(|e| err(format!("TLS for QUIC: {e}")))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// A quinn server config: TLS with `identity`, and `transport`.
+pub fn quic_server_config(
+    identity: Identity,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(identity)?)
+        .map_err(|e| err(format!("TLS for QUIC: {e}")))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
 }
 
 /// A rustls server config for the relay.
