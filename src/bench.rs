@@ -38,6 +38,8 @@ pub struct Args {
     pub rate: u64,
     /// Seconds.
     pub seconds: f64,
+    /// Pacing tick in microseconds.
+    pub tick_us: u64,
     /// JSON output.
     pub json: bool,
     /// Direct peer-to-peer baseline, no relay.
@@ -171,6 +173,7 @@ fn bench_inner(args: &Args) -> Result<BenchReport, String> {
             frame_size: args.size,
             rate: args.rate,
             duration: Duration::from_secs_f64(args.seconds),
+            tick: Duration::from_micros(args.tick_us),
         };
         return runtime.block_on(run_direct(options));
     }
@@ -204,6 +207,7 @@ fn bench_inner(args: &Args) -> Result<BenchReport, String> {
         frame_size: args.size,
         rate: args.rate,
         duration: Duration::from_secs_f64(args.seconds),
+        tick: Duration::from_micros(args.tick_us),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

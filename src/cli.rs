@@ -115,6 +115,11 @@ struct BenchArgs {
     /// Seconds to send.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// With --rate: each peer sends what is due every this many
+    /// microseconds, from its own thread. Longer ticks send longer bursts,
+    /// and a burst's queueing counts as latency.
+    #[arg(long, default_value_t = 100)]
+    tick_us: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -201,11 +206,18 @@ fn run(sources: ConfigSources) -> ExitCode {
             return ExitCode::ConfigError;
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime, so no frame ever waits for a
+    // wake-up on another thread (lowest latency for a client or gateway).
+    let mut builder = match node.settings.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("lanparty");
-    if let Some(threads) = node.settings.threads {
-        builder.worker_threads(threads);
-    }
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
@@ -320,6 +332,7 @@ impl From<BenchArgs> for crate::bench::Args {
             size: a.size,
             rate: a.rate,
             seconds: a.seconds,
+            tick_us: a.tick_us,
             json: a.json,
             direct: a.direct,
         }

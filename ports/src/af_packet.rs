@@ -459,6 +459,7 @@ impl AfPacketPort {
                 role: self.settings.role,
                 macs: vec![mac],
                 mtu: Some(mtu),
+                sink: None,
             },
         );
         tracing::info!(interface = %name, %mac, mtu, promiscuous = self.settings.promiscuous, batch = self.settings.batch, "bridging the LAN");

@@ -251,6 +251,7 @@ impl TapPort {
                 role: self.settings.role,
                 macs: vec![mac],
                 mtu: self.settings.mtu,
+                sink: None,
             },
         );
         let mut room_mtu = link.mtu();

@@ -42,6 +42,10 @@ pub struct BenchOptions {
     pub rate: u64,
     /// How long to send.
     pub duration: Duration,
+    /// At a fixed rate, each peer sends what is due every `tick`, from its
+    /// own thread (tokio's timer has 1 ms granularity: coarser ticks send
+    /// longer bursts, whose queueing shows up as latency).
+    pub tick: Duration,
 }
 
 /// The results.
@@ -55,6 +59,8 @@ pub struct BenchReport {
     pub frame_size: usize,
     /// Offered rate.
     pub offered_rate: u64,
+    /// Pacing tick in microseconds (each peer sends a burst per tick).
+    pub tick_us: u64,
     /// Frames the peers handed to QUIC.
     pub sent: u64,
     /// Frames the peers could not hand to QUIC (their send buffer was full).
@@ -236,6 +242,80 @@ pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
     .await
 }
 
+/// One synthetic peer's sending side.
+struct Sender {
+    conn: quinn::Connection,
+    template: Vec<u8>,
+    sent: Arc<AtomicU64>,
+    send_dropped: Arc<AtomicU64>,
+    origin: Instant,
+}
+
+impl Sender {
+    /// Stamps the next frame (sequence, send time) into `chunk`; one
+    /// allocation per 64 KiB of datagrams, not per frame.
+    fn next(&self, chunk: &mut bytes::BytesMut, seq: u64) -> Bytes {
+        if chunk.capacity() - chunk.len() < self.template.len() {
+            *chunk = bytes::BytesMut::with_capacity((64 * 1024).max(self.template.len()));
+        }
+        chunk.extend_from_slice(&self.template);
+        let at = overlay::ETHERNET_HEADER_LEN + STAMP_AT;
+        chunk[at..at + 8].copy_from_slice(&seq.to_be_bytes());
+        chunk[at + 8..at + 16]
+            .copy_from_slice(&(self.origin.elapsed().as_nanos() as u64).to_be_bytes());
+        chunk.split().freeze()
+    }
+
+    /// As fast as QUIC takes them.
+    async fn flood(self, duration: Duration) {
+        let mut chunk = bytes::BytesMut::new();
+        let started = Instant::now();
+        let mut seq = 0u64;
+        while started.elapsed() < duration {
+            for _ in 0..64 {
+                let d = self.next(&mut chunk, seq);
+                seq += 1;
+                if self.conn.send_datagram_wait(d).await.is_err() {
+                    return;
+                }
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends one frame now; a frame QUIC cannot take at once is dropped
+    /// and counted, never queued.
+    fn send_now(&self, chunk: &mut bytes::BytesMut, seq: u64) {
+        let d = self.next(chunk, seq);
+        if self.conn.datagram_send_buffer_space() >= d.len() && self.conn.send_datagram(d).is_ok() {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.send_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every peer at `rate` frames/s each, from one thread: each `tick`, every
+/// peer sends what is due (one thread, so that pacing 32 peers does not
+/// take 32 threads' wake-ups from the relay).
+fn paced(senders: Vec<Sender>, duration: Duration, rate: u64, tick: Duration) {
+    let mut chunk = bytes::BytesMut::new();
+    let started = Instant::now();
+    let (mut seq, mut due) = (0u64, 0u64);
+    while started.elapsed() < duration {
+        std::thread::sleep(tick);
+        let should = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        for n in due..should {
+            for sender in &senders {
+                sender.send_now(&mut chunk, seq + n - due);
+            }
+        }
+        seq += should - due;
+        due = should;
+    }
+}
+
 async fn measure(
     options: &BenchOptions,
     conns: Vec<quinn::Connection>,
@@ -295,7 +375,7 @@ async fn measure(
     } else {
         (options.rate / options.peers as u64).max(1)
     };
-    let mut senders = Vec::new();
+    let (mut floods, mut pace) = (Vec::new(), Vec::new());
     for (i, conn) in conns.iter().enumerate() {
         let conn = conn.clone();
         let room_peers: Vec<usize> = (0..options.peers)
@@ -304,58 +384,33 @@ async fn measure(
         let pos = room_peers.iter().position(|p| *p == i).unwrap_or(0);
         let dst = peer_mac(room_peers[(pos + 1) % room_peers.len()]);
         let template = datagram(dst, peer_mac(i), options.frame_size);
-        let (sent, send_dropped, duration) = (sent.clone(), send_dropped.clone(), options.duration);
-        senders.push(tokio::spawn(async move {
-            let mut seq = 0u64;
-            let mut chunk = bytes::BytesMut::new();
-            let started = Instant::now();
-            let tick = Duration::from_millis(1);
-            let mut ticker = tokio::time::interval(tick);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut due = 0u64;
-            while started.elapsed() < duration {
-                let burst = if per_peer_rate == 0 {
-                    64
-                } else {
-                    ticker.tick().await;
-                    let should = (started.elapsed().as_secs_f64() * per_peer_rate as f64) as u64;
-                    let n = should.saturating_sub(due);
-                    due = should;
-                    n
-                };
-                for _ in 0..burst {
-                    // One allocation per 64 KiB of datagrams, not per frame.
-                    if chunk.capacity() - chunk.len() < template.len() {
-                        chunk = bytes::BytesMut::with_capacity((64 * 1024).max(template.len()));
-                    }
-                    chunk.extend_from_slice(&template);
-                    let at = overlay::ETHERNET_HEADER_LEN + STAMP_AT;
-                    chunk[at..at + 8].copy_from_slice(&seq.to_be_bytes());
-                    chunk[at + 8..at + 16]
-                        .copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_be_bytes());
-                    let d = chunk.split().freeze();
-                    seq += 1;
-                    if per_peer_rate == 0 {
-                        if conn.send_datagram_wait(d).await.is_err() {
-                            return;
-                        }
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    } else if conn.datagram_send_buffer_space() >= d.len()
-                        && conn.send_datagram(d).is_ok()
-                    {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        send_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                if per_peer_rate == 0 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        }));
+        let (sent, send_dropped) = (sent.clone(), send_dropped.clone());
+        let sender = Sender {
+            conn,
+            template,
+            sent,
+            send_dropped,
+            origin,
+        };
+        if per_peer_rate == 0 {
+            floods.push(tokio::spawn(sender.flood(options.duration)));
+        } else {
+            pace.push(sender);
+        }
     }
-    for s in senders {
-        let _ = s.await;
+    if !pace.is_empty() {
+        let (duration, tick) = (
+            options.duration,
+            options.tick.max(Duration::from_micros(10)),
+        );
+        let thread = std::thread::Builder::new()
+            .name("bench-pacer".into())
+            .spawn(move || paced(pace, duration, per_peer_rate, tick))
+            .map_err(|e| format!("cannot start the pacing thread: {e}"))?;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    for task in floods {
+        let _ = task.await;
     }
     let elapsed = origin.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -382,6 +437,7 @@ async fn measure(
         rooms: options.rooms,
         frame_size: options.frame_size,
         offered_rate: options.rate,
+        tick_us: options.tick.as_micros() as u64,
         sent,
         send_dropped: send_dropped.load(Ordering::Relaxed),
         received,

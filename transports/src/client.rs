@@ -22,13 +22,15 @@ use lanparty_core::control::{
     validate_room_code, write_message,
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
+use lanparty_core::runtime::{
+    DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext, ShutdownSignal,
+};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::datapath::{DataPath, DatapathCounters};
+use crate::datapath::{DataPath, DatapathCounters, PeerSender};
 use crate::net::{self, close};
 use crate::tls::{self, Trust};
 
@@ -127,10 +129,9 @@ pub struct ClientCounters {
     pub sessions: AtomicU64,
     /// Connection attempts that failed or were rejected with a retryable code.
     pub failed_attempts: AtomicU64,
-    /// Frames from the local room dropped while no session was up.
-    pub dropped_while_disconnected: AtomicU64,
-    /// The data path.
-    pub datapath: DatapathCounters,
+    /// The data path (frames dropped between sessions are its
+    /// `not_connected`).
+    pub datapath: Arc<DatapathCounters>,
 }
 
 /// A configured relay session.
@@ -265,6 +266,7 @@ impl QuicClient {
             PeerRole::Client => LinkRole::Gateway,
             PeerRole::Gateway => LinkRole::Client,
         });
+        let sender = PeerSender::new(self.counters.datapath.clone());
         let mut link = ctx.attach(
             &self.settings.local_room,
             LinkSpec {
@@ -272,6 +274,7 @@ impl QuicClient {
                 role: link_role,
                 macs: vec![self.settings.mac],
                 mtu: None,
+                sink: Some(sender.clone()),
             },
         );
         let mut shutdown = ctx.shutdown();
@@ -283,7 +286,12 @@ impl QuicClient {
                 Ok((conn, control, welcome_mtu)) => {
                     link.set_room_mtu(welcome_mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-                    self.session(&conn, control, &mut link, &mut shutdown).await
+                    sender.set_connection(Some(conn.clone()));
+                    let end = self
+                        .session(&conn, control, &mut link, &sender, &mut shutdown)
+                        .await;
+                    sender.set_connection(None);
+                    end
                 }
                 Err(Attempt::Final(why)) => {
                     return Err(PortError::new(&self.name, why));
@@ -331,8 +339,9 @@ impl QuicClient {
             tokio::select! {
                 _ = shutdown.wait() => return true,
                 _ = &mut deadline => return false,
+                // Frames go to the sender (counted `not_connected` now);
+                // the queue only says when the room is gone.
                 n = link.recv_many(&mut batch, 64) => {
-                    self.counters.dropped_while_disconnected.fetch_add(n as u64, Ordering::Relaxed);
                     batch.clear();
                     if n == 0 {
                         return true;
@@ -447,6 +456,7 @@ impl QuicClient {
         conn: &quinn::Connection,
         mut control: Control,
         link: &mut LinkHandle,
+        sender: &PeerSender,
         shutdown: &mut ShutdownSignal,
     ) -> SessionEnd {
         let mut data = DataPath::default();
@@ -468,8 +478,10 @@ impl QuicClient {
                     if n == 0 {
                         return SessionEnd::Shutdown;
                     }
+                    // Frames go to `sender` directly; the queue only says
+                    // when the room is gone.
                     for frame in batch.drain(..) {
-                        data.to_peer(conn, &frame, counters);
+                        sender.deliver(frame);
                     }
                 }
                 message = control.incoming.recv() => match message {
@@ -480,7 +492,7 @@ impl QuicClient {
                         tracing::info!(port = %self.name, peer = %peer_id, "peer left the room: {reason}");
                     }
                     Some(Ok(Some(ControlMessage::StatsRequest))) => {
-                        let _ = control.outgoing.try_send(ControlMessage::Stats(data.peer_stats(conn)));
+                        let _ = control.outgoing.try_send(ControlMessage::Stats(data.peer_stats(conn, sender)));
                     }
                     Some(Ok(Some(ControlMessage::Stats(stats)))) => {
                         tracing::debug!(port = %self.name, ?stats, "relay stats");

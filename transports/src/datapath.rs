@@ -2,10 +2,11 @@
 //! with every drop counted. Shared by the relay and the client session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use lanparty_core::control::PeerStats;
-use lanparty_core::runtime::LinkHandle;
+use lanparty_core::runtime::{LinkHandle, LinkSink};
 use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 
@@ -32,6 +33,9 @@ pub struct DatapathCounters {
     /// Frames not sent because the connection was gone or datagrams are
     /// disabled.
     pub send_failed: AtomicU64,
+    /// Frames for the relay dropped while no session was up (a client
+    /// between reconnects).
+    pub not_connected: AtomicU64,
 }
 
 /// A plain copy of [`DatapathCounters`].
@@ -53,6 +57,8 @@ pub struct DatapathSnapshot {
     pub too_large: u64,
     /// See [`DatapathCounters::send_failed`].
     pub send_failed: u64,
+    /// See [`DatapathCounters::not_connected`].
+    pub not_connected: u64,
 }
 
 impl DatapathCounters {
@@ -68,6 +74,7 @@ impl DatapathCounters {
             send_buffer_full: g(&self.send_buffer_full),
             too_large: g(&self.too_large),
             send_failed: g(&self.send_failed),
+            not_connected: g(&self.not_connected),
         }
     }
 }
@@ -76,11 +83,10 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One connection's data path.
+/// The peer → room direction of one connection.
 #[derive(Debug, Default)]
 pub struct DataPath {
-    encoder: DatagramEncoder,
-    /// This connection's traffic, for `stats` replies.
+    /// This connection's received traffic, for `stats` replies.
     pub stats: PeerStats,
 }
 
@@ -108,43 +114,100 @@ impl DataPath {
         }
     }
 
-    /// A frame for the peer. Never waits: when the peer's datagram send
-    /// buffer cannot take it the frame is dropped and counted (quinn would
-    /// otherwise silently drop the oldest queued datagram).
-    pub fn to_peer(&mut self, conn: &quinn::Connection, frame: &[u8], counters: &DatapathCounters) {
-        let need = overlay::ETHERNET_HEADER_LEN + frame.len();
-        if conn.max_datagram_size().is_none_or(|max| need > max) {
-            self.stats.dropped += 1;
-            bump(&counters.too_large);
-            return;
-        }
-        if conn.datagram_send_buffer_space() < need {
-            self.stats.dropped += 1;
-            bump(&counters.send_buffer_full);
-            return;
-        }
-        match conn.send_datagram(self.encoder.encode(frame)) {
-            Ok(()) => {
-                self.stats.frames_tx += 1;
-                self.stats.bytes_tx += frame.len() as u64;
-                bump(&counters.datagrams_out);
-            }
-            Err(quinn::SendDatagramError::TooLarge) => {
-                self.stats.dropped += 1;
-                bump(&counters.too_large);
-            }
-            Err(_) => {
-                self.stats.dropped += 1;
-                bump(&counters.send_failed);
-            }
-        }
-    }
-
-    /// The stats to answer a `stats_request` with.
-    pub fn peer_stats(&self, conn: &quinn::Connection) -> PeerStats {
+    /// The stats to answer a `stats_request` with: this direction's
+    /// counters plus the sender's.
+    pub fn peer_stats(&self, conn: &quinn::Connection, sender: &PeerSender) -> PeerStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
             rtt_us: Some(conn.rtt().as_micros() as u64),
+            frames_tx: g(&sender.frames_tx),
+            bytes_tx: g(&sender.bytes_tx),
+            dropped: self.stats.dropped + g(&sender.dropped),
             ..self.stats
+        }
+    }
+}
+
+/// The room → peer direction of a connection: the room worker hands frames
+/// straight to the QUIC connection (a [`LinkSink`]), no task in between.
+/// Never waits: when the peer's datagram send buffer cannot take a frame it
+/// is dropped and counted (quinn would otherwise silently drop the oldest
+/// queued datagram), so a slow peer never slows its room.
+#[derive(Debug)]
+pub struct PeerSender {
+    state: Mutex<SenderState>,
+    counters: Arc<DatapathCounters>,
+    frames_tx: AtomicU64,
+    bytes_tx: AtomicU64,
+    dropped: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct SenderState {
+    conn: Option<quinn::Connection>,
+    encoder: DatagramEncoder,
+}
+
+impl PeerSender {
+    /// A sender with no connection yet (frames are counted `not_connected`).
+    pub fn new(counters: Arc<DatapathCounters>) -> Arc<PeerSender> {
+        Arc::new(PeerSender {
+            state: Mutex::new(SenderState::default()),
+            counters,
+            frames_tx: AtomicU64::new(0),
+            bytes_tx: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// A sender bound to `conn`.
+    pub fn connected(counters: Arc<DatapathCounters>, conn: quinn::Connection) -> Arc<PeerSender> {
+        let sender = PeerSender::new(counters);
+        sender.set_connection(Some(conn));
+        sender
+    }
+
+    /// Binds the sender to a (new) connection, or to none between sessions.
+    pub fn set_connection(&self, conn: Option<quinn::Connection>) {
+        self.lock().conn = conn;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SenderState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn drop_frame(&self, counter: &AtomicU64) -> bool {
+        bump(&self.dropped);
+        bump(counter);
+        false
+    }
+}
+
+impl LinkSink for PeerSender {
+    fn deliver(&self, frame: Bytes) -> bool {
+        let counters = &*self.counters;
+        let mut state = self.lock();
+        let SenderState { conn, encoder } = &mut *state;
+        let Some(conn) = conn else {
+            return self.drop_frame(&counters.not_connected);
+        };
+        let need = overlay::ETHERNET_HEADER_LEN + frame.len();
+        if conn.max_datagram_size().is_none_or(|max| need > max) {
+            return self.drop_frame(&counters.too_large);
+        }
+        if conn.datagram_send_buffer_space() < need {
+            return self.drop_frame(&counters.send_buffer_full);
+        }
+        match conn.send_datagram(encoder.encode(&frame)) {
+            Ok(()) => {
+                bump(&self.frames_tx);
+                self.bytes_tx
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+                bump(&counters.datagrams_out);
+                true
+            }
+            Err(quinn::SendDatagramError::TooLarge) => self.drop_frame(&counters.too_large),
+            Err(_) => self.drop_frame(&counters.send_failed),
         }
     }
 }

@@ -15,13 +15,13 @@ use lanparty_core::control::{
     read_message_unvalidated, write_message,
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{LinkSpec, PortContext, ShutdownSignal};
+use lanparty_core::runtime::{LinkSink, LinkSpec, PortContext, ShutdownSignal};
 use lanparty_core::stage::{Port, PortError};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::admission::{Admissions, Limits};
-use crate::datapath::{DataPath, DatapathCounters};
+use crate::datapath::{DataPath, DatapathCounters, PeerSender};
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
 
@@ -109,7 +109,7 @@ pub struct RelayCounters {
     /// Peers dropped for breaking the protocol, by reason.
     pub protocol_errors: ReasonCounters,
     /// The data path.
-    pub datapath: DatapathCounters,
+    pub datapath: Arc<DatapathCounters>,
 }
 
 enum Tls {
@@ -433,6 +433,7 @@ async fn session(
         Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
     };
     let peer = admitted.peer_id;
+    let sender = PeerSender::connected(shared.counters.datapath.clone(), conn.clone());
     let link = shared.ctx.attach(
         &hello.room,
         LinkSpec {
@@ -440,6 +441,7 @@ async fn session(
             role: hello.role.link_role(),
             macs: vec![hello.mac],
             mtu: Some(admitted.mtu),
+            sink: Some(sender.clone()),
         },
     );
     if admitted.created_room {
@@ -492,13 +494,15 @@ async fn session(
                 if n == 0 {
                     break "room closed".into();
                 }
+                // Frames go to `sender` directly; the queue only says
+                // when the room is gone.
                 for frame in batch.drain(..) {
-                    data.to_peer(&conn, &frame, counters);
+                    sender.deliver(frame);
                 }
             }
             message = control.recv() => match message {
                 Some(Ok(Some(ControlMessage::StatsRequest))) => {
-                    let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn)));
+                    let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn, &sender)));
                 }
                 Some(Ok(Some(ControlMessage::Stats(_)))) => {}
                 Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
@@ -523,7 +527,8 @@ async fn session(
     };
     shared.admissions().leave(&hello.room, peer, &reason);
     drop(link);
-    tracing::info!(%peer, room = %hello.room, frames_rx = data.stats.frames_rx, frames_tx = data.stats.frames_tx, dropped = data.stats.dropped, "peer left: {reason}");
+    let stats = data.peer_stats(&conn, &sender);
+    tracing::info!(%peer, room = %hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {reason}");
 }
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {

@@ -127,7 +127,8 @@ pub struct RuntimeSettings {
     /// `runtime.batch`: frames a room worker drains per wake-up. Default 64.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// `runtime.threads`: worker threads; default: one per core.
+    /// `runtime.threads`: worker threads; default: one per core. `1` runs
+    /// everything on one current-thread runtime (no cross-thread wake-ups).
     #[serde(default)]
     pub threads: Option<usize>,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use figment::Figment;
 
 pub use rooms::{
-    LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSpec, LinkStats, RoomStats, Rooms,
+    LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec, LinkStats, RoomStats, Rooms,
 };
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
 

@@ -53,6 +53,19 @@ impl LinkCounters {
     }
 }
 
+/// A port end that takes frames synchronously from the room worker, in
+/// place of the link's queue: one task wake-up less per frame. The relay
+/// and the QUIC client use it to hand frames straight to their connection,
+/// whose datagram send buffer is the bounded per-peer queue.
+///
+/// `deliver` runs on the room's task: it must never block or wait.
+pub trait LinkSink: Send + Sync + std::fmt::Debug {
+    /// Takes one frame routed to the link; false when it was dropped (the
+    /// room counts it as `tx_queue_full`, the sink says why in its own
+    /// counters).
+    fn deliver(&self, frame: Bytes) -> bool;
+}
+
 /// What a port says about a link it attaches.
 #[derive(Debug, Clone)]
 pub struct LinkSpec {
@@ -64,14 +77,13 @@ pub struct LinkSpec {
     pub macs: Vec<MacAddr>,
     /// The link's MTU; `None` means the room's.
     pub mtu: Option<u16>,
+    /// Where the room delivers frames for this link: `None` queues them for
+    /// [`LinkHandle::recv`]; a sink takes them directly.
+    pub sink: Option<Arc<dyn LinkSink>>,
 }
 
 enum RoomCommand {
-    Attach {
-        info: LinkInfo,
-        tx: mpsc::Sender<Bytes>,
-        counters: Arc<LinkCounters>,
-    },
+    Attach { info: LinkInfo, output: LinkOutput },
     Detach(LinkId),
     SetMtu(u16),
     Stats(oneshot::Sender<RoomStats>),
@@ -176,8 +188,12 @@ impl Rooms {
         // The worker lives as long as the entry; a send cannot fail here.
         let _ = entry.control.send(RoomCommand::Attach {
             info,
-            tx,
-            counters: counters.clone(),
+            output: LinkOutput {
+                id,
+                queue: tx,
+                sink: spec.sink,
+                counters: counters.clone(),
+            },
         });
         entry.links += 1;
         LinkHandle {
@@ -354,11 +370,21 @@ impl Drop for LinkHandle {
     }
 }
 
+/// Where the room worker puts a link's frames. The queue's sender is kept
+/// even with a sink: dropping it is how the port learns the room is gone.
+struct LinkOutput {
+    id: LinkId,
+    queue: mpsc::Sender<Bytes>,
+    sink: Option<Arc<dyn LinkSink>>,
+    counters: Arc<LinkCounters>,
+}
+
 struct RoomWorker {
     room: Arc<str>,
     room_id: u64,
     pipeline: Pipeline,
-    outputs: Vec<(LinkId, mpsc::Sender<Bytes>, Arc<LinkCounters>)>,
+    /// Sorted by link id.
+    outputs: Vec<LinkOutput>,
     clock: MonotonicClock,
     batch: usize,
     queue_full: Arc<AtomicU64>,
@@ -403,30 +429,36 @@ impl RoomWorker {
     }
 
     fn deliver(&self, dst: LinkId, frame: Bytes) {
-        let Ok(i) = self.outputs.binary_search_by_key(&dst, |(id, _, _)| *id) else {
+        let Ok(i) = self.outputs.binary_search_by_key(&dst, |o| o.id) else {
             return;
         };
-        let (_, tx, counters) = &self.outputs[i];
-        if tx.try_send(frame).is_ok() {
-            counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+        let output = &self.outputs[i];
+        let delivered = match &output.sink {
+            Some(sink) => sink.deliver(frame),
+            None => output.queue.try_send(frame).is_ok(),
+        };
+        if delivered {
+            output.counters.tx_frames.fetch_add(1, Ordering::Relaxed);
         } else {
-            counters.tx_queue_full.fetch_add(1, Ordering::Relaxed);
+            output
+                .counters
+                .tx_queue_full
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn handle(&mut self, command: RoomCommand) {
         match command {
-            RoomCommand::Attach { info, tx, counters } => {
-                let id = info.id;
+            RoomCommand::Attach { info, output } => {
                 self.pipeline.add_link(info);
-                match self.outputs.binary_search_by_key(&id, |(id, _, _)| *id) {
-                    Ok(i) => self.outputs[i] = (id, tx, counters),
-                    Err(i) => self.outputs.insert(i, (id, tx, counters)),
+                match self.outputs.binary_search_by_key(&output.id, |o| o.id) {
+                    Ok(i) => self.outputs[i] = output,
+                    Err(i) => self.outputs.insert(i, output),
                 }
             }
             RoomCommand::Detach(id) => {
                 self.pipeline.remove_link(id);
-                self.outputs.retain(|(link, _, _)| *link != id);
+                self.outputs.retain(|o| o.id != id);
             }
             RoomCommand::SetMtu(mtu) => {
                 tracing::info!(room = %self.room, mtu, "room MTU set");
@@ -445,8 +477,8 @@ impl RoomWorker {
                         counters: self
                             .outputs
                             .iter()
-                            .find(|(id, _, _)| *id == l.id)
-                            .map(|(_, _, c)| c.snapshot())
+                            .find(|o| o.id == l.id)
+                            .map(|o| o.counters.snapshot())
                             .unwrap_or_default(),
                     })
                     .collect();
@@ -460,5 +492,78 @@ impl RoomWorker {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RoomSpec;
+    use crate::registry::Registry;
+    use crate::testing::frames::{Tags, ethernet};
+
+    /// Collects what the room hands it; refuses everything once `full`.
+    #[derive(Debug, Default)]
+    struct RecordingSink {
+        frames: Mutex<Vec<Bytes>>,
+        full: std::sync::atomic::AtomicBool,
+    }
+
+    impl LinkSink for RecordingSink {
+        fn deliver(&self, frame: Bytes) -> bool {
+            if self.full.load(Ordering::Relaxed) {
+                return false;
+            }
+            self.frames
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(frame);
+            true
+        }
+    }
+
+    fn rooms() -> Arc<Rooms> {
+        let registry = Registry::global().unwrap();
+        let template = PipelineTemplate::build(&RoomSpec::default(), None, registry).unwrap();
+        Rooms::new(template, RuntimeSettings::default())
+    }
+
+    fn spec(name: &str, mac: MacAddr, sink: Option<Arc<dyn LinkSink>>) -> LinkSpec {
+        LinkSpec {
+            name: name.into(),
+            role: LinkRole::Client,
+            macs: vec![mac],
+            mtu: None,
+            sink,
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_takes_frames_in_place_of_the_queue_and_its_refusals_are_counted() {
+        let rooms = rooms();
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let sink = Arc::new(RecordingSink::default());
+        let from = rooms.attach("r", spec("a", a, None));
+        let mut to = rooms.attach("r", spec("b", b, Some(sink.clone())));
+        settle().await;
+        let frame = Bytes::from(ethernet(MacAddr::BROADCAST, a, Tags::None, 0x0800, 46));
+        assert!(from.send(frame.clone()));
+        settle().await;
+        assert_eq!(
+            sink.frames.lock().unwrap().as_slice(),
+            std::slice::from_ref(&frame)
+        );
+        assert!(to.try_recv().is_none(), "nothing is queued for a sink link");
+        sink.full.store(true, Ordering::Relaxed);
+        assert!(from.send(frame));
+        settle().await;
+        let counters = to.counters().snapshot();
+        assert_eq!((counters.tx_frames, counters.tx_queue_full), (1, 1));
     }
 }

@@ -165,6 +165,7 @@ impl Peer {
                 role: LinkRole::Host,
                 macs: vec![mac],
                 mtu: None,
+                sink: None,
             },
         );
         let ctx = PortContext::new("relay", rooms, trigger.signal());
