@@ -166,8 +166,14 @@ pub fn transport(
     t.datagram_send_buffer_size(1024 * 1024);
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(1u32.into());
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    t.ack_frequency_config(Some(acks));
     t
 }
+
+/// Ack-eliciting packets the peer may receive before it must send an ACK.
+pub const ACK_ELICITING_THRESHOLD: u32 = 10;
 
 /// Writes overlay header + frame into a shared chunk and hands each datagram
 /// out as a slice of it: a new chunk is allocated once per ~45 full-size
