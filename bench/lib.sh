@@ -1,0 +1,68 @@
+# Shared by bench/e2e.sh and bench/n2n.sh: the A — R — B namespaces of
+# shared/NOTES.md and the measurements both report. Source it; it sets
+# `dir` (a scratch folder) and `pids` (processes to stop) and cleans up
+# namespaces, processes and the folder on exit.
+
+# needs TOOL... — exits 2 naming what is missing.
+needs() {
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install iproute2 iperf3 iputils-ping n2n)" >&2; exit 2; }
+  done
+}
+
+dir=$(mktemp -d)
+pids=()
+namespaces=()
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap bench_cleanup EXIT
+
+# make_ns NAME... — new namespaces with loopback up, removed on exit.
+make_ns() {
+  for n in "$@"; do ip netns add "$n"; namespaces+=("$n"); ip -n "$n" link set lo up; done
+}
+
+# make_arb A R B — A (10.203.1.2) and B (10.203.2.2) each wired to R
+# (10.203.1.1, 10.203.2.1); R does not forward, so A and B meet only
+# through what runs in R.
+make_arb() {
+  local na=$1 ra=$2 nb=$3
+  make_ns "$na" "$ra" "$nb"
+  ip link add ua netns "$na" type veth peer name ra netns "$ra"
+  ip link add ub netns "$nb" type veth peer name rb netns "$ra"
+  ip -n "$na" addr add 10.203.1.2/24 dev ua; ip -n "$ra" addr add 10.203.1.1/24 dev ra
+  ip -n "$nb" addr add 10.203.2.2/24 dev ub; ip -n "$ra" addr add 10.203.2.1/24 dev rb
+  for l in "$na:ua" "$ra:ra" "$ra:rb" "$nb:ub"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
+}
+
+# wait_ping NS ADDR — until ADDR answers from NS (up to ~10 s).
+wait_ping() {
+  for _ in $(seq 100); do
+    ip netns exec "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+}
+
+# rtt NS ADDR — average RTT in ms of 100 pings 10 ms apart.
+rtt() {
+  ip netns exec "$1" ping -c 100 -i 0.01 -q "$2" | awk -F/ '/^rtt/ {print $5}'
+}
+
+# tcp_mbit NS ADDR SECONDS [iperf3 flags] — TCP Mbit/s received.
+tcp_mbit() {
+  local ns=$1 addr=$2 secs=$3
+  shift 3
+  ip netns exec "$ns" iperf3 -c "$addr" "$@" -t "$secs" -J |
+    python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
+}
+
+# iperf_server NS ADDR NAME — an iperf3 server, stopped on exit.
+iperf_server() {
+  ip netns exec "$1" iperf3 -s -D -B "$2" --pidfile "$dir/$3.pid" >/dev/null
+  sleep 0.3
+  pids+=("$(cat "$dir/$3.pid")")
+}
