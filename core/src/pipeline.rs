@@ -13,7 +13,7 @@ use bytes::Bytes;
 use figment::Figment;
 use serde::Serialize;
 
-use crate::config::{ConfigError, ConfigErrors, RoomSpec, StageSpec};
+use crate::config::{ConfigError, ConfigErrors, RoomPolicy, RoomSpec, StageSpec};
 use crate::registry::{FilterFactory, Registry, RouterFactory, StageBuild, StageKind};
 use crate::stage::{
     DropReason, Filter, FilterContext, LinkId, LinkInfo, Router, StageCounters, Verdict,
@@ -88,13 +88,14 @@ impl std::fmt::Debug for PipelineTemplate {
 fn build_filters(
     specs: &[StageSpec],
     list: &str,
+    prefix: &str,
     figment: Option<&Figment>,
     registry: &Registry,
     errors: &mut ConfigErrors,
 ) -> Vec<FilterTemplate> {
     let mut out = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
-        let path = format!("room.{list}[{i}]");
+        let path = format!("{prefix}{list}[{i}]");
         let config = match spec.resolve(figment, &path) {
             Ok(c) => c,
             Err(e) => {
@@ -126,7 +127,7 @@ fn build_filters(
             errors.push(config.error(
                 "type",
                 format!(
-                    "`{}` is an {other} filter; move it under `room.{other}`",
+                    "`{}` is an {other} filter; move it under `{prefix}{other}`",
                     registration.name
                 ),
             ));
@@ -153,8 +154,22 @@ impl PipelineTemplate {
         registry: &Registry,
     ) -> Result<PipelineTemplate, ConfigErrors> {
         let mut errors = ConfigErrors::default();
-        let ingress = build_filters(&room.ingress, "ingress", figment, registry, &mut errors);
-        let egress = build_filters(&room.egress, "egress", figment, registry, &mut errors);
+        let ingress = build_filters(
+            &room.ingress,
+            "ingress",
+            "room.",
+            figment,
+            registry,
+            &mut errors,
+        );
+        let egress = build_filters(
+            &room.egress,
+            "egress",
+            "room.",
+            figment,
+            registry,
+            &mut errors,
+        );
         let router = room
             .router
             .resolve(figment, "room.router")
@@ -183,13 +198,70 @@ impl PipelineTemplate {
         }
     }
 
+    /// The template for a room with a policy: `base` (the relay's `room:`
+    /// section) with the policy's MTU, its filters of a kind the base has
+    /// replacing (retuning) the base's, and its others appended. Errors in
+    /// the policy's own entries name the policy file (`policy_figment`).
+    pub fn with_policy(
+        base: &RoomSpec,
+        policy: &RoomPolicy,
+        policy_figment: Option<&Figment>,
+        registry: &Registry,
+    ) -> Result<PipelineTemplate, ConfigErrors> {
+        let mut errors = ConfigErrors::default();
+        build_filters(
+            &policy.ingress,
+            "ingress",
+            "",
+            policy_figment,
+            registry,
+            &mut errors,
+        );
+        build_filters(
+            &policy.egress,
+            "egress",
+            "",
+            policy_figment,
+            registry,
+            &mut errors,
+        );
+        if !errors.0.is_empty() {
+            return Err(errors);
+        }
+        let merge = |base: &[StageSpec], over: &[StageSpec]| {
+            let mut merged = base.to_vec();
+            for spec in over {
+                match merged.iter().position(|b| b.kind() == spec.kind()) {
+                    Some(i) => merged[i] = spec.clone(),
+                    None => merged.push(spec.clone()),
+                }
+            }
+            merged
+        };
+        let room = RoomSpec {
+            mtu: policy.mtu.unwrap_or(base.mtu),
+            ingress: merge(&base.ingress, &policy.ingress),
+            router: base.router.clone(),
+            egress: merge(&base.egress, &policy.egress),
+        };
+        PipelineTemplate::build(&room, None, registry)
+    }
+
     /// The room MTU the template was written with.
     pub fn mtu(&self) -> u16 {
         self.mtu
     }
 
-    /// A fresh pipeline for a new room.
-    pub fn instantiate(&self) -> Pipeline {
+    /// The filter kinds, ingress then egress, for logs.
+    pub fn filter_kinds(&self) -> (Vec<&'static str>, Vec<&'static str>) {
+        (
+            self.ingress.iter().map(|t| t.kind).collect(),
+            self.egress.iter().map(|t| t.kind).collect(),
+        )
+    }
+
+    /// A fresh pipeline for the new room `room`.
+    pub fn instantiate(&self, room: &str) -> Pipeline {
         let slot = |t: &FilterTemplate| FilterSlot {
             kind: t.kind,
             label: t.label.clone(),
@@ -197,6 +269,7 @@ impl PipelineTemplate {
             counters: StageCounters::default(),
         };
         Pipeline {
+            room: room.into(),
             mtu: self.mtu,
             links: Vec::new(),
             ingress: self.ingress.iter().map(slot).collect(),
@@ -221,6 +294,7 @@ struct FilterSlot {
 
 /// One room's pipeline instance.
 pub struct Pipeline {
+    room: Arc<str>,
     mtu: u16,
     links: Vec<LinkInfo>,
     ingress: Vec<FilterSlot>,
@@ -298,6 +372,39 @@ impl Pipeline {
     /// Sets the room MTU. The runtime does this once, before the first frame.
     pub fn set_mtu(&mut self, mtu: u16) {
         self.mtu = mtu;
+    }
+
+    /// Replaces the filters with `template`'s (a policy was edited): new
+    /// filter instances that know every link; counters are kept for stages
+    /// whose label is unchanged. The router, its MAC table and the room MTU
+    /// stay as they are.
+    pub fn retune(&mut self, template: &PipelineTemplate) {
+        let links = &self.links;
+        let rebuild = |old: &mut Vec<FilterSlot>, new: &[FilterTemplate]| {
+            let mut slots: Vec<FilterSlot> = new
+                .iter()
+                .map(|t| {
+                    let mut filter = (t.factory)();
+                    for link in links {
+                        filter.link_added(link);
+                    }
+                    let counters = old
+                        .iter_mut()
+                        .find(|s| s.label == t.label)
+                        .map(|s| std::mem::take(&mut s.counters))
+                        .unwrap_or_default();
+                    FilterSlot {
+                        kind: t.kind,
+                        label: t.label.clone(),
+                        filter,
+                        counters,
+                    }
+                })
+                .collect();
+            std::mem::swap(old, &mut slots);
+        };
+        rebuild(&mut self.ingress, &template.ingress);
+        rebuild(&mut self.egress, &template.egress);
     }
 
     /// The room's links, sorted by id.
@@ -383,6 +490,7 @@ impl Pipeline {
                 now,
                 ingress: &self.links[link_index],
                 room_mtu: self.mtu,
+                room: &self.room,
             };
             let mut replaced = None;
             for i in first..self.ingress.len() {
@@ -410,6 +518,7 @@ impl Pipeline {
             now,
             ingress: &self.links[link_index],
             room_mtu: self.mtu,
+            room: &self.room,
         };
 
         // Router.

@@ -40,7 +40,7 @@ fn mac(i: usize) -> MacAddr {
 /// unicast frames from link i to link i+1.
 fn setup(room: &str, links: usize, l3_len: usize) -> (Pipeline, Vec<(LinkId, Bytes)>) {
     let template = template_from_yaml(room).expect("bench room");
-    let mut pipeline = template.instantiate();
+    let mut pipeline = template.instantiate("bench");
     for i in 0..links {
         pipeline.add_link(LinkInfo {
             id: LinkId(i as u32 + 1),

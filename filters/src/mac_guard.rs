@@ -229,6 +229,7 @@ mod tests {
             now: Timestamp::ZERO,
             ingress: &link,
             room_mtu: 1394,
+            room: "test",
         };
         let frame = from(MacAddr([0, 0x1b, 0x21, 0, 0, 1]));
         guard.ingress(&ctx, &FrameView::parse(&frame).unwrap());

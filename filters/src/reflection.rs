@@ -96,6 +96,7 @@ mod tests {
             now: Timestamp::ZERO,
             ingress: &link,
             room_mtu: 1394,
+            room: "test",
         };
         let bytes = frames::ethernet(
             MacAddr::BROADCAST,

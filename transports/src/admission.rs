@@ -8,10 +8,15 @@
 //! - the room MTU is fixed when the room is created — the configured
 //!   ceiling, lowered to what the first peer's datagram budget carries —
 //!   and never changes while the room exists; a later peer whose budget
-//!   cannot carry it is rejected with `budget_too_small`.
+//!   cannot carry it is rejected with `budget_too_small`;
+//! - a room's policy, when it has one, overrides `max_peers` and the MTU
+//!   ceiling, decides the gateway seat (required / allowed / forbidden) and
+//!   may list the only client MACs admitted. Credentials are checked before
+//!   (they need a slow hash, see `credentials.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
+use lanparty_core::config::{GatewayRule, RoomPolicy};
 use lanparty_core::control::{
     ControlMessage, Hello, PROTOCOL_VERSION, PeerId, PeerRole, Reject, RejectCode,
 };
@@ -60,6 +65,45 @@ pub struct Admitted {
     pub others: Vec<(PeerId, PeerRole, MacAddr)>,
 }
 
+/// The policy rules that depend on who is in the room.
+fn check_policy(policy: &RoomPolicy, hello: &Hello, room: &RoomState) -> Result<(), Reject> {
+    let has_gateway = room.members.values().any(|m| m.role == PeerRole::Gateway);
+    match (hello.role, policy.gateway) {
+        (PeerRole::Gateway, GatewayRule::Forbidden) => {
+            return Err(reject(
+                RejectCode::RoleForbidden,
+                format!(
+                    "room {} admits no gateway (its policy says gateway: forbidden)",
+                    hello.room
+                ),
+            ));
+        }
+        (PeerRole::Client, GatewayRule::Required) if !has_gateway => {
+            return Err(reject(
+                RejectCode::NoGateway,
+                format!(
+                    "room {} admits clients only while its gateway is connected; retrying",
+                    hello.room
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if hello.role == PeerRole::Client
+        && let Some(allowed) = &policy.allowed_macs
+        && !allowed.contains(&hello.mac)
+    {
+        return Err(reject(
+            RejectCode::Unauthorized,
+            format!(
+                "MAC {} is not on room {}'s list of allowed MACs",
+                hello.mac, hello.room
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// All rooms of a relay, as the admission rules see them.
 #[derive(Debug)]
 pub struct Admissions {
@@ -106,12 +150,13 @@ impl Admissions {
 
     /// Decides on a hello. `path_budget` is the largest datagram the relay
     /// can send on this connection; `events` receives this peer's room
-    /// notifications.
+    /// notifications; `policy` is the room's policy, if it has one.
     pub fn admit(
         &mut self,
         hello: &Hello,
         path_budget: usize,
         events: mpsc::Sender<ControlMessage>,
+        policy: Option<&RoomPolicy>,
     ) -> Result<Admitted, Reject> {
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(reject(
@@ -144,15 +189,16 @@ impl Admissions {
             }
             let carried = mtu_for_budget(budget)
                 .map_err(|e| reject(RejectCode::BudgetTooSmall, e.to_string()))?;
+            let ceiling = policy.and_then(|p| p.mtu).unwrap_or(self.limits.mtu);
             let room = RoomState {
                 room_id: self.next_room,
-                mtu: self.limits.mtu.min(carried),
+                mtu: ceiling.min(carried),
                 members: BTreeMap::new(),
             };
             self.next_room += 1;
             self.rooms.insert(hello.room.clone(), room);
         }
-        let result = self.join(hello, budget, events);
+        let result = self.join(hello, budget, events, policy);
         if result.is_err() && created_room {
             self.rooms.remove(&hello.room);
         }
@@ -167,19 +213,25 @@ impl Admissions {
         hello: &Hello,
         budget: usize,
         events: mpsc::Sender<ControlMessage>,
+        policy: Option<&RoomPolicy>,
     ) -> Result<Admitted, Reject> {
-        let limits = self.limits;
+        let max_peers = policy
+            .and_then(|p| p.max_peers)
+            .unwrap_or(self.limits.max_peers);
         let Some(room) = self.rooms.get_mut(&hello.room) else {
             return Err(reject(
                 RejectCode::Malformed,
                 "room vanished during admission",
             ));
         };
-        if room.members.len() >= limits.max_peers {
+        if room.members.len() >= max_peers {
             return Err(reject(
                 RejectCode::RoomFull,
-                format!("room {} is full ({} peers)", hello.room, limits.max_peers),
+                format!("room {} is full ({max_peers} peers)", hello.room),
             ));
+        }
+        if let Some(policy) = policy {
+            check_policy(policy, hello, room)?;
         }
         if hello.role == PeerRole::Gateway
             && room.members.values().any(|m| m.role == PeerRole::Gateway)
@@ -306,13 +358,13 @@ mod tests {
         let mut a = Admissions::new(limits());
         let (tx1, mut rx1) = events();
         let first = a
-            .admit(&hello("R", PeerRole::Gateway, 1), 1414, tx1)
+            .admit(&hello("R", PeerRole::Gateway, 1), 1414, tx1, None)
             .unwrap();
         assert!(first.created_room);
         assert_eq!(first.mtu, 1394);
         assert!(first.others.is_empty());
         let second = a
-            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
         assert_eq!(second.room_id, first.room_id);
         assert_ne!(second.peer_id, first.peer_id);
@@ -338,45 +390,51 @@ mod tests {
     #[test]
     fn every_reject_code() {
         let mut a = Admissions::new(limits());
-        a.admit(&hello("R", PeerRole::Gateway, 1), 1414, events().0)
+        a.admit(&hello("R", PeerRole::Gateway, 1), 1414, events().0, None)
             .unwrap();
         assert_eq!(
-            code(a.admit(&hello("R", PeerRole::Gateway, 9), 1414, events().0)),
+            code(a.admit(&hello("R", PeerRole::Gateway, 9), 1414, events().0, None)),
             RejectCode::GatewayPresent
         );
         assert_eq!(
-            code(a.admit(&hello("R", PeerRole::Client, 1), 1414, events().0)),
+            code(a.admit(&hello("R", PeerRole::Client, 1), 1414, events().0, None)),
             RejectCode::DuplicateMac
         );
-        a.admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+        a.admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
-        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0)
+        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0, None)
             .unwrap();
         assert_eq!(
-            code(a.admit(&hello("R", PeerRole::Client, 4), 1414, events().0)),
+            code(a.admit(&hello("R", PeerRole::Client, 4), 1414, events().0, None)),
             RejectCode::RoomFull
         );
-        a.admit(&hello("S", PeerRole::Client, 1), 1414, events().0)
+        a.admit(&hello("S", PeerRole::Client, 1), 1414, events().0, None)
             .unwrap();
         assert_eq!(
-            code(a.admit(&hello("T", PeerRole::Client, 1), 1414, events().0)),
+            code(a.admit(&hello("T", PeerRole::Client, 1), 1414, events().0, None)),
             RejectCode::RelayFull
         );
         assert_eq!(
-            code(a.admit(&hello("S", PeerRole::Client, 5), 1300, events().0)),
+            code(a.admit(&hello("S", PeerRole::Client, 5), 1300, events().0, None)),
             RejectCode::BudgetTooSmall
         );
         let mut h = hello("S", PeerRole::Client, 6);
         h.protocol_version = 2;
         assert_eq!(
-            code(a.admit(&h, 1414, events().0)),
+            code(a.admit(&h, 1414, events().0, None)),
             RejectCode::VersionMismatch
         );
         let mut h = hello("bad room", PeerRole::Client, 6);
-        assert_eq!(code(a.admit(&h, 1414, events().0)), RejectCode::BadRoomCode);
+        assert_eq!(
+            code(a.admit(&h, 1414, events().0, None)),
+            RejectCode::BadRoomCode
+        );
         h.room = "S".into();
         h.mac = MacAddr::BROADCAST;
-        assert_eq!(code(a.admit(&h, 1414, events().0)), RejectCode::BadMac);
+        assert_eq!(
+            code(a.admit(&h, 1414, events().0, None)),
+            RejectCode::BadMac
+        );
         // Rejections leave no trace.
         assert_eq!(a.room_count(), 2);
         assert_eq!(a.peer_count("R"), 3);
@@ -390,26 +448,26 @@ mod tests {
             mtu: 1500,
         });
         let first = a
-            .admit(&hello("R", PeerRole::Client, 1), 1162, events().0)
+            .admit(&hello("R", PeerRole::Client, 1), 1162, events().0, None)
             .unwrap();
         assert_eq!(first.mtu, 1142, "lowered to what 1162-byte datagrams carry");
         let second = a
-            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
         assert_eq!(second.mtu, 1142, "never changes under a peer");
         // The ceiling applies when the path carries more.
         let mut big = hello("S", PeerRole::Client, 1);
         big.datagram_budget = 9000;
-        assert_eq!(a.admit(&big, 9000, events().0).unwrap().mtu, 1500);
+        assert_eq!(a.admit(&big, 9000, events().0, None).unwrap().mtu, 1500);
         // A budget that cannot carry the minimum MTU creates no room.
         assert_eq!(
-            code(a.admit(&hello("T", PeerRole::Client, 1), 500, events().0)),
+            code(a.admit(&hello("T", PeerRole::Client, 1), 500, events().0, None)),
             RejectCode::BudgetTooSmall
         );
         assert_eq!(a.room_count(), 2);
         // The path budget bounds the advertised one.
         assert_eq!(
-            a.admit(&hello("U", PeerRole::Client, 1), 1162, events().0)
+            a.admit(&hello("U", PeerRole::Client, 1), 1162, events().0, None)
                 .unwrap()
                 .mtu,
             1142
@@ -420,12 +478,13 @@ mod tests {
     fn a_peer_that_never_reads_does_not_block_others() {
         let mut a = Admissions::new(limits());
         let (tx, _rx_never_read) = mpsc::channel(1);
-        a.admit(&hello("R", PeerRole::Client, 1), 1414, tx).unwrap();
+        a.admit(&hello("R", PeerRole::Client, 1), 1414, tx, None)
+            .unwrap();
         let p2 = a
-            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0)
+            .admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
         a.leave("R", p2.peer_id, "x");
-        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0)
+        a.admit(&hello("R", PeerRole::Client, 3), 1414, events().0, None)
             .unwrap();
         assert_eq!(a.events_dropped(), 2);
     }

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod bench;
 pub mod client;
 pub mod control_stream;
+pub mod credentials;
 pub mod datapath;
 pub mod net;
 pub mod server;

@@ -3,24 +3,29 @@
 //! moves its frames between QUIC datagrams and the room's pipeline. Peers
 //! are told when others join and leave.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
-    CodecError, ControlMessage, DisconnectReason, Hello, Reject, RejectCode, Welcome,
-    read_message_unvalidated, write_message,
+    CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
+    Reject, RejectCode, Welcome, read_message_unvalidated, write_message,
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{LinkSink, LinkSpec, PortContext, ShutdownSignal};
+use lanparty_core::runtime::{
+    ActivePolicy, LinkSink, LinkSpec, PolicyEvent, PortContext, ShutdownSignal,
+};
 use lanparty_core::stage::{Port, PortError};
+use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::admission::{Admissions, Limits};
+use crate::credentials::{self, FailureLimiter};
 use crate::datapath::{DataPath, DatapathCounters, PeerSender};
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
@@ -266,11 +271,23 @@ impl QuicServer {
             live: AtomicUsize::new(0),
             settings: self.settings.clone(),
             ctx: ctx.clone(),
+            limiter: Mutex::new(FailureLimiter::new(
+                ctx.policies().auth_failures_per_minute(),
+            )),
+            peers: Mutex::new(BTreeMap::new()),
         });
         let mut shutdown = ctx.shutdown();
+        let mut policy_events = ctx.policies().subscribe();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
+                event = policy_events.recv() => {
+                    if let Ok(PolicyEvent::Removed(room)) = event
+                        && ctx.policies().require_policy()
+                    {
+                        shared.close_room(&room);
+                    }
+                }
                 incoming = endpoint.accept() => match incoming {
                     Some(incoming) => {
                         if shared.live.load(Ordering::Relaxed) >= shared.settings.max_connections {
@@ -306,6 +323,20 @@ struct Shared {
     live: AtomicUsize,
     settings: ServerSettings,
     ctx: PortContext,
+    limiter: Mutex<FailureLimiter>,
+    peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+}
+
+/// An admitted peer, for status and for closing its room.
+struct PeerEntry {
+    room: String,
+    role: PeerRole,
+    mac: MacAddr,
+    mtu: u16,
+    since: Instant,
+    conn: quinn::Connection,
+    sender: Arc<PeerSender>,
+    kick: Arc<Notify>,
 }
 
 impl Shared {
@@ -313,6 +344,100 @@ impl Shared {
         self.admissions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, PeerEntry>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Disconnects every peer of `room` (its policy was deleted on a
+    /// closed relay).
+    fn close_room(&self, room: &str) {
+        let mut closed = 0;
+        for entry in self.peers().values().filter(|p| p.room == room) {
+            entry.kick.notify_one();
+            closed += 1;
+        }
+        tracing::warn!(%room, peers = closed, "room closed: its policy was deleted");
+    }
+
+    /// The room rules that come from the room's policy file and need no
+    /// room state: closed relay, credentials, failed-attempt limit.
+    async fn check_policy(
+        &self,
+        conn: &quinn::Connection,
+        hello: &Hello,
+    ) -> Result<Option<Arc<ActivePolicy>>, Reject> {
+        if hello.protocol_version != PROTOCOL_VERSION || hello.validate().is_err() {
+            // `admit` says what is wrong.
+            return Ok(None);
+        }
+        let policies = self.ctx.policies();
+        let Some(policy) = policies.get(&hello.room) else {
+            if policies.require_policy() {
+                return Err(Reject {
+                    code: RejectCode::NoSuchRoom,
+                    message: format!(
+                        "this relay hosts only the rooms it has policies for; room {} is not one of them",
+                        hello.room
+                    ),
+                });
+            }
+            return Ok(None);
+        };
+        let gateway = hello.role == PeerRole::Gateway;
+        if !policy.policy.needs_credential(gateway) {
+            return Ok(Some(policy));
+        }
+        let ip = conn.remote_address().ip();
+        let limited = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_limited(ip, Instant::now());
+        if limited {
+            return Err(Reject {
+                code: RejectCode::RateLimited,
+                message: "too many failed credentials from this address; wait a minute".into(),
+            });
+        }
+        let Some(credential) = hello.credential.clone() else {
+            return Err(Reject {
+                code: RejectCode::Unauthorized,
+                message: format!(
+                    "room {} needs a {} credential; set `credential:` in the quic-client port",
+                    hello.room,
+                    if gateway { "gateway" } else { "player" }
+                ),
+            });
+        };
+        let checked = policy.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let creds = &checked.policy.credentials;
+            let hashes = if gateway {
+                &creds.gateway
+            } else {
+                &creds.players
+            };
+            credentials::verify(hashes, &credential.0)
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            return Ok(Some(policy));
+        }
+        self.limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record_failure(ip, Instant::now());
+        Err(Reject {
+            code: RejectCode::Unauthorized,
+            message: format!(
+                "wrong {} credential for room {}",
+                if gateway { "gateway" } else { "player" },
+                hello.room
+            ),
+        })
     }
 
     fn protocol_error(&self, conn: &quinn::Connection, reason: &'static str, detail: &str) {
@@ -423,11 +548,18 @@ async fn session(
         };
         return send_reject(shared, &conn, send, &hello, reject).await;
     }
+    let policy = match shared.check_policy(&conn, &hello).await {
+        Ok(policy) => policy,
+        Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
+    };
     let path_budget = conn.max_datagram_size().unwrap_or(0);
     let (events_tx, events_rx) = mpsc::channel(64);
-    let admitted = shared
-        .admissions()
-        .admit(&hello, path_budget, events_tx.clone());
+    let admitted = shared.admissions().admit(
+        &hello,
+        path_budget,
+        events_tx.clone(),
+        policy.as_ref().map(|p| &p.policy),
+    );
     let admitted = match admitted {
         Ok(a) => a,
         Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
@@ -460,6 +592,20 @@ async fn session(
         return;
     }
     shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
+    let kick = Arc::new(Notify::new());
+    shared.peers().insert(
+        peer,
+        PeerEntry {
+            room: hello.room.clone(),
+            role: hello.role,
+            mac: hello.mac,
+            mtu: admitted.mtu,
+            since: Instant::now(),
+            conn: conn.clone(),
+            sender: sender.clone(),
+            kick: kick.clone(),
+        },
+    );
     tracing::info!(
         %peer, remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac,
         mtu = admitted.mtu, budget = path_budget, others = admitted.others.len(), "peer admitted"
@@ -485,6 +631,12 @@ async fn session(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 conn.close(close::SHUTDOWN.into(), b"relay shutting down");
                 break "relay shutting down".into();
+            }
+            _ = kick.notified() => {
+                let _ = events_tx.try_send(ControlMessage::Disconnect { reason: DisconnectReason::PolicyChanged, message: format!("room {} was closed by the relay operator", hello.room) });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                conn.close(close::NORMAL.into(), b"room closed");
+                break "room closed by its policy".into();
             }
             datagram = conn.read_datagram() => match datagram {
                 Ok(datagram) => data.from_peer(datagram, &link, counters),
@@ -526,6 +678,7 @@ async fn session(
         }
     };
     shared.admissions().leave(&hello.room, peer, &reason);
+    shared.peers().remove(&peer);
     drop(link);
     let stats = data.peer_stats(&conn, &sender);
     tracing::info!(%peer, room = %hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {reason}");

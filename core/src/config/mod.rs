@@ -6,6 +6,7 @@
 mod duration;
 mod error;
 mod node;
+mod policy;
 mod stage_spec;
 mod yaml;
 
@@ -14,6 +15,10 @@ pub use error::{ConfigError, ConfigErrors, join_key};
 pub use node::{
     ConfigSources, DEFAULT_MTU, ENV_PREFIX, ENV_SEPARATOR, NodeConfig, NodeSection, RoomSpec,
     RuntimeSettings, load_node, parse_set,
+};
+pub use policy::{
+    Credentials, GatewayRule, MIN_ITERATIONS, PASSWORD_SCHEME, PasswordHash, RoomPolicy,
+    RoomsSection, policy_room_code,
 };
 pub use stage_spec::{StageConfig, StageSpec};
 pub use yaml::Yaml;

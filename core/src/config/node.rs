@@ -23,6 +23,7 @@ use figment::value::Value;
 use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrors};
+use super::policy::RoomsSection;
 use super::stage_spec::StageSpec;
 use super::yaml::Yaml;
 
@@ -47,6 +48,9 @@ pub struct NodeConfig {
     /// Queue sizes and threads.
     #[serde(default)]
     pub runtime: RuntimeSettings,
+    /// Room policies (a relay's per-room files, closed-relay mode).
+    #[serde(default)]
+    pub rooms: RoomsSection,
 }
 
 /// `node:` — node-wide settings.
@@ -270,6 +274,7 @@ pub fn load_node(sources: &ConfigSources) -> Result<(Figment, NodeConfig), Confi
         .map_err(|e| ConfigErrors::from(ConfigError::from_figment(e, "", None)))?;
     let mut errors = ConfigErrors::default();
     node.runtime.validate(&mut errors);
+    node.rooms.validate(&mut errors);
     if let Err(e) = crate::wire::mtu::validate_mtu(u32::from(node.room.mtu)) {
         errors.push(ConfigError::new(None, "room.mtu", e.to_string()));
     }

@@ -24,6 +24,14 @@ impl StageSpec {
         StageSpec(Tagged::from(dict))
     }
 
+    /// The entry's `type:` value, if it is a string.
+    pub fn kind(&self) -> Option<&str> {
+        match self.0.get("type") {
+            Some(Value::String(_, kind)) => Some(kind),
+            _ => None,
+        }
+    }
+
     /// Resolves the entry into a [`StageConfig`]: finds the `type:` key and
     /// the file the entry was written in. `path` is where the entry sits,
     /// e.g. `room.ingress[0]`.

@@ -125,6 +125,8 @@ pub enum RejectCode {
     NoSuchRoom,
     /// The room's policy does not allow this role.
     RoleForbidden,
+    /// The room's policy admits clients only while its gateway is present.
+    NoGateway,
     /// The relay is shutting down.
     ShuttingDown,
     /// The hello was malformed.
@@ -139,6 +141,7 @@ impl RejectCode {
             self,
             RejectCode::RoomFull
                 | RejectCode::RelayFull
+                | RejectCode::NoGateway
                 | RejectCode::RateLimited
                 | RejectCode::ShuttingDown
         )
@@ -159,6 +162,7 @@ impl RejectCode {
             RejectCode::RateLimited => "rate_limited",
             RejectCode::NoSuchRoom => "no_such_room",
             RejectCode::RoleForbidden => "role_forbidden",
+            RejectCode::NoGateway => "no_gateway",
             RejectCode::ShuttingDown => "shutting_down",
             RejectCode::Malformed => "malformed",
         }

@@ -5,6 +5,7 @@
 //! port and runs until Ctrl-C, SIGTERM, the shutdown trigger, or a port
 //! failing.
 
+mod policy;
 mod rooms;
 mod shutdown;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use figment::Figment;
 
+pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
 pub use rooms::{
     LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec, LinkStats, RoomStats, Rooms,
 };
@@ -32,6 +34,7 @@ pub struct PortContext {
     port: Arc<str>,
     rooms: Arc<Rooms>,
     shutdown: ShutdownSignal,
+    policies: Arc<PolicyStore>,
 }
 
 impl PortContext {
@@ -41,7 +44,19 @@ impl PortContext {
             port: port.into(),
             rooms,
             shutdown,
+            policies: PolicyStore::none(),
         }
+    }
+
+    /// The same context with the node's room policies.
+    pub fn with_policies(mut self, policies: Arc<PolicyStore>) -> PortContext {
+        self.policies = policies;
+        self
+    }
+
+    /// The node's room policies (empty unless `rooms.policy_dir` is set).
+    pub fn policies(&self) -> &Arc<PolicyStore> {
+        &self.policies
     }
 
     /// The port's name from the config.
@@ -83,6 +98,11 @@ pub struct Node {
     pub ports: Vec<(String, Box<dyn Port>)>,
     /// Runtime settings.
     pub settings: RuntimeSettings,
+    /// Room policies.
+    pub policies: Arc<PolicyStore>,
+    /// The policy folder as first read: `check` reports its errors, `run`
+    /// logs them and starts anyway (a broken policy never stops a relay).
+    pub policy_report: ScanReport,
 }
 
 impl std::fmt::Debug for Node {
@@ -139,12 +159,16 @@ impl Node {
         let mut errors = ConfigErrors::default();
         let template = PipelineTemplate::build(&config.room, Some(&figment), registry);
         let ports = build_ports(&config, Some(&figment), registry, &mut errors);
+        let policies = PolicyStore::new(&config.rooms, config.room.clone());
+        let policy_report = policies.scan(registry);
         match template {
             Ok(template) => errors.into_result(Node {
                 name: config.node.name.clone(),
                 template,
                 ports,
                 settings: config.runtime,
+                policies,
+                policy_report,
             }),
             Err(e) => {
                 errors.extend(e.0);
@@ -159,8 +183,20 @@ impl Node {
         let rooms = Rooms::new(self.template, self.settings);
         let mut tasks = tokio::task::JoinSet::new();
         tracing::info!(node = %self.name, ports = self.ports.len(), "node starting");
+        self.policies.apply(&self.policy_report, &rooms);
+        if let Some(dir) = self.policies.dir() {
+            tracing::info!(dir = %dir.display(), rooms = self.policies.rooms().len(), require_policy = self.policies.require_policy(), "room policies loaded");
+            if let Ok(registry) = Registry::global() {
+                tokio::spawn(self.policies.clone().watch(
+                    registry,
+                    rooms.clone(),
+                    trigger.signal(),
+                ));
+            }
+        }
         for (name, port) in self.ports {
-            let ctx = PortContext::new(&name, rooms.clone(), trigger.signal());
+            let ctx = PortContext::new(&name, rooms.clone(), trigger.signal())
+                .with_policies(self.policies.clone());
             tasks.spawn(async move {
                 let result = port.run(ctx).await;
                 (name, result)

@@ -20,10 +20,14 @@ use crate::wire::MacAddr;
 pub struct LinkCounters {
     /// Frames the port handed to the room.
     pub rx_frames: AtomicU64,
+    /// Bytes of those frames.
+    pub rx_bytes: AtomicU64,
     /// Frames the port received but the room's queue was full.
     pub rx_queue_full: AtomicU64,
     /// Frames the room routed to this link and queued for the port.
     pub tx_frames: AtomicU64,
+    /// Bytes of those frames.
+    pub tx_bytes: AtomicU64,
     /// Frames routed to this link while its queue was full (a slow link).
     pub tx_queue_full: AtomicU64,
 }
@@ -33,10 +37,14 @@ pub struct LinkCounters {
 pub struct LinkCountersSnapshot {
     /// See [`LinkCounters::rx_frames`].
     pub rx_frames: u64,
+    /// See [`LinkCounters::rx_bytes`].
+    pub rx_bytes: u64,
     /// See [`LinkCounters::rx_queue_full`].
     pub rx_queue_full: u64,
     /// See [`LinkCounters::tx_frames`].
     pub tx_frames: u64,
+    /// See [`LinkCounters::tx_bytes`].
+    pub tx_bytes: u64,
     /// See [`LinkCounters::tx_queue_full`].
     pub tx_queue_full: u64,
 }
@@ -46,8 +54,10 @@ impl LinkCounters {
     pub fn snapshot(&self) -> LinkCountersSnapshot {
         LinkCountersSnapshot {
             rx_frames: self.rx_frames.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
             rx_queue_full: self.rx_queue_full.load(Ordering::Relaxed),
             tx_frames: self.tx_frames.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
             tx_queue_full: self.tx_queue_full.load(Ordering::Relaxed),
         }
     }
@@ -86,6 +96,7 @@ enum RoomCommand {
     Attach { info: LinkInfo, output: LinkOutput },
     Detach(LinkId),
     SetMtu(u16),
+    Retune(PipelineTemplate),
     Stats(oneshot::Sender<RoomStats>),
 }
 
@@ -133,6 +144,8 @@ struct RoomEntry {
 /// Every room of a node.
 pub struct Rooms {
     template: PipelineTemplate,
+    /// Templates of rooms with a policy, by room code.
+    room_templates: Mutex<HashMap<Arc<str>, PipelineTemplate>>,
     settings: RuntimeSettings,
     clock: MonotonicClock,
     rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
@@ -145,6 +158,7 @@ impl Rooms {
     pub fn new(template: PipelineTemplate, settings: RuntimeSettings) -> Arc<Rooms> {
         Arc::new(Rooms {
             template,
+            room_templates: Mutex::new(HashMap::new()),
             settings,
             clock: MonotonicClock::start(),
             rooms: Mutex::new(HashMap::new()),
@@ -217,7 +231,7 @@ impl Rooms {
         let worker = RoomWorker {
             room: room.clone(),
             room_id,
-            pipeline: self.template.instantiate(),
+            pipeline: self.template_for(room).instantiate(room),
             outputs: Vec::new(),
             clock: self.clock,
             batch: self.settings.batch,
@@ -232,6 +246,36 @@ impl Rooms {
             queue_full,
             mtu: watch::Sender::new(self.template.mtu()),
             links: 0,
+        }
+    }
+
+    fn template_for(&self, room: &str) -> PipelineTemplate {
+        self.room_templates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(room)
+            .unwrap_or(&self.template)
+            .clone()
+    }
+
+    /// Gives `room` its own template (its policy), or back the node's
+    /// (`None`). A room that exists now is retuned at once: its filters are
+    /// rebuilt, its links, MAC table and MTU stay.
+    pub fn set_room_template(&self, room: &str, template: Option<PipelineTemplate>) {
+        {
+            let mut templates = self
+                .room_templates
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match template {
+                Some(t) => templates.insert(Arc::from(room), t),
+                None => templates.remove(room),
+            };
+        }
+        if let Some(entry) = self.lock().get(room) {
+            let _ = entry
+                .control
+                .send(RoomCommand::Retune(self.template_for(room)));
         }
     }
 
@@ -316,9 +360,11 @@ impl LinkHandle {
     /// Hands a received frame to the room. Never waits: when the room's
     /// queue is full the frame is dropped, counted, and false returned.
     pub fn send(&self, frame: Bytes) -> bool {
+        let len = frame.len() as u64;
         match self.to_room.try_send((self.id, frame)) {
             Ok(()) => {
                 self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+                self.counters.rx_bytes.fetch_add(len, Ordering::Relaxed);
                 true
             }
             Err(_) => {
@@ -433,12 +479,14 @@ impl RoomWorker {
             return;
         };
         let output = &self.outputs[i];
+        let len = frame.len() as u64;
         let delivered = match &output.sink {
             Some(sink) => sink.deliver(frame),
             None => output.queue.try_send(frame).is_ok(),
         };
         if delivered {
             output.counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+            output.counters.tx_bytes.fetch_add(len, Ordering::Relaxed);
         } else {
             output
                 .counters
@@ -459,6 +507,11 @@ impl RoomWorker {
             RoomCommand::Detach(id) => {
                 self.pipeline.remove_link(id);
                 self.outputs.retain(|o| o.id != id);
+            }
+            RoomCommand::Retune(template) => {
+                let (ingress, egress) = template.filter_kinds();
+                tracing::info!(room = %self.room, ?ingress, ?egress, "room filters retuned");
+                self.pipeline.retune(&template);
             }
             RoomCommand::SetMtu(mtu) => {
                 tracing::info!(room = %self.room, mtu, "room MTU set");

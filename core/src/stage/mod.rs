@@ -35,6 +35,8 @@ pub struct FilterContext<'a> {
     pub ingress: &'a LinkInfo,
     /// The room's MTU.
     pub room_mtu: u16,
+    /// The room code (`default` on a client or gateway).
+    pub room: &'a str,
 }
 
 /// Which lists of a pipeline a filter may be placed in.

@@ -75,7 +75,7 @@ impl Harness {
     /// A harness over a fresh instance of `template`.
     pub fn new(template: &PipelineTemplate) -> Harness {
         Harness {
-            pipeline: template.instantiate(),
+            pipeline: template.instantiate("harness"),
             now: Timestamp::ZERO,
             links: Vec::new(),
             next_id: 1,

@@ -5,6 +5,7 @@ pub mod frame;
 pub mod mac;
 pub mod mtu;
 pub mod overlay;
+pub mod pcapng;
 
 pub use ethernet::{EthernetError, EthernetHeader, VlanTag, ethertype};
 pub use frame::{FrameView, L3Facts, L3Kind};

@@ -1,0 +1,198 @@
+//! Live status: what ports publish about themselves, and the node-wide
+//! report the admin socket (`lanparty status`) and the Prometheus endpoint
+//! are built from.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::policy::PolicyStore;
+use super::rooms::Rooms;
+
+/// A port's live state.
+pub trait StatusSource: Send + Sync {
+    /// The port's state as JSON: sessions, peers, counters.
+    fn status(&self) -> Value;
+    /// The port's Prometheus samples.
+    fn metrics(&self, out: &mut Metrics);
+}
+
+/// Every status source of a node.
+#[derive(Default)]
+pub struct StatusBoard {
+    sources: Mutex<Vec<(String, Arc<dyn StatusSource>)>>,
+}
+
+impl std::fmt::Debug for StatusBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StatusBoard")
+    }
+}
+
+impl StatusBoard {
+    /// Adds (or replaces) the source of port `port`.
+    pub fn publish(&self, port: &str, source: Arc<dyn StatusSource>) {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        sources.retain(|(name, _)| name != port);
+        sources.push((port.to_string(), source));
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    fn sources(&self) -> Vec<(String, Arc<dyn StatusSource>)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// What a node reports about itself.
+pub struct NodeStatus {
+    /// The node's name.
+    pub name: String,
+    /// When it started.
+    pub started: Instant,
+    /// Its rooms.
+    pub rooms: Arc<Rooms>,
+    /// Its ports' sources.
+    pub board: Arc<StatusBoard>,
+    /// Its policies.
+    pub policies: Arc<PolicyStore>,
+}
+
+impl NodeStatus {
+    /// The whole report, as `lanparty status --json` prints it.
+    pub async fn report(&self) -> Value {
+        let rooms = self.rooms.stats().await;
+        let ports: serde_json::Map<String, Value> = self
+            .board
+            .sources()
+            .into_iter()
+            .map(|(name, source)| (name, source.status()))
+            .collect();
+        json!({
+            "node": self.name,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "rooms": rooms,
+            "ports": ports,
+            "policies": {
+                "dir": self.policies.dir().map(|d| d.display().to_string()),
+                "require_policy": self.policies.require_policy(),
+                "rooms": self.policies.rooms(),
+            },
+        })
+    }
+
+    /// Prometheus text exposition of the node.
+    pub async fn metrics(&self) -> String {
+        let rooms = self.rooms.stats().await;
+        let mut m = Metrics::default();
+        m.gauge("lanparty_up_seconds", "Seconds since the node started", &[], self.started.elapsed().as_secs());
+        m.gauge("lanparty_rooms", "Rooms that exist now", &[], rooms.len() as u64);
+        for room in &rooms {
+            let r = room.room.as_str();
+            m.gauge("lanparty_room_links", "Links (peers, adapters, LAN ports) in a room", &[("room", r)], room.links.len() as u64);
+            m.gauge("lanparty_room_macs", "Learned MAC table entries of a room", &[("room", r)], room.pipeline.table_len as u64);
+            m.counter("lanparty_room_frames_in_total", "Frames that entered a room's pipeline", &[("room", r)], room.pipeline.frames_in);
+            m.counter("lanparty_room_queue_full_total", "Frames dropped because a room's queue was full", &[("room", r)], room.queue_full);
+            for link in &room.links {
+                let l = [("room", r), ("link", link.name.as_str())];
+                let c = link.counters;
+                m.counter("lanparty_link_rx_frames_total", "Frames a link handed to its room", &l, c.rx_frames);
+                m.counter("lanparty_link_rx_bytes_total", "Bytes a link handed to its room", &l, c.rx_bytes);
+                m.counter("lanparty_link_tx_frames_total", "Frames a room sent to a link", &l, c.tx_frames);
+                m.counter("lanparty_link_tx_bytes_total", "Bytes a room sent to a link", &l, c.tx_bytes);
+                m.counter("lanparty_link_rx_queue_full_total", "Frames from a link dropped at a full room queue", &l, c.rx_queue_full);
+                m.counter("lanparty_link_tx_dropped_total", "Frames for a link dropped (full queue or send buffer)", &l, c.tx_queue_full);
+            }
+            for stage in &room.pipeline.stages {
+                for (reason, n) in &stage.counters.drops {
+                    m.counter(
+                        "lanparty_drops_total",
+                        "Frames dropped, by room, stage and reason",
+                        &[("room", r), ("stage", stage.label.as_str()), ("reason", reason)],
+                        *n,
+                    );
+                }
+            }
+        }
+        for (_, source) in self.board.sources() {
+            source.metrics(&mut m);
+        }
+        m.finish()
+    }
+}
+
+/// A Prometheus text-format writer: `# HELP` / `# TYPE` once per metric.
+#[derive(Default)]
+pub struct Metrics {
+    families: Vec<(String, String, &'static str, String)>,
+}
+
+impl Metrics {
+    fn sample(&mut self, name: &str, help: &str, kind: &'static str, labels: &[(&str, &str)], value: u64) {
+        let index = match self.families.iter().position(|f| f.0 == name) {
+            Some(i) => i,
+            None => {
+                self.families
+                    .push((name.to_string(), help.to_string(), kind, String::new()));
+                self.families.len() - 1
+            }
+        };
+        let body = &mut self.families[index].3;
+        body.push_str(name);
+        if !labels.is_empty() {
+            body.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(body, "{k}=\"{escaped}\"");
+            }
+            body.push('}');
+        }
+        let _ = writeln!(body, " {value}");
+    }
+
+    /// A monotonically increasing count.
+    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample(name, help, "counter", labels, value);
+    }
+
+    /// A value that goes up and down.
+    pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
+        self.sample(name, help, "gauge", labels, value);
+    }
+
+    /// The exposition text.
+    pub fn finish(self) -> String {
+        let mut out = String::new();
+        for (name, help, kind, body) in self.families {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            out.push_str(&body);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_group_samples_under_one_header_and_escape_labels() {
+        let mut m = Metrics::default();
+        m.counter("x_total", "X", &[("room", "a\"b")], 1);
+        m.gauge("y", "Y", &[], 2);
+        m.counter("x_total", "X", &[("room", "c")], 3);
+        let text = m.finish();
+        assert_eq!(
+            text,
+            "# HELP x_total X\n# TYPE x_total counter\nx_total{room=\"a\\\"b\"} 1\nx_total{room=\"c\"} 3\n# HELP y Y\n# TYPE y gauge\ny 2\n"
+        );
+    }
+}
