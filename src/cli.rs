@@ -87,6 +87,15 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Show a running node's rooms, peers and counters (like `wg show`).
+    Status(crate::admin_cli::StatusArgs),
+    /// Capture a running node's room to a pcapng file (or stdout with -w -).
+    Capture(crate::admin_cli::CaptureArgs),
+    /// Room policy helpers.
+    Room {
+        #[command(subcommand)]
+        action: crate::admin_cli::RoomAction,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -184,6 +193,9 @@ where
             action: CertAction::New { dir, names },
         } => cert_new(&dir, &names),
         Command::Bench(args) => crate::bench::bench(args.into()),
+        Command::Status(args) => crate::admin_cli::status(&args),
+        Command::Capture(args) => crate::admin_cli::capture(&args),
+        Command::Room { action } => crate::admin_cli::room(&action),
     }
 }
 
@@ -242,10 +254,31 @@ fn check(sources: ConfigSources) -> ExitCode {
         .map(|f| f.display().to_string())
         .collect();
     match Node::build(&sources) {
+        Ok(node) if !node.policy_report.errors.is_empty() => {
+            let mut errors = ConfigErrors::default();
+            for (_, e) in &node.policy_report.errors {
+                errors.extend(e.0.clone());
+            }
+            print_config_errors(&errors);
+            ExitCode::ConfigError
+        }
         Ok(node) => {
             let ports: Vec<&str> = node.ports.iter().map(|(n, _)| n.as_str()).collect();
+            let policies = match node.policies.dir() {
+                Some(dir) => format!(
+                    ", {} room polic{} in {}",
+                    node.policies.rooms().len(),
+                    if node.policies.rooms().len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    },
+                    dir.display()
+                ),
+                None => String::new(),
+            };
             println!(
-                "ok: {} — node `{}`, ports [{}], room MTU {}",
+                "ok: {} — node `{}`, ports [{}], room MTU {}{policies}",
                 files.join(" + "),
                 node.name,
                 ports.join(", "),

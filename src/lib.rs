@@ -3,6 +3,7 @@
 //! A custom binary that links its own stage crates calls [`main`] after
 //! naming them (`use my_filters as _;`), and gets the whole CLI.
 
+mod admin_cli;
 mod bench;
 mod cli;
 mod logging;

@@ -8,13 +8,12 @@ use lanparty_core as _;
 use lanparty_filters as _;
 use lanparty_ports as _;
 use lanparty_transports as _;
+#[cfg(unix)]
+use libc as _;
 use serde_json as _;
 use tokio as _;
 use tracing as _;
 use tracing_subscriber as _;
-// A dev-dependency of the end-to-end tests.
-#[cfg(test)]
-use libc as _;
 
 fn main() -> std::process::ExitCode {
     lanparty::main()

@@ -11,26 +11,27 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
-    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, read_message,
-    validate_room_code, write_message,
+    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, Welcome,
+    read_message, validate_room_code, write_message,
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
-    DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext, ShutdownSignal,
+    DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, Metrics, PortContext, ShutdownSignal,
+    StatusSource,
 };
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::datapath::{DataPath, DatapathCounters, PeerSender};
+use crate::datapath::{DataPath, DatapathCounters, PeerSender, datapath_metrics};
 use crate::net::{self, close};
 use crate::tls::{self, Trust};
 
@@ -149,6 +150,102 @@ impl std::fmt::Debug for QuicClient {
             .field("name", &self.name)
             .field("relay", &self.settings.relay)
             .finish_non_exhaustive()
+    }
+}
+
+/// The session as `lanparty status` shows it.
+#[derive(Default)]
+struct SessionState {
+    live: Option<(quinn::Connection, Welcome, Instant)>,
+    last_error: Option<String>,
+}
+
+struct ClientStatus {
+    relay: String,
+    room: String,
+    role: PeerRole,
+    mac: MacAddr,
+    counters: Arc<ClientCounters>,
+    state: Mutex<SessionState>,
+}
+
+impl ClientStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connected(&self, conn: &quinn::Connection, welcome: Welcome) {
+        self.lock().live = Some((conn.clone(), welcome, Instant::now()));
+    }
+
+    fn disconnected(&self, why: String) {
+        let mut state = self.lock();
+        state.live = None;
+        state.last_error = Some(why);
+    }
+}
+
+impl StatusSource for ClientStatus {
+    fn status(&self) -> serde_json::Value {
+        let state = self.lock();
+        let sessions = self.counters.sessions.load(Ordering::Relaxed);
+        let session = state.live.as_ref().map(|(conn, w, since)| {
+            serde_json::json!({
+                "peer_id": w.peer_id.0,
+                "room_id": w.room_id,
+                "mtu": w.mtu,
+                "remote": conn.remote_address().to_string(),
+                "rtt_us": conn.rtt().as_micros() as u64,
+                "uptime_s": since.elapsed().as_secs(),
+            })
+        });
+        serde_json::json!({
+            "type": "quic-client",
+            "relay": self.relay,
+            "room": self.room,
+            "role": self.role,
+            "mac": self.mac,
+            "state": if session.is_some() { "connected" } else { "reconnecting" },
+            "session": session,
+            "last_error": state.last_error,
+            "sessions": sessions,
+            "reconnects": sessions.saturating_sub(1),
+            "failed_attempts": self.counters.failed_attempts.load(Ordering::Relaxed),
+            "datapath": self.counters.datapath.snapshot(),
+        })
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        let connected = u64::from(self.lock().live.is_some());
+        let room = [("room", self.room.as_str())];
+        out.gauge(
+            "lanparty_client_connected",
+            "1 while the session with the relay is up",
+            &room,
+            connected,
+        );
+        out.counter(
+            "lanparty_client_sessions_total",
+            "Sessions established with the relay",
+            &room,
+            self.counters.sessions.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "lanparty_client_reconnects_total",
+            "Sessions after the first",
+            &room,
+            self.counters
+                .sessions
+                .load(Ordering::Relaxed)
+                .saturating_sub(1),
+        );
+        out.counter(
+            "lanparty_client_failed_attempts_total",
+            "Connection attempts that failed or were refused",
+            &room,
+            self.counters.failed_attempts.load(Ordering::Relaxed),
+        );
+        datapath_metrics(out, &self.counters.datapath.snapshot(), &room);
     }
 }
 
@@ -277,20 +374,34 @@ impl QuicClient {
                 sink: Some(sender.clone()),
             },
         );
+        let status = Arc::new(ClientStatus {
+            relay: self.settings.relay.clone(),
+            room: self.settings.room.clone(),
+            role: self.settings.role,
+            mac: self.settings.mac,
+            counters: self.counters.clone(),
+            state: Mutex::new(SessionState::default()),
+        });
+        ctx.publish_status(status.clone());
         let mut shutdown = ctx.shutdown();
         let mut backoff = self.settings.reconnect_min.0;
         let mut jitter = Jitter::new();
         loop {
             let started = Instant::now();
             let end = match self.connect(&quic).await {
-                Ok((conn, control, welcome_mtu)) => {
-                    link.set_room_mtu(welcome_mtu);
+                Ok((conn, control, welcome)) => {
+                    link.set_room_mtu(welcome.mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
                     sender.set_connection(Some(conn.clone()));
+                    status.connected(&conn, welcome);
                     let end = self
                         .session(&conn, control, &mut link, &sender, &mut shutdown)
                         .await;
                     sender.set_connection(None);
+                    status.disconnected(match &end {
+                        SessionEnd::Lost(why) | SessionEnd::Kicked(why) => why.clone(),
+                        SessionEnd::Shutdown => "shutting down".into(),
+                    });
                     end
                 }
                 Err(Attempt::Final(why)) => {
@@ -300,6 +411,7 @@ impl QuicClient {
                     self.counters
                         .failed_attempts
                         .fetch_add(1, Ordering::Relaxed);
+                    status.disconnected(why.clone());
                     SessionEnd::Lost(why)
                 }
             };
@@ -354,7 +466,7 @@ impl QuicClient {
     async fn connect(
         &self,
         quic: &quinn::ClientConfig,
-    ) -> Result<(quinn::Connection, Control, u16), Attempt> {
+    ) -> Result<(quinn::Connection, Control, Welcome), Attempt> {
         let relay = &self.settings.relay;
         let addr: SocketAddr = tokio::net::lookup_host(relay.as_str())
             .await
@@ -412,7 +524,7 @@ impl QuicClient {
                         port = %self.name, relay = %relay, room = %self.settings.room, role = %self.settings.role,
                         peer = %w.peer_id, room_id = w.room_id, mtu = w.mtu, budget, "joined the room"
                     );
-                    Ok((conn, send, recv, w.mtu))
+                    Ok((conn, send, recv, w))
                 }
                 Some(ControlMessage::Reject(r)) => {
                     conn.close(close::NORMAL.into(), b"rejected");
@@ -430,7 +542,7 @@ impl QuicClient {
                 None => Err(Attempt::Retry("the relay closed the control stream".into())),
             }
         };
-        let (conn, send, recv, mtu) = tokio::time::timeout(timeout, attempt)
+        let (conn, send, recv, welcome) = tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| Attempt::Retry(format!("no welcome from {relay} within {timeout:?}")))??;
         let (out_tx, out_rx) = mpsc::channel(64);
@@ -447,7 +559,7 @@ impl QuicClient {
                 outgoing: out_tx,
                 _endpoint: endpoint,
             },
-            mtu,
+            welcome,
         ))
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use lanparty_core::control::PeerStats;
-use lanparty_core::runtime::{LinkHandle, LinkSink};
+use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
 use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 
@@ -76,6 +76,40 @@ impl DatapathCounters {
             send_failed: g(&self.send_failed),
             not_connected: g(&self.not_connected),
         }
+    }
+}
+
+/// The data path counters as Prometheus samples labelled `labels`.
+pub fn datapath_metrics(out: &mut Metrics, d: &DatapathSnapshot, labels: &[(&str, &str)]) {
+    out.counter(
+        "lanparty_datagrams_in_total",
+        "QUIC datagrams received",
+        labels,
+        d.datagrams_in,
+    );
+    out.counter(
+        "lanparty_datagrams_out_total",
+        "QUIC datagrams sent",
+        labels,
+        d.datagrams_out,
+    );
+    for (reason, n) in [
+        ("overlay-truncated", d.overlay_truncated),
+        ("overlay-unknown-version", d.overlay_unknown_version),
+        ("overlay-unknown-context", d.overlay_unknown_context),
+        ("send-buffer-full", d.send_buffer_full),
+        ("too-large", d.too_large),
+        ("send-failed", d.send_failed),
+        ("not-connected", d.not_connected),
+    ] {
+        let mut l = labels.to_vec();
+        l.push(("reason", reason));
+        out.counter(
+            "lanparty_datagram_drops_total",
+            "Datagrams dropped by the QUIC data path, by reason",
+            &l,
+            n,
+        );
     }
 }
 
@@ -170,6 +204,12 @@ impl PeerSender {
     /// Binds the sender to a (new) connection, or to none between sessions.
     pub fn set_connection(&self, conn: Option<quinn::Connection>) {
         self.lock().conn = conn;
+    }
+
+    /// Frames and bytes sent, and frames dropped, so far.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (g(&self.frames_tx), g(&self.bytes_tx), g(&self.dropped))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SenderState> {

@@ -17,7 +17,8 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
-    ActivePolicy, LinkSink, LinkSpec, PolicyEvent, PortContext, ShutdownSignal,
+    ActivePolicy, LinkSink, LinkSpec, Metrics, PolicyEvent, PortContext, ShutdownSignal,
+    StatusSource,
 };
 use lanparty_core::stage::{Port, PortError};
 use lanparty_core::wire::MacAddr;
@@ -26,7 +27,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::admission::{Admissions, Limits};
 use crate::credentials::{self, FailureLimiter};
-use crate::datapath::{DataPath, DatapathCounters, PeerSender};
+use crate::datapath::{DataPath, DatapathCounters, PeerSender, datapath_metrics};
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
 
@@ -276,6 +277,7 @@ impl QuicServer {
             )),
             peers: Mutex::new(BTreeMap::new()),
         });
+        ctx.publish_status(shared.clone());
         let mut shutdown = ctx.shutdown();
         let mut policy_events = ctx.policies().subscribe();
         loop {
@@ -325,6 +327,95 @@ struct Shared {
     ctx: PortContext,
     limiter: Mutex<FailureLimiter>,
     peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+}
+
+impl StatusSource for Shared {
+    fn status(&self) -> serde_json::Value {
+        let peers: Vec<serde_json::Value> = self
+            .peers()
+            .iter()
+            .map(|(id, p)| {
+                let (frames_tx, bytes_tx, dropped_tx) = p.sender.totals();
+                serde_json::json!({
+                    "peer_id": id.0,
+                    "room": p.room,
+                    "role": p.role,
+                    "mac": p.mac,
+                    "remote": p.conn.remote_address().to_string(),
+                    "rtt_us": p.conn.rtt().as_micros() as u64,
+                    "mtu": p.mtu,
+                    "uptime_s": p.since.elapsed().as_secs(),
+                    "frames_tx": frames_tx,
+                    "bytes_tx": bytes_tx,
+                    "dropped_tx": dropped_tx,
+                })
+            })
+            .collect();
+        let c = &self.counters;
+        serde_json::json!({
+            "type": "quic-server",
+            "connections": c.connections.load(Ordering::Relaxed),
+            "live_connections": self.live.load(Ordering::Relaxed),
+            "handshake_failures": c.handshake_failures.load(Ordering::Relaxed),
+            "admitted": c.admitted.load(Ordering::Relaxed),
+            "rejects": c.rejects.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
+            "protocol_errors": c.protocol_errors.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
+            "datapath": c.datapath.snapshot(),
+            "peers": peers,
+        })
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        let c = &self.counters;
+        let port = [("port", self.name.as_str())];
+        let mut per_room: BTreeMap<String, u64> = BTreeMap::new();
+        for p in self.peers().values() {
+            *per_room.entry(p.room.clone()).or_default() += 1;
+        }
+        for (room, n) in &per_room {
+            out.gauge(
+                "lanparty_relay_peers",
+                "Admitted peers, by room",
+                &[("port", self.name.as_str()), ("room", room.as_str())],
+                *n,
+            );
+        }
+        out.counter(
+            "lanparty_relay_connections_total",
+            "QUIC connections that completed the handshake",
+            &port,
+            c.connections.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "lanparty_relay_handshake_failures_total",
+            "Connections refused or failed before the handshake completed",
+            &port,
+            c.handshake_failures.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "lanparty_relay_admitted_total",
+            "Peers admitted",
+            &port,
+            c.admitted.load(Ordering::Relaxed),
+        );
+        for (code, n) in c.rejects.snapshot() {
+            out.counter(
+                "lanparty_relay_rejects_total",
+                "Hellos rejected, by code",
+                &[("port", self.name.as_str()), ("code", code.as_str())],
+                n,
+            );
+        }
+        for (reason, n) in c.protocol_errors.snapshot() {
+            out.counter(
+                "lanparty_relay_protocol_errors_total",
+                "Peers dropped for breaking the control protocol, by reason",
+                &[("port", self.name.as_str()), ("reason", reason.as_str())],
+                n,
+            );
+        }
+        datapath_metrics(out, &c.datapath.snapshot(), &port);
+    }
 }
 
 /// An admitted peer, for status and for closing its room.

@@ -13,8 +13,8 @@ mod yaml;
 pub use duration::{ConfigDuration, parse_duration};
 pub use error::{ConfigError, ConfigErrors, join_key};
 pub use node::{
-    ConfigSources, DEFAULT_MTU, ENV_PREFIX, ENV_SEPARATOR, NodeConfig, NodeSection, RoomSpec,
-    RuntimeSettings, load_node, parse_set,
+    AdminSection, ConfigSources, DEFAULT_MTU, ENV_PREFIX, ENV_SEPARATOR, MetricsSection,
+    NodeConfig, NodeSection, RoomSpec, RuntimeSettings, default_admin_socket, load_node, parse_set,
 };
 pub use policy::{
     Credentials, GatewayRule, MIN_ITERATIONS, PASSWORD_SCHEME, PasswordHash, RoomPolicy,

@@ -51,6 +51,66 @@ pub struct NodeConfig {
     /// Room policies (a relay's per-room files, closed-relay mode).
     #[serde(default)]
     pub rooms: RoomsSection,
+    /// The local admin socket (`lanparty status`, `lanparty capture`).
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `admin:` — the local admin socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `admin.socket`: the Unix socket path. Default
+    /// `/run/lanparty/NODE_NAME.sock`; `off` disables the socket.
+    #[serde(default)]
+    pub socket: Option<String>,
+}
+
+impl AdminSection {
+    /// The socket path for a node named `node`, or `None` when disabled.
+    pub fn socket_path(&self, node: &str) -> Option<PathBuf> {
+        match self.socket.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(default_admin_socket(node)),
+        }
+    }
+}
+
+/// Where a node's admin socket is when the config does not say.
+pub fn default_admin_socket(node: &str) -> PathBuf {
+    PathBuf::from(format!("/run/lanparty/{node}.sock"))
+}
+
+/// `metrics:` — the Prometheus endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `metrics.listen`: address:port to serve `GET /metrics` on, e.g.
+    /// `127.0.0.1:9464`. Default: no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+impl MetricsSection {
+    /// The listen address, checked.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        self.listen
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    ConfigError::new(
+                        None,
+                        "metrics.listen",
+                        format!("`{text}` is not an address:port, e.g. 127.0.0.1:9464"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 /// `node:` — node-wide settings.
@@ -275,6 +335,18 @@ pub fn load_node(sources: &ConfigSources) -> Result<(Figment, NodeConfig), Confi
     let mut errors = ConfigErrors::default();
     node.runtime.validate(&mut errors);
     node.rooms.validate(&mut errors);
+    if let Err(e) = node.metrics.listen_addr() {
+        errors.push(e);
+    }
+    if let Some(path) = node.admin.socket_path(&node.node.name)
+        && path.as_os_str().len() > 100
+    {
+        errors.push(ConfigError::new(
+            None,
+            "admin.socket",
+            "a Unix socket path must be under 100 bytes; pick a shorter one",
+        ));
+    }
     if let Err(e) = crate::wire::mtu::validate_mtu(u32::from(node.room.mtu)) {
         errors.push(ConfigError::new(None, "room.mtu", e.to_string()));
     }

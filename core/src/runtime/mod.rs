@@ -5,9 +5,13 @@
 //! port and runs until Ctrl-C, SIGTERM, the shutdown trigger, or a port
 //! failing.
 
+#[cfg(unix)]
+pub mod admin;
+mod metrics_http;
 mod policy;
 mod rooms;
 mod shutdown;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +20,11 @@ use figment::Figment;
 
 pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
 pub use rooms::{
-    LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec, LinkStats, RoomStats, Rooms,
+    CapturedFrame, LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec, LinkStats,
+    RoomStats, Rooms,
 };
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
+pub use status::{Metrics, NodeStatus, StatusBoard, StatusSource};
 
 use crate::config::{ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings, load_node};
 use crate::pipeline::PipelineTemplate;
@@ -35,6 +41,7 @@ pub struct PortContext {
     rooms: Arc<Rooms>,
     shutdown: ShutdownSignal,
     policies: Arc<PolicyStore>,
+    board: Arc<StatusBoard>,
 }
 
 impl PortContext {
@@ -45,7 +52,19 @@ impl PortContext {
             rooms,
             shutdown,
             policies: PolicyStore::none(),
+            board: Arc::new(StatusBoard::default()),
         }
+    }
+
+    /// The same context publishing status to the node's `board`.
+    pub fn with_status_board(mut self, board: Arc<StatusBoard>) -> PortContext {
+        self.board = board;
+        self
+    }
+
+    /// Publishes this port's live state for `lanparty status` and metrics.
+    pub fn publish_status(&self, source: Arc<dyn StatusSource>) {
+        self.board.publish(&self.port, source);
     }
 
     /// The same context with the node's room policies.
@@ -103,6 +122,10 @@ pub struct Node {
     /// The policy folder as first read: `check` reports its errors, `run`
     /// logs them and starts anyway (a broken policy never stops a relay).
     pub policy_report: ScanReport,
+    /// The admin socket path, if enabled.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// The Prometheus endpoint, if configured.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Node {
@@ -169,6 +192,8 @@ impl Node {
                 settings: config.runtime,
                 policies,
                 policy_report,
+                admin_socket: config.admin.socket_path(&config.node.name),
+                metrics: config.metrics.listen_addr().ok().flatten(),
             }),
             Err(e) => {
                 errors.extend(e.0);
@@ -194,9 +219,44 @@ impl Node {
                 ));
             }
         }
+        let board = Arc::new(StatusBoard::default());
+        let status = Arc::new(NodeStatus {
+            name: self.name.clone(),
+            started: std::time::Instant::now(),
+            rooms: rooms.clone(),
+            board: board.clone(),
+            policies: self.policies.clone(),
+        });
+        if let Some(addr) = self.metrics {
+            let listener = metrics_http::bind(addr)
+                .await
+                .map_err(|e| PortError::new("metrics", e))?;
+            tokio::spawn(metrics_http::serve(
+                listener,
+                status.clone(),
+                trigger.signal(),
+            ));
+        }
+        #[cfg(unix)]
+        if let Some(path) = &self.admin_socket {
+            match admin::bind(path) {
+                Ok(listener) => {
+                    tokio::spawn(admin::serve(
+                        listener,
+                        path.clone(),
+                        status.clone(),
+                        trigger.signal(),
+                    ));
+                }
+                Err(e) => tracing::warn!(
+                    "no admin socket, `lanparty status` will not reach this node: {e} (set `admin.socket` to a writable path, or `off`)"
+                ),
+            }
+        }
         for (name, port) in self.ports {
             let ctx = PortContext::new(&name, rooms.clone(), trigger.signal())
-                .with_policies(self.policies.clone());
+                .with_policies(self.policies.clone())
+                .with_status_board(board.clone());
             tasks.spawn(async move {
                 let result = port.run(ctx).await;
                 (name, result)

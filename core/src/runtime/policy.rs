@@ -291,7 +291,7 @@ impl PolicyStore {
             match event {
                 PolicyEvent::Changed(room) => {
                     let policy = self.get(room);
-                    tracing::info!(%room, file = ?policy.as_ref().map(|p| p.file.display().to_string()), "room policy loaded");
+                    tracing::info!(%room, file = %policy.as_ref().map(|p| p.file.display().to_string()).unwrap_or_default(), "room policy loaded");
                     rooms.set_room_template(room, policy.map(|p| p.template.clone()));
                 }
                 PolicyEvent::Removed(room) => {

@@ -97,7 +97,21 @@ enum RoomCommand {
     Detach(LinkId),
     SetMtu(u16),
     Retune(PipelineTemplate),
+    Capture(mpsc::Sender<CapturedFrame>),
     Stats(oneshot::Sender<RoomStats>),
+}
+
+/// A frame as it entered a room, for a live capture.
+#[derive(Debug, Clone)]
+pub struct CapturedFrame {
+    /// When the room took it.
+    pub at: std::time::SystemTime,
+    /// The link it came from.
+    pub link: LinkId,
+    /// That link's name.
+    pub link_name: Arc<str>,
+    /// The frame.
+    pub frame: Bytes,
 }
 
 /// A room's state, for status and tests.
@@ -111,6 +125,10 @@ pub struct RoomStats {
     pub mtu: u16,
     /// Frames dropped because the room's queue was full.
     pub queue_full: u64,
+    /// Live captures running now.
+    pub captures: usize,
+    /// Frames live captures could not take (a slow reader).
+    pub capture_dropped: u64,
     /// Links with their counters.
     pub links: Vec<LinkStats>,
     /// The pipeline's counters.
@@ -236,6 +254,8 @@ impl Rooms {
             clock: self.clock,
             batch: self.settings.batch,
             queue_full: queue_full.clone(),
+            captures: Vec::new(),
+            capture_dropped: 0,
         };
         tracing::info!(room = %room, room_id, "room created");
         tokio::spawn(worker.run(control_rx, frames_rx));
@@ -298,6 +318,18 @@ impl Rooms {
             let _ = entry.control.send(RoomCommand::SetMtu(mtu));
             entry.mtu.send_replace(mtu);
         }
+    }
+
+    /// Starts a live capture of every frame entering `room`; `None` when
+    /// the room does not exist. The capture ends when the receiver is
+    /// dropped; frames it cannot take at once are dropped (the capture
+    /// never slows the room) and counted in the room's `capture_dropped`.
+    pub fn capture(&self, room: &str, queue: usize) -> Option<mpsc::Receiver<CapturedFrame>> {
+        let rooms = self.lock();
+        let entry = rooms.get(room)?;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        entry.control.send(RoomCommand::Capture(tx)).ok()?;
+        Some(rx)
     }
 
     /// Names of the rooms that exist now.
@@ -434,9 +466,37 @@ struct RoomWorker {
     clock: MonotonicClock,
     batch: usize,
     queue_full: Arc<AtomicU64>,
+    captures: Vec<mpsc::Sender<CapturedFrame>>,
+    capture_dropped: u64,
 }
 
 impl RoomWorker {
+    /// Hands a frame entering the room to every live capture.
+    fn capture(&mut self, link: LinkId, frame: &Bytes) {
+        let Some(name) = self.pipeline.link(link).map(|l| l.name.clone()) else {
+            return;
+        };
+        let at = std::time::SystemTime::now();
+        let mut dropped = 0;
+        self.captures.retain(|tx| {
+            let captured = CapturedFrame {
+                at,
+                link,
+                link_name: name.clone(),
+                frame: frame.clone(),
+            };
+            match tx.try_send(captured) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.capture_dropped += dropped;
+    }
+
     async fn run(
         mut self,
         mut control: mpsc::UnboundedReceiver<RoomCommand>,
@@ -459,6 +519,9 @@ impl RoomWorker {
                     }
                     let now = self.clock.now();
                     for (link, frame) in batch.drain(..) {
+                        if !self.captures.is_empty() {
+                            self.capture(link, &frame);
+                        }
                         out.clear();
                         if let Err(dropped) = self.pipeline.process(now, link, frame, &mut out) {
                             tracing::trace!(room = %self.room, %link, stage = %self.pipeline.stage_label(dropped.stage), reason = dropped.reason, "frame dropped");
@@ -508,6 +571,10 @@ impl RoomWorker {
                 self.pipeline.remove_link(id);
                 self.outputs.retain(|o| o.id != id);
             }
+            RoomCommand::Capture(tx) => {
+                tracing::info!(room = %self.room, "live capture started");
+                self.captures.push(tx);
+            }
             RoomCommand::Retune(template) => {
                 let (ingress, egress) = template.filter_kinds();
                 tracing::info!(room = %self.room, ?ingress, ?egress, "room filters retuned");
@@ -540,6 +607,8 @@ impl RoomWorker {
                     room_id: self.room_id,
                     mtu: self.pipeline.mtu(),
                     queue_full: self.queue_full.load(Ordering::Relaxed),
+                    captures: self.captures.iter().filter(|c| !c.is_closed()).count(),
+                    capture_dropped: self.capture_dropped,
                     links,
                     pipeline: self.pipeline.stats(),
                 });

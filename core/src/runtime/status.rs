@@ -89,30 +89,94 @@ impl NodeStatus {
     pub async fn metrics(&self) -> String {
         let rooms = self.rooms.stats().await;
         let mut m = Metrics::default();
-        m.gauge("lanparty_up_seconds", "Seconds since the node started", &[], self.started.elapsed().as_secs());
-        m.gauge("lanparty_rooms", "Rooms that exist now", &[], rooms.len() as u64);
+        m.gauge(
+            "lanparty_up_seconds",
+            "Seconds since the node started",
+            &[],
+            self.started.elapsed().as_secs(),
+        );
+        m.gauge(
+            "lanparty_rooms",
+            "Rooms that exist now",
+            &[],
+            rooms.len() as u64,
+        );
         for room in &rooms {
             let r = room.room.as_str();
-            m.gauge("lanparty_room_links", "Links (peers, adapters, LAN ports) in a room", &[("room", r)], room.links.len() as u64);
-            m.gauge("lanparty_room_macs", "Learned MAC table entries of a room", &[("room", r)], room.pipeline.table_len as u64);
-            m.counter("lanparty_room_frames_in_total", "Frames that entered a room's pipeline", &[("room", r)], room.pipeline.frames_in);
-            m.counter("lanparty_room_queue_full_total", "Frames dropped because a room's queue was full", &[("room", r)], room.queue_full);
+            m.gauge(
+                "lanparty_room_links",
+                "Links (peers, adapters, LAN ports) in a room",
+                &[("room", r)],
+                room.links.len() as u64,
+            );
+            m.gauge(
+                "lanparty_room_macs",
+                "Learned MAC table entries of a room",
+                &[("room", r)],
+                room.pipeline.table_len as u64,
+            );
+            m.counter(
+                "lanparty_room_frames_in_total",
+                "Frames that entered a room's pipeline",
+                &[("room", r)],
+                room.pipeline.frames_in,
+            );
+            m.counter(
+                "lanparty_room_queue_full_total",
+                "Frames dropped because a room's queue was full",
+                &[("room", r)],
+                room.queue_full,
+            );
             for link in &room.links {
                 let l = [("room", r), ("link", link.name.as_str())];
                 let c = link.counters;
-                m.counter("lanparty_link_rx_frames_total", "Frames a link handed to its room", &l, c.rx_frames);
-                m.counter("lanparty_link_rx_bytes_total", "Bytes a link handed to its room", &l, c.rx_bytes);
-                m.counter("lanparty_link_tx_frames_total", "Frames a room sent to a link", &l, c.tx_frames);
-                m.counter("lanparty_link_tx_bytes_total", "Bytes a room sent to a link", &l, c.tx_bytes);
-                m.counter("lanparty_link_rx_queue_full_total", "Frames from a link dropped at a full room queue", &l, c.rx_queue_full);
-                m.counter("lanparty_link_tx_dropped_total", "Frames for a link dropped (full queue or send buffer)", &l, c.tx_queue_full);
+                m.counter(
+                    "lanparty_link_rx_frames_total",
+                    "Frames a link handed to its room",
+                    &l,
+                    c.rx_frames,
+                );
+                m.counter(
+                    "lanparty_link_rx_bytes_total",
+                    "Bytes a link handed to its room",
+                    &l,
+                    c.rx_bytes,
+                );
+                m.counter(
+                    "lanparty_link_tx_frames_total",
+                    "Frames a room sent to a link",
+                    &l,
+                    c.tx_frames,
+                );
+                m.counter(
+                    "lanparty_link_tx_bytes_total",
+                    "Bytes a room sent to a link",
+                    &l,
+                    c.tx_bytes,
+                );
+                m.counter(
+                    "lanparty_link_rx_queue_full_total",
+                    "Frames from a link dropped at a full room queue",
+                    &l,
+                    c.rx_queue_full,
+                );
+                m.counter(
+                    "lanparty_link_tx_dropped_total",
+                    "Frames for a link dropped (full queue or send buffer)",
+                    &l,
+                    c.tx_queue_full,
+                );
             }
             for stage in &room.pipeline.stages {
                 for (reason, n) in &stage.counters.drops {
                     m.counter(
                         "lanparty_drops_total",
                         "Frames dropped, by room, stage and reason",
-                        &[("room", r), ("stage", stage.label.as_str()), ("reason", reason)],
+                        &[
+                            ("room", r),
+                            ("stage", stage.label.as_str()),
+                            ("reason", reason),
+                        ],
                         *n,
                     );
                 }
@@ -132,7 +196,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn sample(&mut self, name: &str, help: &str, kind: &'static str, labels: &[(&str, &str)], value: u64) {
+    fn sample(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        value: u64,
+    ) {
         let index = match self.families.iter().position(|f| f.0 == name) {
             Some(i) => i,
             None => {
@@ -149,7 +220,10 @@ impl Metrics {
                 if i > 0 {
                     body.push(',');
                 }
-                let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let escaped = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
                 let _ = write!(body, "{k}=\"{escaped}\"");
             }
             body.push('}');

@@ -1,0 +1,515 @@
+//! `lanparty status`, `lanparty capture` and `lanparty room`: talking to a
+//! running node over its admin socket, and making password hashes.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lanparty_core::config::{ConfigSources, default_admin_socket, load_node};
+use lanparty_core::runtime::admin;
+use lanparty_transports::credentials::{DEFAULT_ITERATIONS, hash_password};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::cli::ExitCode;
+
+/// Where to find a node's admin socket.
+#[derive(Debug, clap::Args)]
+pub struct SocketArgs {
+    /// The node's config files: its `admin.socket` (default
+    /// /run/lanparty/NODE_NAME.sock) is used.
+    #[arg(value_name = "CONFIG")]
+    configs: Vec<PathBuf>,
+    /// The admin socket, instead of reading it from the config.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> Result<PathBuf, String> {
+        if let Some(path) = &self.socket {
+            return Ok(path.clone());
+        }
+        if self.configs.is_empty() {
+            return Ok(default_admin_socket("lanparty"));
+        }
+        let (_, node) = load_node(&ConfigSources::new(self.configs.clone(), Vec::new()))
+            .map_err(|e| e.to_string())?;
+        node.admin.socket_path(&node.node.name).ok_or_else(|| {
+            "the config turns the admin socket off (`admin.socket: off`)".to_string()
+        })
+    }
+}
+
+/// `lanparty status` arguments.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// Print the whole report as JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `lanparty capture` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// The room to capture (`default` on a client or gateway).
+    room: String,
+    #[command(flatten)]
+    socket: SocketArgs,
+    /// The pcapng file to write; `-` writes to stdout (pipe into tshark or
+    /// wireshark -k -i -).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: PathBuf,
+    /// Stop after this many frames.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Bytes kept per frame.
+    #[arg(long, default_value_t = 65535)]
+    snaplen: u32,
+}
+
+/// `lanparty room` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RoomAction {
+    /// Read a password or token on stdin and print the hash to put in a
+    /// room policy's `credentials` (never the password itself).
+    HashPassword {
+        /// PBKDF2 iterations (at least 10000).
+        #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn fail(e: &str) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::RunFailed
+}
+
+async fn fetch_status(path: &std::path::Path) -> Result<Value, String> {
+    let mut stream = admin::request(path, &json!({"command": "status"})).await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text))
+        .await
+        .map_err(|_| "the node did not answer within 10s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("the node answered something that is not JSON: {e}"))?;
+    match value.get("error").and_then(Value::as_str) {
+        Some(e) => Err(e.to_string()),
+        None => Ok(value),
+    }
+}
+
+/// Runs `lanparty status`.
+pub fn status(args: &StatusArgs) -> ExitCode {
+    let result = args
+        .socket
+        .path()
+        .and_then(|path| runtime()?.block_on(fetch_status(&path)));
+    match result {
+        Ok(report) if args.json => {
+            println!("{report:#}");
+            ExitCode::Ok
+        }
+        Ok(report) => {
+            print!("{}", render(&report));
+            ExitCode::Ok
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn rtt(us: Option<u64>) -> String {
+    us.map_or("-".into(), |us| format!("{:.2}ms", us as f64 / 1000.0))
+}
+
+/// The report as text, like `wg show`.
+pub fn render(r: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut out = format!(
+        "node: {} (up {})\n",
+        s(&r["node"]),
+        duration(n(&r["uptime_s"]))
+    );
+    if let Some(dir) = r["policies"]["dir"].as_str() {
+        let rooms: Vec<String> = r["policies"]["rooms"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        out += &format!(
+            "  policies: {dir}{} [{}]\n",
+            if r["policies"]["require_policy"].as_bool() == Some(true) {
+                " (closed relay)"
+            } else {
+                ""
+            },
+            rooms.join(", ")
+        );
+    }
+    for (name, port) in r["ports"].as_object().into_iter().flatten() {
+        out += &format!("\nport: {name} ({})\n", s(&port["type"]));
+        match port["type"].as_str() {
+            Some("quic-server") => {
+                out += &format!(
+                    "  connections: {} ({} live), admitted: {}, handshake failures: {}\n",
+                    n(&port["connections"]),
+                    n(&port["live_connections"]),
+                    n(&port["admitted"]),
+                    n(&port["handshake_failures"])
+                );
+                for key in ["rejects", "protocol_errors"] {
+                    if let Some(map) = port[key].as_object().filter(|m| !m.is_empty()) {
+                        let list: Vec<String> =
+                            map.iter().map(|(k, v)| format!("{k} {}", n(v))).collect();
+                        out += &format!("  {}: {}\n", key.replace('_', " "), list.join(", "));
+                    }
+                }
+                for p in port["peers"].as_array().into_iter().flatten() {
+                    out += &format!(
+                        "\n  peer#{}: {} {} in room {}\n    remote: {}  rtt: {}  mtu: {}  up: {}\n    sent: {} frames, {} bytes, {} dropped\n",
+                        n(&p["peer_id"]),
+                        s(&p["role"]),
+                        s(&p["mac"]),
+                        s(&p["room"]),
+                        s(&p["remote"]),
+                        rtt(p["rtt_us"].as_u64()),
+                        n(&p["mtu"]),
+                        duration(n(&p["uptime_s"])),
+                        n(&p["frames_tx"]),
+                        n(&p["bytes_tx"]),
+                        n(&p["dropped_tx"])
+                    );
+                }
+            }
+            Some("quic-client") => {
+                out += &format!(
+                    "  relay: {}  room: {}  role: {}  mac: {}\n  state: {}  sessions: {}  reconnects: {}  failed attempts: {}\n",
+                    s(&port["relay"]),
+                    s(&port["room"]),
+                    s(&port["role"]),
+                    s(&port["mac"]),
+                    s(&port["state"]),
+                    n(&port["sessions"]),
+                    n(&port["reconnects"]),
+                    n(&port["failed_attempts"])
+                );
+                let session = &port["session"];
+                if session.is_object() {
+                    out += &format!(
+                        "  peer#{}  room id {}  mtu {}  remote {}  rtt {}  up {}\n",
+                        n(&session["peer_id"]),
+                        n(&session["room_id"]),
+                        n(&session["mtu"]),
+                        s(&session["remote"]),
+                        rtt(session["rtt_us"].as_u64()),
+                        duration(n(&session["uptime_s"]))
+                    );
+                } else if let Some(e) = port["last_error"].as_str() {
+                    out += &format!("  last error: {e}\n");
+                }
+            }
+            _ => {}
+        }
+    }
+    for room in r["rooms"].as_array().into_iter().flatten() {
+        let p = &room["pipeline"];
+        out += &format!(
+            "\nroom: {} (id {})  mtu: {}  macs learned: {}  frames in: {}  delivered: {}  queue full: {}\n",
+            s(&room["room"]),
+            n(&room["room_id"]),
+            n(&room["mtu"]),
+            n(&p["table_len"]),
+            n(&p["frames_in"]),
+            n(&p["delivered"]),
+            n(&room["queue_full"])
+        );
+        for link in room["links"].as_array().into_iter().flatten() {
+            let c = &link["counters"];
+            out += &format!(
+                "  link {}: {} {}  rx {} frames / {} bytes  tx {} frames / {} bytes  dropped rx {} tx {}\n",
+                s(&link["name"]),
+                s(&link["role"]),
+                link["macs"]
+                    .as_array()
+                    .map(|m| m.iter().map(s).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+                n(&c["rx_frames"]),
+                n(&c["rx_bytes"]),
+                n(&c["tx_frames"]),
+                n(&c["tx_bytes"]),
+                n(&c["rx_queue_full"]),
+                n(&c["tx_queue_full"])
+            );
+        }
+        for stage in p["stages"].as_array().into_iter().flatten() {
+            let c = &stage["counters"];
+            let drops: Vec<String> = c["drops"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect())
+                .or_else(|| {
+                    c["drops"].as_array().map(|a| {
+                        a.iter()
+                            .map(|d| format!("{} {}", s(&d[0]), n(&d[1])))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            out += &format!(
+                "  stage {}: rx {} pass {}{}\n",
+                s(&stage["label"]),
+                n(&c["rx"]),
+                n(&c["pass"]),
+                if drops.is_empty() {
+                    String::new()
+                } else {
+                    format!("  dropped: {}", drops.join(", "))
+                }
+            );
+        }
+    }
+    out
+}
+
+/// Runs `lanparty capture`.
+pub fn capture(args: &CaptureArgs) -> ExitCode {
+    let result = args
+        .socket
+        .path()
+        .and_then(|path| runtime()?.block_on(capture_inner(args, &path)));
+    match result {
+        Ok(frames) => {
+            eprintln!("captured {frames} frames from room {}", args.room);
+            ExitCode::Ok
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+async fn capture_inner(args: &CaptureArgs, path: &std::path::Path) -> Result<u64, String> {
+    let stream = admin::request(
+        path,
+        &json!({"command": "capture", "room": args.room, "snaplen": args.snaplen}),
+    )
+    .await?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .await
+        .map_err(|e| format!("no answer from the node: {e}"))?;
+    let answer: Value = serde_json::from_str(line.trim())
+        .map_err(|_| format!("unexpected answer from the node: {}", line.trim()))?;
+    if let Some(e) = answer.get("error").and_then(Value::as_str) {
+        return Err(e.to_string());
+    }
+    let mut out: Box<dyn std::io::Write> = if args.write.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&args.write)
+                .map_err(|e| format!("cannot create {}: {e}", args.write.display()))?,
+        ))
+    };
+    let deadline = args
+        .seconds
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut blocks = BlockCounter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if args.count.is_some_and(|c| blocks.packets >= c) {
+            break;
+        }
+        let read = reader.read(&mut buf);
+        let n = tokio::select! {
+            n = read => n.map_err(|e| format!("capture stream: {e}"))?,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => break,
+        };
+        if n == 0 {
+            break;
+        }
+        // Write whole blocks only, so a capture cut by --count or Ctrl-C
+        // is still a valid file.
+        let whole = blocks.feed(&buf[..n], args.count);
+        out.write_all(&whole)
+            .map_err(|e| format!("cannot write {}: {e}", args.write.display()))?;
+    }
+    out.flush()
+        .map_err(|e| format!("cannot write {}: {e}", args.write.display()))?;
+    Ok(blocks.packets)
+}
+
+/// Splits a pcapng stream into whole blocks and counts packet blocks.
+#[derive(Default)]
+struct BlockCounter {
+    pending: Vec<u8>,
+    packets: u64,
+}
+
+impl BlockCounter {
+    /// Takes more stream bytes; returns the whole blocks among them, up to
+    /// `limit` packets.
+    fn feed(&mut self, bytes: &[u8], limit: Option<u64>) -> Vec<u8> {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        while self.pending.len() >= at + 8 {
+            let kind = u32::from_le_bytes([
+                self.pending[at],
+                self.pending[at + 1],
+                self.pending[at + 2],
+                self.pending[at + 3],
+            ]);
+            let len = u32::from_le_bytes([
+                self.pending[at + 4],
+                self.pending[at + 5],
+                self.pending[at + 6],
+                self.pending[at + 7],
+            ]) as usize;
+            if len < 12 || self.pending.len() < at + len {
+                break;
+            }
+            if kind == 6 {
+                if limit.is_some_and(|l| self.packets >= l) {
+                    break;
+                }
+                self.packets += 1;
+            }
+            at += len;
+        }
+        self.pending.drain(..at).collect()
+    }
+}
+
+/// Runs `lanparty room …`.
+pub fn room(action: &RoomAction) -> ExitCode {
+    match action {
+        RoomAction::HashPassword { iterations } => {
+            let password = match read_password() {
+                Ok(p) => p,
+                Err(e) => return fail(&e),
+            };
+            match hash_password(&password, *iterations) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::Ok
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::ConfigError
+                }
+            }
+        }
+    }
+}
+
+/// Reads one line from stdin; on a terminal, prompts and turns echo off.
+fn read_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdin().is_terminal();
+    if tty {
+        eprint!("password (not shown): ");
+    }
+    let _echo = if tty { EchoOff::new() } else { None };
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    if tty {
+        eprintln!();
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Terminal echo off until dropped.
+struct EchoOff {
+    #[cfg(unix)]
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    #[cfg(unix)]
+    fn new() -> Option<EchoOff> {
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0, and
+        // we only call tcsetattr with a value tcgetattr produced.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return None;
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(0, libc::TCSANOW, &quiet) != 0 {
+                return None;
+            }
+            Some(EchoOff { saved })
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Option<EchoOff> {
+        None
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: restores the settings tcgetattr returned.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_counter_passes_whole_blocks_and_stops_at_the_count() {
+        let mut stream = Vec::new();
+        lanparty_core::wire::pcapng::section_header(&mut stream);
+        lanparty_core::wire::pcapng::interface(&mut stream, "x", 100);
+        for _ in 0..3 {
+            lanparty_core::wire::pcapng::packet(
+                &mut stream,
+                0,
+                std::time::SystemTime::now(),
+                &[1; 60],
+                100,
+            );
+        }
+        let mut c = BlockCounter::default();
+        let first = c.feed(&stream[..30], Some(2));
+        assert_eq!(first.len(), 28, "only the section header is whole");
+        let rest = c.feed(&stream[30..], Some(2));
+        assert_eq!(c.packets, 2);
+        assert_eq!(first.len() + rest.len(), stream.len() - (28 + 60 + 4));
+    }
+}
