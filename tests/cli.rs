@@ -38,6 +38,7 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
         names,
         [
             "af-packet",
+            "capture",
             "dhcp-server",
             "ethertype",
             "hub",

@@ -12,7 +12,9 @@
 //! | `mac-guard` | ingress | spoofed, multicast and all-zero source MACs; MAC floods from a gateway |
 //! | `storm` | ingress | broadcast/multicast floods (token bucket per link) |
 //! | `ethertype` | ingress | ethertypes outside an allow-list or inside a deny-list |
+//! | `capture` | both | nothing: writes what passes to rotating pcapng files |
 
+pub mod capture;
 pub mod dhcp_server;
 pub mod ethertype;
 pub mod ipv6_ra;

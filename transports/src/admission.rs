@@ -488,4 +488,87 @@ mod tests {
             .unwrap();
         assert_eq!(a.events_dropped(), 2);
     }
+
+    fn policy(json: &str) -> RoomPolicy {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_policy_overrides_limits_and_mtu_for_its_room_only() {
+        let mut a = Admissions::new(limits());
+        let p = policy(r#"{"max_peers": 1, "mtu": 1280}"#);
+        let first = a
+            .admit(&hello("P", PeerRole::Client, 1), 1414, events().0, Some(&p))
+            .unwrap();
+        assert_eq!(first.mtu, 1280, "the policy's MTU is the room's ceiling");
+        assert_eq!(
+            code(a.admit(&hello("P", PeerRole::Client, 2), 1414, events().0, Some(&p))),
+            RejectCode::RoomFull
+        );
+        // Another room keeps the relay's limits.
+        let other = a
+            .admit(&hello("Q", PeerRole::Client, 1), 1414, events().0, None)
+            .unwrap();
+        assert_eq!(other.mtu, 1394);
+        a.admit(&hello("Q", PeerRole::Client, 2), 1414, events().0, None)
+            .unwrap();
+    }
+
+    #[test]
+    fn gateway_rules_and_allowed_macs() {
+        let mut a = Admissions::new(limits());
+        let forbidden = policy(r#"{"gateway": "forbidden"}"#);
+        assert_eq!(
+            code(a.admit(
+                &hello("F", PeerRole::Gateway, 1),
+                1414,
+                events().0,
+                Some(&forbidden)
+            )),
+            RejectCode::RoleForbidden
+        );
+        let required = policy(r#"{"gateway": "required"}"#);
+        let early = a.admit(
+            &hello("G", PeerRole::Client, 2),
+            1414,
+            events().0,
+            Some(&required),
+        );
+        assert_eq!(code(early), RejectCode::NoGateway);
+        assert!(
+            !RejectCode::NoGateway.is_final(),
+            "clients keep trying until the gateway comes"
+        );
+        a.admit(
+            &hello("G", PeerRole::Gateway, 1),
+            1414,
+            events().0,
+            Some(&required),
+        )
+        .unwrap();
+        a.admit(
+            &hello("G", PeerRole::Client, 2),
+            1414,
+            events().0,
+            Some(&required),
+        )
+        .unwrap();
+        let listed = policy(r#"{"allowed_macs": ["02:00:00:00:00:07"]}"#);
+        assert_eq!(
+            code(a.admit(
+                &hello("M", PeerRole::Client, 8),
+                1414,
+                events().0,
+                Some(&listed)
+            )),
+            RejectCode::Unauthorized
+        );
+        a.admit(
+            &hello("M", PeerRole::Client, 7),
+            1414,
+            events().0,
+            Some(&listed),
+        )
+        .unwrap();
+    }
 }
