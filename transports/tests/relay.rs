@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use lanparty_core::control::{self, ControlMessage, Hello, PROTOCOL_VERSION, PeerRole, RejectCode};
+use lanparty_core::control::{self, ControlMessage, PeerRole, RejectCode};
 use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::wire::MacAddr;
 use lanparty_transports::tls;
@@ -69,15 +68,6 @@ async fn two_clients_and_a_gateway_exchange_frames_and_rooms_stay_apart() {
     relay.stop().await;
 }
 
-async fn rejected(relay: &Relay, room: &str, role: &str, m: MacAddr, extra: &str) -> String {
-    let peer = Peer::start_with(&client_yaml(relay, room, role, m, extra), m).await;
-    let mut peer = peer;
-    let result = tokio::time::timeout(Duration::from_secs(10), &mut peer.task)
-        .await
-        .expect("a final reject ends the port");
-    result.unwrap().expect_err("rejected").to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_rejects_stop_the_client_with_their_code() {
     let dir = TempDir::new();
@@ -120,71 +110,6 @@ async fn room_full_and_relay_full_are_retried_until_there_is_room() {
     a.stop();
     c.wait_sessions(1).await;
     relay.stop().await;
-}
-
-/// A raw QUIC connection to the relay, trusting its certificate.
-async fn raw_connect(relay: &Relay) -> quinn::Connection {
-    let trust = tls::load_pinned(&relay.cert).unwrap();
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&trust).unwrap())
-            .unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(lanparty_transports::net::transport(
-        Duration::from_secs(10),
-        None,
-        1452,
-    )));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
-        .connect(relay.addr, "lanparty-relay.local")
-        .unwrap()
-        .await
-        .unwrap()
-}
-
-fn hello(room: &str, mac: MacAddr) -> Hello {
-    Hello {
-        protocol_version: PROTOCOL_VERSION,
-        role: PeerRole::Client,
-        room: room.into(),
-        mac,
-        datagram_budget: 1414,
-        credential: None,
-    }
-}
-
-async fn raw_hello(
-    relay: &Relay,
-    hello: Hello,
-) -> (quinn::Connection, quinn::SendStream, Option<ControlMessage>) {
-    let (conn, send, _recv, reply) = raw_hello_streams(relay, hello).await;
-    (conn, send, reply)
-}
-
-async fn raw_hello_streams(
-    relay: &Relay,
-    hello: Hello,
-) -> (
-    quinn::Connection,
-    quinn::SendStream,
-    quinn::RecvStream,
-    Option<ControlMessage>,
-) {
-    let conn = raw_connect(relay).await;
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    control::write_message(&mut send, &ControlMessage::Hello(hello))
-        .await
-        .unwrap();
-    let reply = control::read_message(&mut recv, 1 << 16).await.unwrap();
-    (conn, send, recv, reply)
-}
-
-async fn reject_code(relay: &Relay, hello: Hello) -> RejectCode {
-    match raw_hello(relay, hello).await.2 {
-        Some(ControlMessage::Reject(r)) => r.code,
-        other => panic!("expected a reject, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

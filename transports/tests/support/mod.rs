@@ -9,9 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use lanparty_core::Bytes;
-use lanparty_core::config::{RuntimeSettings, StageConfig};
+use lanparty_core::config::{RoomSpec, RoomsSection, RuntimeSettings, StageConfig};
+use lanparty_core::control::{self, ControlMessage, Hello, PROTOCOL_VERSION, PeerRole, RejectCode};
+use lanparty_core::registry::Registry;
 use lanparty_core::runtime::{
-    LinkHandle, LinkSpec, PortContext, Rooms, ShutdownTrigger, shutdown_pair,
+    LinkHandle, LinkSpec, PolicyStore, PortContext, Rooms, ScanReport, ShutdownTrigger,
+    shutdown_pair,
 };
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::testing::template_from_yaml;
@@ -19,6 +22,7 @@ use lanparty_core::wire::MacAddr;
 use lanparty_filters as _;
 use lanparty_transports::client::{ClientCounters, QuicClient};
 use lanparty_transports::server::{QuicServer, RelayCounters};
+use lanparty_transports::tls;
 use tokio::task::JoinHandle;
 
 /// The relay's room pipeline in these tests: the shipped relay chain.
@@ -78,6 +82,7 @@ pub struct Relay {
     pub counters: Arc<RelayCounters>,
     pub cert: PathBuf,
     pub rooms: Arc<Rooms>,
+    pub policies: Arc<PolicyStore>,
     trigger: ShutdownTrigger,
     task: Option<JoinHandle<Result<(), PortError>>>,
 }
@@ -85,6 +90,38 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay on `port` (0: a free one) with its TLS files in `dir`.
     pub async fn start(dir: &TempDir, port: u16, extra: &str) -> Relay {
+        Relay::start_with_policies(dir, port, extra, PolicyStore::none()).await
+    }
+
+    /// A relay with room policies from `rooms` (a `rooms:` section in YAML)
+    /// read from the folder it names.
+    pub async fn with_policies(dir: &TempDir, extra: &str, rooms: &str) -> Relay {
+        use figment::providers::Format;
+        let section: RoomsSection =
+            figment::Figment::from(lanparty_core::config::Yaml::string(rooms))
+                .extract()
+                .unwrap();
+        let template: RoomSpec =
+            figment::Figment::from(lanparty_core::config::Yaml::string(RELAY_ROOM))
+                .extract()
+                .unwrap();
+        let store = PolicyStore::new(&section, template);
+        Relay::start_with_policies(dir, 0, extra, store).await
+    }
+
+    /// Reads the policy folder again and applies what changed.
+    pub fn reload(&self) -> ScanReport {
+        let report = self.policies.scan(Registry::global().unwrap());
+        self.policies.apply(&report, &self.rooms);
+        report
+    }
+
+    async fn start_with_policies(
+        dir: &TempDir,
+        port: u16,
+        extra: &str,
+        policies: Arc<PolicyStore>,
+    ) -> Relay {
         let port = if port == 0 { free_port() } else { port };
         let yaml = format!(
             "listen: 127.0.0.1:{port}\nself_signed_dir: {}\n{extra}",
@@ -97,8 +134,12 @@ impl Relay {
             template_from_yaml(RELAY_ROOM).unwrap(),
             RuntimeSettings::default(),
         );
+        let report = policies.scan(Registry::global().unwrap());
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        policies.apply(&report, &rooms);
         let (trigger, _) = shutdown_pair();
-        let ctx = PortContext::new("relay", rooms.clone(), trigger.signal());
+        let ctx = PortContext::new("relay", rooms.clone(), trigger.signal())
+            .with_policies(policies.clone());
         let task = tokio::spawn(Box::new(server).run(ctx));
         let cert = dir.0.join("tls/relay-cert.der");
         wait_for("the relay certificate", Duration::from_secs(5), || {
@@ -111,6 +152,7 @@ impl Relay {
             counters,
             cert,
             rooms,
+            policies,
             trigger,
             task: Some(task),
         }
@@ -228,4 +270,78 @@ impl Drop for Peer {
 
 pub fn mac(last: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, 0, last])
+}
+
+pub async fn rejected(relay: &Relay, room: &str, role: &str, m: MacAddr, extra: &str) -> String {
+    let peer = Peer::start_with(&client_yaml(relay, room, role, m, extra), m).await;
+    let mut peer = peer;
+    let result = tokio::time::timeout(Duration::from_secs(10), &mut peer.task)
+        .await
+        .expect("a final reject ends the port");
+    result.unwrap().expect_err("rejected").to_string()
+}
+
+/// A raw QUIC connection to the relay, trusting its certificate.
+pub async fn raw_connect(relay: &Relay) -> quinn::Connection {
+    let trust = tls::load_pinned(&relay.cert).unwrap();
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_config(&trust).unwrap())
+            .unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(lanparty_transports::net::transport(
+        Duration::from_secs(10),
+        None,
+        1452,
+    )));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+        .connect(relay.addr, "lanparty-relay.local")
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+pub fn hello(room: &str, mac: MacAddr) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: PeerRole::Client,
+        room: room.into(),
+        mac,
+        datagram_budget: 1414,
+        credential: None,
+    }
+}
+
+pub async fn raw_hello(
+    relay: &Relay,
+    hello: Hello,
+) -> (quinn::Connection, quinn::SendStream, Option<ControlMessage>) {
+    let (conn, send, _recv, reply) = raw_hello_streams(relay, hello).await;
+    (conn, send, reply)
+}
+
+pub async fn raw_hello_streams(
+    relay: &Relay,
+    hello: Hello,
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    Option<ControlMessage>,
+) {
+    let conn = raw_connect(relay).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    control::write_message(&mut send, &ControlMessage::Hello(hello))
+        .await
+        .unwrap();
+    let reply = control::read_message(&mut recv, 1 << 16).await.unwrap();
+    (conn, send, recv, reply)
+}
+
+pub async fn reject_code(relay: &Relay, hello: Hello) -> RejectCode {
+    match raw_hello(relay, hello).await.2 {
+        Some(ControlMessage::Reject(r)) => r.code,
+        other => panic!("expected a reject, got {other:?}"),
+    }
 }
