@@ -117,6 +117,22 @@ impl Drop for Netns {
     }
 }
 
+/// Starts `args` (not in a namespace), logging to `log`.
+pub fn spawn(args: &[&str], log: &Path) -> Proc {
+    let file = std::fs::File::create(log).unwrap();
+    let child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    Proc {
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
 /// A child process, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Proc {
     child: Child,

@@ -36,7 +36,7 @@ pub fn section_header(out: &mut Vec<u8>) {
 /// in the order their blocks appear.
 pub fn interface(out: &mut Vec<u8>, name: &str, snaplen: u32) {
     let name = &name.as_bytes()[..name.len().min(256)];
-    let total = 20 + 4 + pad4(name.len()) + 4 + 4;
+    let total = 16 + 4 + pad4(name.len()) + 4 + 4;
     push_u32(out, 1);
     push_u32(out, total as u32);
     push_u16(out, LINKTYPE_ETHERNET);
