@@ -270,3 +270,59 @@ fn bench_carries_frames_through_an_in_process_relay_and_directly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--size"));
 }
+
+#[test]
+fn check_validates_the_policy_folder() {
+    let dir = TempDir::new("policies");
+    let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/relay.yaml");
+    let relay = relay.to_str().unwrap();
+    dir.file("FRIDAY.yaml", "max_peers: 8\ngateway: forbidden\n");
+    let set = format!("rooms.policy_dir={}", dir.0.display());
+    let out = run(&[
+        "check",
+        relay,
+        "--set",
+        &set,
+        "--set",
+        "rooms.require_policy=true",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("1 room policy"), "{}", text(&out));
+    dir.file("BROKEN.yaml", "max_peers: 8\nstorm: 3\n");
+    let out = run(&["check", relay, "--set", &set]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("BROKEN.yaml") && t.contains("unknown key `storm`"),
+        "{t}"
+    );
+    // A closed relay needs a folder.
+    let out = run(&["check", relay, "--set", "rooms.require_policy=true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("rooms.policy_dir"), "{}", text(&out));
+}
+
+#[test]
+fn hash_password_prints_a_hash_that_a_policy_accepts() {
+    use std::io::Write;
+    let mut child = Command::new(lanparty())
+        .args(["room", "hash-password", "--iterations", "10000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let hash = hash.trim();
+    assert!(
+        hash.starts_with("pbkdf2-sha256$10000$") && !hash.contains("hunter2"),
+        "{hash}"
+    );
+    let parsed: lanparty_core::config::PasswordHash = hash.parse().unwrap();
+    assert!(lanparty_transports::credentials::verify(
+        &[parsed],
+        "hunter2"
+    ));
+}

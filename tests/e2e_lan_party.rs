@@ -50,8 +50,30 @@ fn lanparty_in(ns: &Netns, dir: &TempDir, log: &str, config: &str, sets: &[Strin
         args.push("--set".into());
         args.push(s.clone());
     }
+    // Each node its own admin socket, next to its log.
+    args.push("--set".into());
+    args.push(format!("admin.socket={}", admin_socket(dir, log).display()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ns.spawn(&args, &dir.0.join(log))
+}
+
+fn admin_socket(dir: &TempDir, log: &str) -> std::path::PathBuf {
+    dir.0.join(format!("{log}.sock"))
+}
+
+/// `lanparty status --json` of the node that logs to `log`.
+fn status_of(dir: &TempDir, log: &str) -> serde_json::Value {
+    let out = std::process::Command::new(lanparty())
+        .args(["status", "--json", "--socket"])
+        .arg(admin_socket(dir, log))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn client_sets(relay_ip: &str, tls: &Path, room: &str, mac: &str, dev: &str) -> Vec<String> {
@@ -492,6 +514,26 @@ fn lan_party_end_to_end() {
     );
     assert!(a.log_text().matches("joined the room").count() >= 2);
     assert!(gateway.log_text().matches("joined the room").count() >= 2);
+    // Client and gateway status: connected again, one reconnect counted.
+    for log in ["a.log", "gateway.log"] {
+        let report = status_of(&dir, log);
+        let session = &report["ports"]["relay"];
+        assert_eq!(session["state"], "connected", "{log}: {report:#}");
+        assert!(
+            session["reconnects"].as_u64() >= Some(1),
+            "{log}: {report:#}"
+        );
+        assert_eq!(session["room"], "PARTY");
+        assert!(session["session"]["rtt_us"].as_u64().is_some());
+    }
+    let relay_report = status_of(&dir, "relay2.log");
+    let in_party = relay_report["ports"]["relay"]["peers"]
+        .as_array()
+        .map_or(0, |p| p.iter().filter(|p| p["room"] == "PARTY").count());
+    assert_eq!(in_party, 3, "{relay_report:#}");
+    eprintln!(
+        "   status: a and the gateway report `connected` with their reconnect; the relay lists PARTY's 3 peers"
+    );
 
     // 8. iperf3 TCP both ways between A and the LAN host through the relay.
     // The LAN side's TSO hands the gateway 64 KiB super-packets, which it

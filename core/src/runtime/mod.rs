@@ -20,8 +20,8 @@ use figment::Figment;
 
 pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
 pub use rooms::{
-    CapturedFrame, LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec, LinkStats,
-    RoomStats, Rooms,
+    CapturedFrame, FRAME_LOG, LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec,
+    LinkStats, RoomStats, Rooms,
 };
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
 pub use status::{Metrics, NodeStatus, StatusBoard, StatusSource};

@@ -14,6 +14,7 @@ use crate::pipeline::{Pipeline, PipelineStats, PipelineTemplate};
 use crate::stage::{LinkId, LinkInfo, LinkRole};
 use crate::time::MonotonicClock;
 use crate::wire::MacAddr;
+use crate::wire::ethernet::EthernetHeader;
 
 /// Traffic counters of one link, shared by its port and its room.
 #[derive(Debug, Default)]
@@ -100,6 +101,10 @@ enum RoomCommand {
     Capture(mpsc::Sender<CapturedFrame>),
     Stats(oneshot::Sender<RoomStats>),
 }
+
+/// The tracing target of per-frame debug logs: enable them with
+/// `--log-level info,lanparty::frames=debug`.
+pub const FRAME_LOG: &str = "lanparty::frames";
 
 /// A frame as it entered a room, for a live capture.
 #[derive(Debug, Clone)]
@@ -471,6 +476,35 @@ struct RoomWorker {
 }
 
 impl RoomWorker {
+    /// One structured debug line per frame (target `lanparty::frames`).
+    fn log_frame(
+        &self,
+        link: LinkId,
+        header: Option<&EthernetHeader>,
+        len: usize,
+        verdict: &Result<usize, crate::pipeline::Dropped>,
+        out: &[(LinkId, Bytes)],
+    ) {
+        let from = self.pipeline.link(link).map(|l| l.name.clone());
+        let from = from.as_deref().unwrap_or("?");
+        let (src, dst, ethertype) = header.map_or((MacAddr([0; 6]), MacAddr([0; 6]), 0), |h| {
+            (h.src, h.dst, h.ethertype)
+        });
+        let ethertype_name = crate::wire::ethernet::ethertype::name(ethertype).unwrap_or("other");
+        match verdict {
+            Ok(_) => {
+                let to: Vec<&str> = out
+                    .iter()
+                    .filter_map(|(dst, _)| self.pipeline.link(*dst).map(|l| &*l.name))
+                    .collect();
+                tracing::debug!(target: FRAME_LOG, room = %self.room, from, %src, %dst, ethertype = format_args!("{ethertype:#06x}"), ethertype_name, len, action = "forward", to = ?to, "frame");
+            }
+            Err(dropped) => {
+                tracing::debug!(target: FRAME_LOG, room = %self.room, from, %src, %dst, ethertype = format_args!("{ethertype:#06x}"), ethertype_name, len, action = "drop", stage = %self.pipeline.stage_label(dropped.stage), reason = dropped.reason, "frame");
+            }
+        }
+    }
+
     /// Hands a frame entering the room to every live capture.
     fn capture(&mut self, link: LinkId, frame: &Bytes) {
         let Some(name) = self.pipeline.link(link).map(|l| l.name.clone()) else {
@@ -518,13 +552,18 @@ impl RoomWorker {
                         break;
                     }
                     let now = self.clock.now();
+                    // Checked once per batch: frame logs cost nothing when off.
+                    let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
                     for (link, frame) in batch.drain(..) {
                         if !self.captures.is_empty() {
                             self.capture(link, &frame);
                         }
                         out.clear();
-                        if let Err(dropped) = self.pipeline.process(now, link, frame, &mut out) {
-                            tracing::trace!(room = %self.room, %link, stage = %self.pipeline.stage_label(dropped.stage), reason = dropped.reason, "frame dropped");
+                        let header = log_frames.then(|| EthernetHeader::parse(&frame).ok()).flatten();
+                        let len = frame.len();
+                        let verdict = self.pipeline.process(now, link, frame, &mut out);
+                        if log_frames {
+                            self.log_frame(link, header.as_ref(), len, &verdict, &out);
                         }
                         for (dst, frame) in out.drain(..) {
                             self.deliver(dst, frame);
