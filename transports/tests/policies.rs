@@ -228,3 +228,42 @@ async fn edited_limits_apply_to_the_next_admissions() {
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_rules_mac_lists_and_mtu_from_policies() {
+    let dir = TempDir::new();
+    write_policy(&dir, "NOGW", "gateway: forbidden\n");
+    write_policy(&dir, "NEEDGW", "gateway: required\n");
+    write_policy(
+        &dir,
+        "LISTED",
+        "allowed_macs: ['02:00:00:00:00:21']\nmtu: 1280\n",
+    );
+    let relay = Relay::with_policies(&dir, "", &rooms_section(&dir, false, "")).await;
+
+    let e = rejected(&relay, "NOGW", "gateway", mac(1), "").await;
+    assert!(e.contains("role_forbidden"), "{e}");
+    let _player = Peer::join(&relay, "NOGW", "client", mac(2)).await;
+
+    // A client waits (retrying) until the room's gateway is there.
+    let c = Peer::start_with(&client_yaml(&relay, "NEEDGW", "client", mac(3), ""), mac(3)).await;
+    let counters = c.counters.clone();
+    wait_for("no_gateway retries", Duration::from_secs(5), || {
+        counters.failed_attempts.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    assert!(relay.counters.rejects.get("no_gateway") >= 1);
+    let _gw = Peer::join(&relay, "NEEDGW", "gateway", mac(4)).await;
+    c.wait_sessions(1).await;
+
+    let e = rejected(&relay, "LISTED", "client", mac(22), "").await;
+    assert!(
+        e.contains("unauthorized") && e.contains("allowed MACs"),
+        "{e}"
+    );
+    match raw_hello(&relay, hello("LISTED", mac(0x21))).await.2 {
+        Some(ControlMessage::Welcome(w)) => assert_eq!(w.mtu, 1280, "the policy's MTU"),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+    relay.stop().await;
+}
