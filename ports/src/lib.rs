@@ -7,6 +7,8 @@
 
 #[cfg(target_os = "linux")]
 pub mod af_packet;
+pub mod emulation;
+pub mod inet;
 #[cfg(target_os = "linux")]
 pub mod linux;
 #[cfg(target_os = "linux")]

@@ -9,26 +9,10 @@
 
 use lanparty_core::wire::{EthernetHeader, ethertype};
 
+use crate::inet::{fold, sum};
+
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
-
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
 
 /// Computes the TCP or UDP checksum of an IPv4 or IPv6 (no extension
 /// headers) frame in place. Returns false (and changes nothing) for other
