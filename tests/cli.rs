@@ -52,6 +52,7 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
             "switch",
             "switch-control",
             "tap",
+            "tun-l2",
         ]
     );
 }

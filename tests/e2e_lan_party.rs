@@ -22,8 +22,6 @@ use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::wire::{FrameView, MacAddr};
 use support::*;
 
-const PORT: &str = "4433";
-
 struct Node {
     ns: Netns,
     underlay: String,
@@ -31,63 +29,6 @@ struct Node {
 
 fn mac_of(s: &str) -> MacAddr {
     s.parse().unwrap()
-}
-
-/// Starts `lanparty run CONFIG --set …` in `ns`.
-fn lanparty_in(ns: &Netns, dir: &TempDir, log: &str, config: &str, sets: &[String]) -> Proc {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("configs")
-        .join(config);
-    let level = std::env::var("LP_TEST_LOG").unwrap_or_else(|_| "info".into());
-    let mut args = vec![
-        lanparty().display().to_string(),
-        "--log-level".into(),
-        level,
-        "run".into(),
-        config.display().to_string(),
-    ];
-    for s in sets {
-        args.push("--set".into());
-        args.push(s.clone());
-    }
-    // Each node its own admin socket, next to its log.
-    args.push("--set".into());
-    args.push(format!("admin.socket={}", admin_socket(dir, log).display()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ns.spawn(&args, &dir.0.join(log))
-}
-
-fn admin_socket(dir: &TempDir, log: &str) -> std::path::PathBuf {
-    dir.0.join(format!("{log}.sock"))
-}
-
-/// `lanparty status --json` of the node that logs to `log`.
-fn status_of(dir: &TempDir, log: &str) -> serde_json::Value {
-    let out = std::process::Command::new(lanparty())
-        .args(["status", "--json", "--socket"])
-        .arg(admin_socket(dir, log))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn client_sets(relay_ip: &str, tls: &Path, room: &str, mac: &str, dev: &str) -> Vec<String> {
-    vec![
-        format!("ports.relay.relay={relay_ip}:{PORT}"),
-        format!(
-            "ports.relay.trust.pin={}",
-            tls.join("relay-cert.der").display()
-        ),
-        format!("ports.relay.room={room}"),
-        format!("ports.relay.mac={mac}"),
-        format!("ports.adapter.mac={mac}"),
-        format!("ports.adapter.device={dev}"),
-    ]
 }
 
 fn udhcpc_script(dir: &TempDir) -> String {
@@ -188,46 +129,11 @@ fn lan_party_end_to_end() {
 
     // DHCP server and game server on the LAN.
     let leases = dir.0.join("dnsmasq.leases");
-    let _dnsmasq = l.spawn(
-        &[
-            "dnsmasq",
-            "-k",
-            "--conf-file=/dev/null",
-            "--user=root",
-            "--port=0",
-            "--interface=br0",
-            "--bind-interfaces",
-            "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
-            &format!("--dhcp-leasefile={}", leases.display()),
-            &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
-            "--log-dhcp",
-            "--log-facility=-",
-        ],
-        &dir.0.join("dnsmasq.log"),
-    );
-    let _game = l.spawn(
-        &[python(), &helper(), "game-server", "27015", "120"],
-        &dir.0.join("game.log"),
-    );
+    let _lan = lan_services(&l, &dir, "br0", 120);
 
     // The gateway, from the shipped config.
-    let gw_sets = vec![
-        format!("ports.relay.relay=10.201.9.1:{PORT}"),
-        format!(
-            "ports.relay.trust.pin={}",
-            tls.join("relay-cert.der").display()
-        ),
-        "ports.relay.room=PARTY".into(),
-        format!("ports.lan.interface={glan}"),
-    ];
-    let mut gateway = lanparty_in(&g, &dir, "gateway.log", "gateway.yaml", &gw_sets);
-    assert!(
-        wait_until(Duration::from_secs(10), || gateway
-            .log_text()
-            .contains("joined the room")),
-        "gateway did not join:\n{}",
-        gateway.log_text()
-    );
+    let gw_sets = gateway_sets("10.201.9.1", &tls, "PARTY", &glan);
+    let mut gateway = start_gateway(&g, &dir, &gw_sets);
 
     // Two players in PARTY, one in ANOTHER.
     let (mac_a, mac_b, mac_c) = (
@@ -309,41 +215,8 @@ fn lan_party_end_to_end() {
     eprintln!("2. ping: A ↔ LAN host, A ↔ B over IPv4, A → B over IPv6 link-local");
 
     // 3. UDP broadcast discovery reaches the LAN's game server and B; the answer comes back.
-    let b_udp = dir.0.join("b.udp");
-    let _b_listen = nb.spawn(
-        &[
-            python(),
-            &helper(),
-            "listen",
-            "27015",
-            "20",
-            b_udp.to_str().unwrap(),
-        ],
-        &dir.0.join("b-listen.log"),
-    );
-    assert!(wait_until(Duration::from_secs(5), || {
-        std::fs::read_to_string(&b_udp).is_ok_and(|t| t.starts_with("ready"))
-    }));
-    let out = na.exec(&[
-        python(),
-        &helper(),
-        "discover",
-        &dev_a,
-        "192.168.77.255",
-        "27015",
-        "a1",
-    ]);
-    let answer = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        answer.contains("192.168.77.1 HERE a1"),
-        "discovery answer: {answer}"
-    );
-    assert!(
-        wait_until(Duration::from_secs(3), || std::fs::read_to_string(&b_udp)
-            .unwrap_or_default()
-            .contains(&format!("{ip_a} DISCOVER a1"))),
-        "B never heard A's broadcast"
-    );
+    let (_b_listen, b_udp) = udp_listener(nb, &dir, "b", 20);
+    let answer = assert_discovery(na, &dev_a, "192.168.77.255", "a1", &ip_a, &b_udp);
     eprintln!(
         "3. discovery: A's broadcast reached the LAN game server and B; answer: {}",
         answer.trim()

@@ -2,6 +2,8 @@
 //!
 //! - `tap` (Linux): a TAP device; a client's virtual Ethernet adapter.
 //! - `af-packet` (Linux): a wired LAN interface; the gateway's side.
+//! - `tun-l2` (Linux): a TUN device with the Ethernet emulation of
+//!   [`emulation`], the Windows client's layer.
 //!
 //! A binary gets them by naming this crate (`use lanparty_ports as _;`).
 
@@ -13,3 +15,5 @@ pub mod inet;
 pub mod linux;
 #[cfg(target_os = "linux")]
 pub mod tap;
+#[cfg(target_os = "linux")]
+pub mod tun_l2;

@@ -13,7 +13,6 @@
 //! frames per wake-up.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
@@ -22,11 +21,10 @@ use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 use serde::Deserialize;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
+use crate::linux::tun::{Device, TunMode, open_tun};
 
 /// `tap` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -109,99 +107,6 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     }
 }
 
-/// Opens (creating if needed) the TAP device `name`; returns the fd.
-pub fn open_tap(name: &str) -> io::Result<OwnedFd> {
-    // SAFETY: plain open(2) of a fixed path; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!(
-                "cannot open /dev/net/tun: {e} (is the tun module loaded, and are we root or CAP_NET_ADMIN?)"
-            ),
-        ));
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    req.ifr_name = netdev::ifname(name)?;
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF takes a pointer to an ifreq; the result is checked.
-    let rc = unsafe {
-        libc::ioctl(
-            fd.as_raw_fd(),
-            libc::TUNSETIFF as _,
-            &mut req as *mut libc::ifreq,
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(
-            e.kind(),
-            format!(
-                "cannot create TAP device `{name}`: {e} (a non-TAP device by that name may exist)"
-            ),
-        ));
-    }
-    Ok(fd)
-}
-
-struct Device {
-    fd: AsyncFd<OwnedFd>,
-    name: String,
-}
-
-impl Device {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: reading into a valid, exclusively borrowed buffer.
-        let n = unsafe {
-            libc::read(
-                self.fd.get_ref().as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn write(&self, frame: &[u8]) -> io::Result<usize> {
-        // SAFETY: writing from a valid buffer.
-        let n = unsafe {
-            libc::write(
-                self.fd.get_ref().as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    async fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
-        loop {
-            let mut guard = self.fd.writable().await?;
-            match guard.try_io(|_| self.write(frame)) {
-                Ok(result) => return result.map(|_| ()),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
 impl TapPort {
     fn fail(&self, what: impl std::fmt::Display) -> PortError {
         PortError::new(&self.settings.device, what.to_string())
@@ -228,20 +133,12 @@ impl TapPort {
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
-        let fd = open_tap(&name).map_err(|e| self.fail(e))?;
-        // SAFETY: the OwnedFd stays open and owned by the AsyncFd for its
-        // whole lifetime.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }
-                .map_err(|e| {
-                    self.fail(format!(
-                        "cannot register the device with the reactor: {e:?}"
-                    ))
-                })?;
-        let device = Device {
-            fd,
-            name: name.clone(),
-        };
+        let fd = open_tun(&name, TunMode::Tap).map_err(|e| self.fail(e))?;
+        let device = Device::new(fd, &name).map_err(|e| {
+            self.fail(format!(
+                "cannot register the device with the reactor: {e:?}"
+            ))
+        })?;
         let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
         let mac = self.settings.mac.unwrap_or(mac);
         let mut link = ctx.attach(
@@ -309,11 +206,7 @@ impl TapPort {
                 }
                 changed = room_mtu.changed(), if self.settings.mtu.is_none() => {
                     if changed.is_ok() {
-                        let mtu = *room_mtu.borrow_and_update();
-                        match netdev::set_mtu(&device.name, mtu) {
-                            Ok(()) => tracing::info!(device = %device.name, mtu, "MTU follows the room"),
-                            Err(e) => tracing::warn!(device = %device.name, mtu, "cannot set MTU: {e}"),
-                        }
+                        netdev::follow_room_mtu(&device.name, *room_mtu.borrow_and_update());
                     }
                 }
             }

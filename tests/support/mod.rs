@@ -270,3 +270,186 @@ pub fn sniffed(path: &Path) -> Vec<Vec<u8>> {
         .filter_map(|l| lanparty_core::testing::frames::from_hex(l).ok())
         .collect()
 }
+
+/// The relay port of the shipped configs.
+pub const PORT: &str = "4433";
+
+/// Starts `lanparty run CONFIG --set …` in `ns`.
+pub fn lanparty_in(ns: &Netns, dir: &TempDir, log: &str, config: &str, sets: &[String]) -> Proc {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(config);
+    let level = std::env::var("LP_TEST_LOG").unwrap_or_else(|_| "info".into());
+    let mut args = vec![
+        lanparty().display().to_string(),
+        "--log-level".into(),
+        level,
+        "run".into(),
+        config.display().to_string(),
+    ];
+    for s in sets {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    // Each node its own admin socket, next to its log.
+    args.push("--set".into());
+    args.push(format!("admin.socket={}", admin_socket(dir, log).display()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ns.spawn(&args, &dir.0.join(log))
+}
+
+pub fn admin_socket(dir: &TempDir, log: &str) -> std::path::PathBuf {
+    dir.0.join(format!("{log}.sock"))
+}
+
+/// `lanparty status --json` of the node that logs to `log`.
+pub fn status_of(dir: &TempDir, log: &str) -> serde_json::Value {
+    let out = std::process::Command::new(lanparty())
+        .args(["status", "--json", "--socket"])
+        .arg(admin_socket(dir, log))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn client_sets(relay_ip: &str, tls: &Path, room: &str, mac: &str, dev: &str) -> Vec<String> {
+    vec![
+        format!("ports.relay.relay={relay_ip}:{PORT}"),
+        format!(
+            "ports.relay.trust.pin={}",
+            tls.join("relay-cert.der").display()
+        ),
+        format!("ports.relay.room={room}"),
+        format!("ports.relay.mac={mac}"),
+        format!("ports.adapter.mac={mac}"),
+        format!("ports.adapter.device={dev}"),
+    ]
+}
+
+/// Starts the helper's UDP listener on port 27015 in `ns` (for `seconds`);
+/// returns it and the file it writes `SRC_IP MESSAGE` lines to.
+pub fn udp_listener(ns: &Netns, dir: &TempDir, name: &str, seconds: u32) -> (Proc, PathBuf) {
+    let out = dir.0.join(format!("{name}.udp"));
+    let proc = ns.spawn(
+        &[
+            python(),
+            &helper(),
+            "listen",
+            "27015",
+            &seconds.to_string(),
+            out.to_str().unwrap(),
+        ],
+        &dir.0.join(format!("{name}-listen.log")),
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.starts_with("ready"))
+    }));
+    (proc, out)
+}
+
+/// Broadcasts `DISCOVER ID` to BCAST:27015 out of `dev` in `ns`; returns
+/// the first answer line.
+pub fn discover(ns: &Netns, dev: &str, bcast: &str, id: &str) -> String {
+    let out = ns.exec(&[python(), &helper(), "discover", dev, bcast, "27015", id]);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// True once `file` (from [`udp_listener`]) holds `line` (within 3s).
+pub fn heard(file: &Path, line: &str) -> bool {
+    wait_until(Duration::from_secs(3), || {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .contains(line)
+    })
+}
+
+/// `discover` from `ns`, asserting that the LAN game server (192.168.77.1)
+/// answers and that the listener writing `heard_by` hears the broadcast
+/// from `sender_ip`; returns the answer.
+pub fn assert_discovery(
+    ns: &Netns,
+    dev: &str,
+    bcast: &str,
+    id: &str,
+    sender_ip: &str,
+    heard_by: &Path,
+) -> String {
+    let answer = discover(ns, dev, bcast, id);
+    assert!(
+        answer.contains(&format!("192.168.77.1 HERE {id}")),
+        "discovery answer: {answer}"
+    );
+    assert!(
+        heard(heard_by, &format!("{sender_ip} DISCOVER {id}")),
+        "the listener never heard {sender_ip}'s broadcast"
+    );
+    answer
+}
+
+/// The LAN's services in `ns` on `iface`: dnsmasq handing out
+/// 192.168.77.100–150 (leases in `dir`/dnsmasq.leases) and the helper's
+/// game server on UDP 27015, for `seconds`.
+pub fn lan_services(ns: &Netns, dir: &TempDir, iface: &str, seconds: u32) -> (Proc, Proc) {
+    let dnsmasq = ns.spawn(
+        &[
+            "dnsmasq",
+            "-k",
+            "--conf-file=/dev/null",
+            "--user=root",
+            "--port=0",
+            &format!("--interface={iface}"),
+            "--bind-interfaces",
+            "--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h",
+            &format!(
+                "--dhcp-leasefile={}",
+                dir.0.join("dnsmasq.leases").display()
+            ),
+            &format!("--pid-file={}", dir.0.join("dnsmasq.pid").display()),
+            "--log-dhcp",
+            "--log-facility=-",
+        ],
+        &dir.0.join("dnsmasq.log"),
+    );
+    let game = ns.spawn(
+        &[
+            python(),
+            &helper(),
+            "game-server",
+            "27015",
+            &seconds.to_string(),
+        ],
+        &dir.0.join("game.log"),
+    );
+    (dnsmasq, game)
+}
+
+/// The `--set`s of the shipped gateway config for this test run.
+pub fn gateway_sets(relay_ip: &str, tls: &Path, room: &str, lan: &str) -> Vec<String> {
+    vec![
+        format!("ports.relay.relay={relay_ip}:{PORT}"),
+        format!(
+            "ports.relay.trust.pin={}",
+            tls.join("relay-cert.der").display()
+        ),
+        format!("ports.relay.room={room}"),
+        format!("ports.lan.interface={lan}"),
+    ]
+}
+
+/// Starts the shipped gateway config in `ns` and waits until it joined.
+pub fn start_gateway(ns: &Netns, dir: &TempDir, sets: &[String]) -> Proc {
+    let gateway = lanparty_in(ns, dir, "gateway.log", "gateway.yaml", sets);
+    assert!(
+        wait_until(Duration::from_secs(10), || gateway
+            .log_text()
+            .contains("joined the room")),
+        "gateway did not join:\n{}",
+        gateway.log_text()
+    );
+    gateway
+}

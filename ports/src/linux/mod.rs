@@ -4,3 +4,4 @@ pub mod checksum;
 pub mod gso;
 pub mod netdev;
 pub mod rxbuf;
+pub mod tun;

@@ -180,6 +180,23 @@ pub fn add_address(name: &str, addr: IpAddr, prefix: u8) -> io::Result<()> {
     }
 }
 
+/// Sets the MTU of an adapter that follows its room's MTU, logging the
+/// outcome (a failure is not fatal: the old MTU still works, only worse).
+pub fn follow_room_mtu(name: &str, mtu: u16) {
+    match set_mtu(name, mtu) {
+        Ok(()) => tracing::info!(device = %name, mtu, "MTU follows the room"),
+        Err(e) => tracing::warn!(device = %name, mtu, "cannot set MTU: {e}"),
+    }
+}
+
+/// Removes the device's IPv4 address (sets it to 0.0.0.0).
+pub fn clear_ipv4(name: &str) -> io::Result<()> {
+    let fd = socket(libc::AF_INET)?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_in(Ipv4Addr::UNSPECIFIED);
+    ioctl(&fd, libc::SIOCSIFADDR, &mut req)
+}
+
 fn add_ipv6(name: &str, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
     if prefix > 128 {
         return Err(io::Error::new(

@@ -1,0 +1,136 @@
+//! TAP and TUN character devices (`/dev/net/tun`), shared by the `tap` and
+//! `tun-l2` ports.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::netdev;
+
+/// What kind of device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunMode {
+    /// Ethernet frames (TAP).
+    Tap,
+    /// IP packets (TUN).
+    Tun,
+}
+
+/// Opens (creating if needed) the TAP or TUN device `name`, non-blocking,
+/// without packet info headers; returns the fd.
+pub fn open_tun(name: &str, mode: TunMode) -> io::Result<OwnedFd> {
+    let (flag, kind) = match mode {
+        TunMode::Tap => (libc::IFF_TAP, "TAP"),
+        TunMode::Tun => (libc::IFF_TUN, "TUN"),
+    };
+    // SAFETY: plain open(2) of a fixed path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot open /dev/net/tun: {e} (is the tun module loaded, and are we root or CAP_NET_ADMIN?)"
+            ),
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    req.ifr_name = netdev::ifname(name)?;
+    req.ifr_ifru.ifru_flags = (flag | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF takes a pointer to an ifreq; the result is checked.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETIFF as _,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot create {kind} device `{name}`: {e} (another kind of device by that name may exist)"
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+/// An open device registered with the reactor.
+pub struct Device {
+    /// The fd.
+    pub fd: AsyncFd<OwnedFd>,
+    /// The device name.
+    pub name: String,
+}
+
+impl Device {
+    /// Registers `fd` (from [`open_tun`]) with the reactor.
+    pub fn new(fd: OwnedFd, name: &str) -> io::Result<Device> {
+        // SAFETY: the OwnedFd stays open and owned by the AsyncFd for its
+        // whole lifetime.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+        }?;
+        Ok(Device {
+            fd,
+            name: name.to_string(),
+        })
+    }
+
+    /// One non-blocking read.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reading into a valid, exclusively borrowed buffer.
+        let n = unsafe {
+            libc::read(
+                self.fd.get_ref().as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// One non-blocking write.
+    pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: writing from a valid buffer.
+        let n = unsafe {
+            libc::write(
+                self.fd.get_ref().as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Writes one frame or packet, waiting for room.
+    pub async fn write_frame(&self, frame: &[u8]) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|_| self.write(frame)) {
+                Ok(result) => return result.map(|_| ()),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}

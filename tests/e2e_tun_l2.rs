@@ -1,0 +1,153 @@
+//! The Ethernet emulation end to end: a Linux client on a TUN device
+//! (`tun-l2`, the Windows client's layer) next to a TAP client, through the
+//! shipped relay and gateway, on real interfaces in network namespaces.
+//!
+//! ```text
+//!  T (client, tun-l2) ─┐                    ┌─ G (gateway) ── AF_PACKET ── LAN bridge ── L (dnsmasq, game server)
+//!  A (client, TAP)    ─┴── underlay ── R (relay)
+//! ```
+//!
+//! T leases its address from the LAN's dnsmasq with the emulation's own
+//! DHCP client, pings the LAN host and A (ARP answered by the emulation on
+//! both sides of the exchange), and its UDP broadcast discovery reaches the
+//! LAN's game server and A, with the answer coming back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn address_of(ns: &Netns, dev: &str) -> Option<String> {
+    let out = ns.exec(&["ip", "-4", "-o", "addr", "show", "dev", dev]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .map(|cidr| cidr.split('/').next().unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_tun_l2_client_leases_pings_and_discovers() {
+    let dir = TempDir::new("tunl2");
+    let tls = dir.0.join("tls");
+    let r = Netns::new("ltR");
+    let g = Netns::new("ltG");
+    let l = Netns::new("ltL");
+    let t = Netns::new("ltT");
+    let a = Netns::new("ltA");
+    for (i, ns) in [&t, &a, &g].into_iter().enumerate() {
+        let (here, there) = (unique("u"), unique("w"));
+        veth(ns, &here, &r, &there);
+        ns.ip(&["addr", "add", &format!("10.202.{i}.2/24"), "dev", &here]);
+        r.ip(&["addr", "add", &format!("10.202.{i}.1/24"), "dev", &there]);
+    }
+    let (glan, lg) = (unique("gl"), unique("lg"));
+    veth(&g, &glan, &l, &lg);
+    l.ip(&["addr", "add", "192.168.77.1/24", "dev", &lg]);
+
+    let relay_sets = vec![format!("ports.relay.self_signed_dir={}", tls.display())];
+    let relay = lanparty_in(&r, &dir, "relay.log", "relay.yaml", &relay_sets);
+    assert!(
+        wait_until(Duration::from_secs(10), || tls
+            .join("relay-cert.der")
+            .exists()),
+        "relay made no certificate:\n{}",
+        relay.log_text()
+    );
+    let _lan = lan_services(&l, &dir, &lg, 60);
+    let _gateway = start_gateway(
+        &g,
+        &dir,
+        &gateway_sets("10.202.2.1", &tls, "TUNPARTY", &glan),
+    );
+
+    // A: a TAP client with a static address. T: the TUN client, DHCP.
+    let (dev_a, dev_t) = (unique("lpa"), unique("lpt"));
+    let mut a_sets = client_sets("10.202.1.1", &tls, "TUNPARTY", "02:00:00:00:00:aa", &dev_a);
+    a_sets.push("ports.adapter.addresses=[192.168.77.50/24]".into());
+    let a_node = lanparty_in(&a, &dir, "a.log", "client.yaml", &a_sets);
+    let t_sets = vec![
+        format!("ports.relay.relay=10.202.0.1:{PORT}"),
+        format!(
+            "ports.relay.trust.pin={}",
+            tls.join("relay-cert.der").display()
+        ),
+        "ports.relay.room=TUNPARTY".into(),
+        "ports.relay.mac=02:00:00:00:00:77".into(),
+        "ports.adapter.mac=02:00:00:00:00:77".into(),
+        format!("ports.adapter.device={dev_t}"),
+        "ports.adapter.hostname=tunplayer".into(),
+    ];
+    let t_node = lanparty_in(&t, &dir, "t.log", "client-tun-l2.yaml", &t_sets);
+
+    // 1. The lease, from the LAN's dnsmasq, set on the TUN device.
+    let mut leased = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            leased = address_of(&t, &dev_t);
+            leased.is_some()
+        }),
+        "no DHCP lease on the TUN device:\n{}\n{}",
+        t_node.log_text(),
+        std::fs::read_to_string(dir.0.join("dnsmasq.log")).unwrap_or_default()
+    );
+    let ip_t = leased.unwrap();
+    assert!(ip_t.starts_with("192.168.77.1"), "{ip_t}");
+    let leases = std::fs::read_to_string(dir.0.join("dnsmasq.leases")).unwrap_or_default();
+    assert!(
+        leases.contains("02:00:00:00:00:77") && leases.contains("tunplayer"),
+        "{leases}"
+    );
+    eprintln!("1. tun-l2 client leased {ip_t} from the LAN's dnsmasq");
+
+    // 2. Ping the LAN host and the TAP client.
+    assert!(
+        ping(&t, "192.168.77.1", 10),
+        "T cannot ping the LAN host:\n{}",
+        t_node.log_text()
+    );
+    assert!(
+        ping(&t, "192.168.77.50", 10),
+        "T cannot ping A:\n{}",
+        a_node.log_text()
+    );
+    assert!(ping(&a, &ip_t, 5), "A cannot ping T");
+    eprintln!("2. ping: T ↔ LAN host, T ↔ A (ARP answered by the emulation)");
+
+    // 3. Broadcast discovery: T's broadcast reaches the game server and A.
+    let (_a_listen, a_udp) = udp_listener(&a, &dir, "a", 20);
+    let answer = assert_discovery(&t, &dev_t, "255.255.255.255", "t1", &ip_t, &a_udp);
+    eprintln!(
+        "3. discovery: T's broadcast reached the LAN game server and A; answer: {}",
+        answer.trim()
+    );
+
+    // 4. A forgets T's MAC and asks again: the emulation answers the ARP.
+    a.exec(&["ip", "neigh", "flush", "dev", &dev_a]);
+    assert!(
+        ping(&a, &ip_t, 5),
+        "A cannot ping T after flushing its neighbours"
+    );
+    let mut report = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            report = status_of(&dir, "t.log");
+            report["ports"]["adapter"]["counters"]["arp_answered"].as_u64() >= Some(1)
+        }),
+        "no ARP answered: {report:#}"
+    );
+    let adapter = &report["ports"]["adapter"];
+    assert_eq!(adapter["dhcp"], "bound", "{report:#}");
+    assert!(adapter["neighbors"].as_u64() >= Some(2), "{report:#}");
+    assert!(
+        adapter["counters"]["solicitations_sent"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    eprintln!(
+        "4. ARP for T answered by the emulation; status: {}",
+        adapter["counters"]
+    );
+}
