@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lanparty_core::config::{ConfigSources, default_admin_socket, load_node};
+#[cfg(unix)]
 use lanparty_core::runtime::admin;
 use lanparty_transports::credentials::{DEFAULT_ITERATIONS, hash_password};
 use serde_json::{Value, json};
@@ -95,6 +96,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn fail(e: &str) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::RunFailed
+}
+
+/// The admin socket is a Unix socket; Windows nodes serve status through
+/// the metrics endpoint only.
+#[cfg(not(unix))]
+mod admin {
+    /// Always an error on this platform.
+    pub async fn request(
+        _: &std::path::Path,
+        _: &serde_json::Value,
+    ) -> Result<tokio::io::Empty, String> {
+        Err("the admin socket is Unix-only; on Windows use `metrics.listen` (Prometheus) for live counters".into())
+    }
 }
 
 async fn fetch_status(path: &std::path::Path) -> Result<Value, String> {

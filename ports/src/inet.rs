@@ -1,5 +1,8 @@
-//! The Internet checksum (RFC 1071), shared by the checksum completion of
-//! the AF_PACKET port and the Ethernet emulation's ARP/ND/DHCP packets.
+//! Small Internet helpers shared by the ports: the Internet checksum
+//! (RFC 1071), used by the AF_PACKET port's checksum completion and the
+//! Ethernet emulation's ARP/ND/DHCP packets, and CIDR parsing for configs.
+
+use std::net::IpAddr;
 
 /// Adds `data` as big-endian 16-bit words to `acc` (an odd last byte is
 /// padded with zero).
@@ -20,4 +23,43 @@ pub fn fold(mut acc: u32) -> u16 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     !(acc as u16)
+}
+
+/// Parses `10.0.0.2/24` or `fd00::2/64` (a bare address gets /32 or /128).
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IP address with an optional /prefix"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("`{text}`: prefix must be 0..={max}"))?,
+        None => max,
+    };
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.0.2/24"),
+            Ok(("10.0.0.2".parse().unwrap(), 24))
+        );
+        assert_eq!(parse_cidr("fd00::2"), Ok(("fd00::2".parse().unwrap(), 128)));
+        assert!(parse_cidr("10.0.0.2/33").is_err());
+        assert!(parse_cidr("nope/3").is_err());
+    }
 }

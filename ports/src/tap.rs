@@ -89,7 +89,7 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     }
     let mut addresses = Vec::new();
     for (i, text) in settings.addresses.iter().enumerate() {
-        match netdev::parse_cidr(text) {
+        match crate::inet::parse_cidr(text) {
             Ok(a) => addresses.push(a),
             Err(e) => errors.push(config.error(&format!("addresses[{i}]"), e)),
         }

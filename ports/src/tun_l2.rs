@@ -12,22 +12,20 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{
-    DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
-};
+use lanparty_core::runtime::{DEFAULT_ROOM, LinkSpec, PortContext};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 use serde::Deserialize;
 
-use crate::emulation::{
-    Addressing, Emulation, EmulationConfig, EmulationCounters, Event, Ipv4Config,
-};
+use crate::emulation::driver::{AdapterStatus, IpAdapter, drive, emulation_seed, parse_addressing};
+use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::tun::{Device, TunMode, open_tun};
@@ -74,87 +72,6 @@ pub struct TunL2Port {
     addressing: Addressing,
 }
 
-/// What `lanparty status` shows of the adapter, refreshed every poll.
-struct TunStatus {
-    device: String,
-    snapshot: std::sync::Mutex<(serde_json::Value, EmulationCounters)>,
-}
-
-impl TunStatus {
-    fn update(&self, e: &Emulation) {
-        let value = serde_json::json!({
-            "type": "tun-l2",
-            "device": self.device,
-            "mac": e.mac(),
-            "dhcp": e.dhcp_state(),
-            "ipv4": e.ipv4(),
-            "lease": e.lease().map(|l| serde_json::json!({
-                "addr": l.addr, "prefix": l.prefix, "router": l.router, "dns": l.dns,
-                "server": l.server, "lease_s": l.lease_time.as_secs(),
-            })),
-            "neighbors": e.neighbor_count(),
-            "counters": e.counters(),
-        });
-        *self
-            .snapshot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = (value, e.counters());
-    }
-}
-
-impl StatusSource for TunStatus {
-    fn status(&self) -> serde_json::Value {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .clone()
-    }
-
-    fn metrics(&self, out: &mut Metrics) {
-        let c = self
-            .snapshot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1;
-        let l = [("device", self.device.as_str())];
-        for (name, help, v) in [
-            (
-                "lanparty_emulation_outbound_total",
-                "IP packets from the OS sent into the room",
-                c.outbound,
-            ),
-            (
-                "lanparty_emulation_inbound_total",
-                "IP packets delivered to the OS",
-                c.inbound,
-            ),
-            (
-                "lanparty_emulation_arp_answered_total",
-                "ARP requests answered for the adapter",
-                c.arp_answered,
-            ),
-            (
-                "lanparty_emulation_ns_answered_total",
-                "Neighbour solicitations answered for the adapter",
-                c.ns_answered,
-            ),
-            (
-                "lanparty_emulation_unresolved_total",
-                "Packets dropped: next hop never answered",
-                c.unresolved,
-            ),
-            (
-                "lanparty_emulation_pending_full_total",
-                "Packets dropped: resolution queue full",
-                c.pending_full,
-            ),
-        ] {
-            out.counter(name, help, &l, v);
-        }
-    }
-}
-
 /// Packets read per wake-up.
 const RX_BATCH: usize = 64;
 const MAX_PACKET: usize = MAX_MTU as usize;
@@ -176,34 +93,15 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     if let Err(e) = lanparty_core::control::validate_room_code(&settings.room) {
         errors.push(config.error("room", e));
     }
-    let addressing = if settings.address == "dhcp" {
-        if settings.router.is_some() {
-            errors.push(config.error(
-                "router",
-                "only with a static `address` (DHCP gives the router)",
-            ));
-        }
-        Addressing::Dhcp {
-            hostname: settings.hostname.clone(),
-        }
-    } else {
-        match netdev::parse_cidr(&settings.address) {
-            Ok((std::net::IpAddr::V4(addr), prefix)) => Addressing::Static(Ipv4Config {
-                addr,
-                prefix,
-                router: settings.router,
-            }),
-            Ok(_) => {
-                errors.push(config.error(
-                    "address",
-                    "an IPv4 address, e.g. 192.168.77.50/24, or `dhcp`",
-                ));
-                Addressing::Dhcp { hostname: None }
-            }
-            Err(e) => {
-                errors.push(config.error("address", format!("{e}; or `dhcp`")));
-                Addressing::Dhcp { hostname: None }
-            }
+    let addressing = match parse_addressing(
+        &settings.address,
+        settings.router,
+        settings.hostname.clone(),
+    ) {
+        Ok(a) => a,
+        Err((key, e)) => {
+            errors.push(config.error(key, e));
+            Addressing::Dhcp { hostname: None }
         }
     };
     if errors.is_empty() {
@@ -216,13 +114,47 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     }
 }
 
-impl TunL2Port {
-    fn fail(&self, what: impl std::fmt::Display) -> PortError {
-        PortError::new(&self.settings.device, what.to_string())
+/// The TUN device as the emulation driver sees it.
+struct TunAdapter {
+    device: Device,
+    rx: RxBuffer,
+}
+
+impl IpAdapter for TunAdapter {
+    fn name(&self) -> &str {
+        &self.device.name
     }
 
-    fn apply(&self, event: &Event) {
-        let name = &self.settings.device;
+    async fn recv(&mut self, out: &mut Vec<Bytes>) -> Result<(), String> {
+        let mut guard = self
+            .device
+            .fd
+            .readable()
+            .await
+            .map_err(|e| format!("poll failed: {e}"))?;
+        for _ in 0..RX_BATCH {
+            match self.device.read(self.rx.space()) {
+                Ok(0) => break,
+                Ok(n) => out.push(self.rx.take(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, packet: &[u8]) -> Result<(), String> {
+        self.device
+            .write_frame(packet)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn apply(&mut self, event: &Event) {
+        let name = &self.device.name;
         match event {
             Event::Configure(c) => {
                 match netdev::add_address(name, std::net::IpAddr::V4(c.addr), c.prefix) {
@@ -247,6 +179,16 @@ impl TunL2Port {
         }
     }
 
+    fn set_mtu(&mut self, mtu: u16) {
+        netdev::follow_room_mtu(&self.device.name, mtu);
+    }
+}
+
+impl TunL2Port {
+    fn fail(&self, what: impl std::fmt::Display) -> PortError {
+        PortError::new(&self.settings.device, what.to_string())
+    }
+
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
         let fd = open_tun(&name, TunMode::Tun).map_err(|e| self.fail(e))?;
@@ -265,118 +207,35 @@ impl TunL2Port {
                 sink: None,
             },
         );
-        let mut room_mtu = link.mtu();
-        let mtu = self.settings.mtu.unwrap_or(*room_mtu.borrow_and_update());
+        let mtu = self.settings.mtu.unwrap_or(*link.mtu().borrow());
         netdev::set_mtu(&name, mtu).map_err(|e| self.fail(format!("cannot set MTU {mtu}: {e}")))?;
         netdev::update_flags(&name, libc::IFF_UP as libc::c_short, 0)
             .map_err(|e| self.fail(format!("cannot bring the device up: {e}")))?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            ^ std::process::id();
         let mut emulation = Emulation::new(
             EmulationConfig::new(self.settings.mac, self.addressing.clone()),
-            seed,
+            emulation_seed(),
             Instant::now(),
         );
-        if let Some(c) = emulation.ipv4() {
-            self.apply(&Event::Configure(c));
-        }
         tracing::info!(device = %name, mac = %self.settings.mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
-        let status = std::sync::Arc::new(TunStatus {
-            device: name.clone(),
-            snapshot: std::sync::Mutex::new((
-                serde_json::Value::Null,
-                EmulationCounters::default(),
-            )),
-        });
-        status.update(&emulation);
+        let status = Arc::new(AdapterStatus::new("tun-l2", &name, &emulation));
         ctx.publish_status(status.clone());
-        let result = self
-            .pump(
-                &device,
-                &mut emulation,
-                &mut link,
-                &mut room_mtu,
-                ctx.shutdown(),
-                &status,
-            )
-            .await;
+        let mut adapter = TunAdapter {
+            device,
+            rx: RxBuffer::new(MAX_PACKET, CHUNK),
+        };
+        let result = drive(
+            &mut adapter,
+            &mut emulation,
+            &mut link,
+            self.settings.mtu.is_none(),
+            ctx.shutdown(),
+            &status,
+        )
+        .await
+        .map_err(|e| self.fail(e));
         let c = emulation.counters();
         tracing::info!(device = %name, outbound = c.outbound, inbound = c.inbound, arp_answered = c.arp_answered, ns_answered = c.ns_answered, unresolved = c.unresolved, pending_full = c.pending_full, "tun-l2 port stopped");
         result
-    }
-
-    async fn pump(
-        &self,
-        device: &Device,
-        emulation: &mut Emulation,
-        link: &mut LinkHandle,
-        room_mtu: &mut tokio::sync::watch::Receiver<u16>,
-        mut shutdown: ShutdownSignal,
-        status: &TunStatus,
-    ) -> Result<(), PortError> {
-        let mut rx = RxBuffer::new(MAX_PACKET, CHUNK);
-        let mut from_room = Vec::with_capacity(RX_BATCH);
-        let (mut to_room, mut to_os): (Vec<Bytes>, Vec<Bytes>) = (Vec::new(), Vec::new());
-        let mut ticker = tokio::time::interval(Emulation::POLL_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tx_errors: u64 = 0;
-        loop {
-            let mut event = None;
-            tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                ready = device.fd.readable() => {
-                    let mut guard = ready.map_err(|e| self.fail(format!("poll failed: {e}")))?;
-                    let now = Instant::now();
-                    for _ in 0..RX_BATCH {
-                        match device.read(rx.space()) {
-                            Ok(0) => break,
-                            Ok(n) => emulation.outbound(now, rx.take(n), &mut to_room),
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                guard.clear_ready();
-                                break;
-                            }
-                            Err(e) => return Err(self.fail(format!("read failed: {e}"))),
-                        }
-                    }
-                }
-                n = link.recv_many(&mut from_room, RX_BATCH) => {
-                    if n == 0 {
-                        return Err(self.fail("the room closed"));
-                    }
-                    let now = Instant::now();
-                    for frame in from_room.drain(..) {
-                        if let Some(e) = emulation.inbound(now, &frame, &mut to_os, &mut to_room) {
-                            event = Some(e);
-                        }
-                    }
-                }
-                _ = ticker.tick() => {
-                    event = emulation.poll(Instant::now(), &mut to_room);
-                    status.update(emulation);
-                }
-                changed = room_mtu.changed(), if self.settings.mtu.is_none() => {
-                    if changed.is_ok() {
-                        netdev::follow_room_mtu(&device.name, *room_mtu.borrow_and_update());
-                    }
-                }
-            }
-            if let Some(event) = &event {
-                self.apply(event);
-            }
-            for frame in to_room.drain(..) {
-                link.send(frame);
-            }
-            for packet in to_os.drain(..) {
-                if let Err(e) = device.write_frame(&packet).await {
-                    tx_errors += 1;
-                    if tx_errors.is_power_of_two() {
-                        tracing::warn!(device = %device.name, errors = tx_errors, "write to TUN failed: {e}");
-                    }
-                }
-            }
-        }
     }
 }
 

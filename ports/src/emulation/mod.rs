@@ -24,6 +24,7 @@
 //!   source of the OS's own IPv6 packets (its link-local, SLAAC…).
 
 pub mod dhcp;
+pub mod driver;
 pub mod packets;
 
 use std::collections::{HashMap, VecDeque};

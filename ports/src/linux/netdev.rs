@@ -216,45 +216,15 @@ fn add_ipv6(name: &str, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
     ioctl(&fd, libc::SIOCSIFADDR, &mut req)
 }
 
-/// Parses `10.0.0.2/24` or `fd00::2/64` (a bare address gets /32 or /128).
-pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text, None),
-    };
-    let addr: IpAddr = addr
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not an IP address with an optional /prefix"))?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match prefix {
-        Some(p) => p
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("`{text}`: prefix must be 0..={max}"))?,
-        None => max,
-    };
-    Ok((addr, prefix))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_and_cidrs() {
+    fn names() {
         assert!(ifname("lp0").is_ok());
         assert!(ifname("").is_err());
         assert!(ifname("a-name-far-too-long").is_err());
         assert!(ifname("a/b").is_err());
-        assert_eq!(
-            parse_cidr("10.0.0.2/24"),
-            Ok(("10.0.0.2".parse().unwrap(), 24))
-        );
-        assert_eq!(parse_cidr("fd00::2"), Ok(("fd00::2".parse().unwrap(), 128)));
-        assert!(parse_cidr("10.0.0.2/33").is_err());
-        assert!(parse_cidr("nope/3").is_err());
     }
 }
