@@ -53,6 +53,7 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
             "switch-control",
             "tap",
             "tun-l2",
+            "wintun",
         ]
     );
 }
@@ -326,4 +327,42 @@ fn hash_password_prints_a_hash_that_a_policy_accepts() {
         &[parsed],
         "hunter2"
     ));
+}
+
+#[cfg(not(windows))]
+#[test]
+fn the_windows_config_checks_everywhere_and_says_it_runs_on_windows_only() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client-windows.yaml");
+    let config = config.to_str().unwrap();
+    let out = run(&["check", config]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = run(&["check", config, "--set", "ports.adapter.guid=nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("ports.adapter.guid"), "{}", text(&out));
+    let out = run(&["run", config, "--set", "ports.relay.relay=127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("Windows only"), "{}", text(&out));
+}
+
+#[test]
+fn relative_paths_stay_relative_to_the_config_file_when_set_overrides_a_sibling_key() {
+    let dir = TempDir::new("relpath");
+    let sub = dir.0.join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = run(&["cert", "new", "--dir", sub.join("tls").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
+    std::fs::copy(&config, sub.join("client.yaml")).unwrap();
+    // Run from elsewhere, overriding a key next to `trust.pin`.
+    let out = Command::new(lanparty())
+        .current_dir(&dir.0)
+        .args([
+            "check",
+            "conf/client.yaml",
+            "--set",
+            "ports.relay.room=OTHER",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }

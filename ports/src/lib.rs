@@ -4,6 +4,8 @@
 //! - `af-packet` (Linux): a wired LAN interface; the gateway's side.
 //! - `tun-l2` (Linux): a TUN device with the Ethernet emulation of
 //!   [`emulation`], the Windows client's layer.
+//! - `wintun` (Windows): a Wintun adapter with the same emulation, route
+//!   pinning, interface metric and network profile.
 //!
 //! A binary gets them by naming this crate (`use lanparty_ports as _;`).
 
@@ -17,3 +19,6 @@ pub mod linux;
 pub mod tap;
 #[cfg(target_os = "linux")]
 pub mod tun_l2;
+#[cfg(windows)]
+pub mod windows;
+pub mod wintun_port;

@@ -21,10 +21,12 @@ use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkSpec, PortContext};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
-use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
+use lanparty_core::wire::mtu::MAX_MTU;
 use serde::Deserialize;
 
-use crate::emulation::driver::{AdapterStatus, IpAdapter, drive, emulation_seed, parse_addressing};
+use crate::emulation::driver::{
+    AdapterKeys, AdapterStatus, IpAdapter, check_adapter_keys, drive, emulation_seed,
+};
 use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
@@ -82,28 +84,18 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     if let Err(e) = netdev::ifname(&settings.device) {
         errors.push(config.error("device", e.to_string()));
     }
-    if let Err(e) = settings.mac.validate_adapter_mac() {
-        errors.push(config.error("mac", e.to_string()));
-    }
-    if let Some(mtu) = settings.mtu
-        && let Err(e) = validate_mtu(u32::from(mtu))
-    {
-        errors.push(config.error("mtu", e.to_string()));
-    }
-    if let Err(e) = lanparty_core::control::validate_room_code(&settings.room) {
-        errors.push(config.error("room", e));
-    }
-    let addressing = match parse_addressing(
-        &settings.address,
-        settings.router,
-        settings.hostname.clone(),
-    ) {
-        Ok(a) => a,
-        Err((key, e)) => {
-            errors.push(config.error(key, e));
-            Addressing::Dhcp { hostname: None }
-        }
-    };
+    let addressing = check_adapter_keys(
+        config,
+        AdapterKeys {
+            mac: settings.mac,
+            mtu: settings.mtu,
+            room: &settings.room,
+            address: &settings.address,
+            router: settings.router,
+            hostname: settings.hostname.clone(),
+        },
+        &mut errors,
+    );
     if errors.is_empty() {
         Ok(Box::new(TunL2Port {
             settings,

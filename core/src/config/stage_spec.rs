@@ -40,12 +40,18 @@ impl StageSpec {
         figment: Option<&Figment>,
         path: &str,
     ) -> Result<StageConfig, ConfigError> {
-        let file = figment
-            .and_then(|f| f.get_metadata(self.0.tag()))
-            .and_then(|m| match &m.source {
-                Some(Source::File(p)) => Some(p.clone()),
-                _ => None,
-            });
+        // The file the entry was written in. When `--set` or the
+        // environment changed one of its keys, the entry's own tag names
+        // that override; its other keys still carry their file's tag.
+        let file_of = |tag: Tag| {
+            figment
+                .and_then(|f| f.get_metadata(tag))
+                .and_then(|m| match &m.source {
+                    Some(Source::File(p)) => Some(p.clone()),
+                    _ => None,
+                })
+        };
+        let file = file_of(self.0.tag()).or_else(|| self.0.values().find_map(|v| file_of(v.tag())));
         let origin = file.as_ref().map(|p| p.display().to_string());
         let mut values = (*self.0).clone();
         let kind = match values.remove("type") {

@@ -57,6 +57,49 @@ pub fn parse_addressing(
     }
 }
 
+/// The settings every emulated adapter port has.
+pub struct AdapterKeys<'a> {
+    /// `mac`.
+    pub mac: lanparty_core::wire::MacAddr,
+    /// `mtu`.
+    pub mtu: Option<u16>,
+    /// `room`.
+    pub room: &'a str,
+    /// `address`.
+    pub address: &'a str,
+    /// `router`.
+    pub router: Option<std::net::Ipv4Addr>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+}
+
+/// Checks the keys every emulated adapter port has (pushing errors that
+/// name the key) and returns the addressing.
+pub fn check_adapter_keys(
+    config: &lanparty_core::config::StageConfig,
+    keys: AdapterKeys<'_>,
+    errors: &mut Vec<lanparty_core::config::ConfigError>,
+) -> Addressing {
+    if let Err(e) = keys.mac.validate_adapter_mac() {
+        errors.push(config.error("mac", e.to_string()));
+    }
+    if let Some(mtu) = keys.mtu
+        && let Err(e) = lanparty_core::wire::mtu::validate_mtu(u32::from(mtu))
+    {
+        errors.push(config.error("mtu", e.to_string()));
+    }
+    if let Err(e) = lanparty_core::control::validate_room_code(keys.room) {
+        errors.push(config.error("room", e));
+    }
+    match parse_addressing(keys.address, keys.router, keys.hostname) {
+        Ok(a) => a,
+        Err((key, e)) => {
+            errors.push(config.error(key, e));
+            Addressing::Dhcp { hostname: None }
+        }
+    }
+}
+
 /// A per-run value for the DHCP transaction id.
 pub fn emulation_seed() -> u32 {
     std::time::SystemTime::now()
