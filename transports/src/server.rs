@@ -275,6 +275,7 @@ impl QuicServer {
             limiter: Mutex::new(FailureLimiter::new(
                 ctx.policies().auth_failures_per_minute(),
             )),
+            credential_checks: tokio::sync::Semaphore::new(CONCURRENT_CREDENTIAL_CHECKS),
             peers: Mutex::new(BTreeMap::new()),
         });
         ctx.publish_status(shared.clone());
@@ -326,8 +327,15 @@ struct Shared {
     settings: ServerSettings,
     ctx: PortContext,
     limiter: Mutex<FailureLimiter>,
+    /// Slow hashes running at once: a flood of hellos with credentials
+    /// queues here (each still bound by `hello_timeout`) instead of taking
+    /// every core.
+    credential_checks: tokio::sync::Semaphore,
     peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
 }
+
+/// Credential checks (PBKDF2) that may run at once.
+const CONCURRENT_CREDENTIAL_CHECKS: usize = 2;
 
 impl StatusSource for Shared {
     fn status(&self) -> serde_json::Value {
@@ -503,6 +511,14 @@ impl Shared {
             });
         };
         let checked = policy.clone();
+        let wait = self.settings.hello_timeout.0;
+        let Ok(Ok(_permit)) = tokio::time::timeout(wait, self.credential_checks.acquire()).await
+        else {
+            return Err(Reject {
+                code: RejectCode::RateLimited,
+                message: "the relay is busy checking credentials; try again".into(),
+            });
+        };
         let ok = tokio::task::spawn_blocking(move || {
             let creds = &checked.policy.credentials;
             let hashes = if gateway {
