@@ -298,6 +298,18 @@ fn check_validates_the_policy_folder() {
         t.contains("BROKEN.yaml") && t.contains("unknown key `storm`"),
         "{t}"
     );
+    // The shipped example policy folder checks too.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/policies");
+    let set = format!("rooms.policy_dir={}", shipped.display());
+    let out = run(&[
+        "check",
+        relay,
+        "--set",
+        &set,
+        "--set",
+        "rooms.require_policy=true",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // A closed relay needs a folder.
     let out = run(&["check", relay, "--set", "rooms.require_policy=true"]);
     assert_eq!(out.status.code(), Some(2));
