@@ -17,6 +17,17 @@ pub fn sum(data: &[u8], mut acc: u32) -> u32 {
     acc
 }
 
+/// The IPv4 netmask of a prefix length (`24` → 255.255.255.0); prefixes
+/// over 32 count as 32.
+pub fn ipv4_netmask(prefix: u8) -> std::net::Ipv4Addr {
+    let bits = u32::from(prefix.min(32));
+    std::net::Ipv4Addr::from(if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    })
+}
+
 /// Folds a sum into the one's complement checksum.
 pub fn fold(mut acc: u32) -> u16 {
     while acc >> 16 != 0 {
@@ -61,5 +72,13 @@ mod tests {
         assert_eq!(parse_cidr("fd00::2"), Ok(("fd00::2".parse().unwrap(), 128)));
         assert!(parse_cidr("10.0.0.2/33").is_err());
         assert!(parse_cidr("nope/3").is_err());
+    }
+
+    #[test]
+    fn netmasks() {
+        assert_eq!(ipv4_netmask(0), std::net::Ipv4Addr::UNSPECIFIED);
+        assert_eq!(ipv4_netmask(24), std::net::Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(ipv4_netmask(32), std::net::Ipv4Addr::BROADCAST);
+        assert_eq!(ipv4_netmask(40), std::net::Ipv4Addr::BROADCAST);
     }
 }

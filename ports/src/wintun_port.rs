@@ -225,11 +225,7 @@ mod imp {
         fn apply(&mut self, event: &Event) {
             match event {
                 Event::Configure(c) => {
-                    let mask = std::net::Ipv4Addr::from(if c.prefix == 0 {
-                        0
-                    } else {
-                        u32::MAX << (32 - u32::from(c.prefix.min(32)))
-                    });
+                    let mask = crate::inet::ipv4_netmask(c.prefix);
                     // No gateway on the adapter: the player's internet traffic
                     // stays on its own uplink.
                     match self.adapter.set_network_addresses_tuple(

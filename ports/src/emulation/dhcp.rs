@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lanparty_core::wire::MacAddr;
 
-use super::packets::{ETH_IPV4, ethernet};
+use super::packets::{ETH_IPV4, ethernet, ipv4_at};
 use crate::inet::{fold, sum};
 
 /// A lease as the OS side needs it.
@@ -88,9 +88,8 @@ fn parse_reply(p: &[u8], xid: u32, mac: MacAddr) -> Option<Reply> {
     if p.get(236..240)? != MAGIC {
         return None;
     }
-    let yi: [u8; 4] = p.get(16..20)?.try_into().ok()?;
     let mut r = Reply {
-        yiaddr: Some(Ipv4Addr::from(yi)).filter(|a| !a.is_unspecified()),
+        yiaddr: Some(ipv4_at(p, 16)?).filter(|a| !a.is_unspecified()),
         ..Reply::default()
     };
     let mut opts = p.get(240..)?;
@@ -105,9 +104,7 @@ fn parse_reply(p: &[u8], xid: u32, mac: MacAddr) -> Option<Reply> {
         }
         let (&len, rest) = rest.split_first()?;
         let value = rest.get(..usize::from(len))?;
-        let addr = |v: &[u8]| -> Option<Ipv4Addr> {
-            Some(Ipv4Addr::from(<[u8; 4]>::try_from(v.get(..4)?).ok()?))
-        };
+        let addr = |v: &[u8]| ipv4_at(v, 0);
         match code {
             53 => r.kind = *value.first()?,
             54 => r.server = addr(value),

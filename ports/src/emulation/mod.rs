@@ -38,7 +38,7 @@ use serde::Serialize;
 use dhcp::{DhcpClient, Lease, LeaseEvent};
 use packets::{
     ARP_REPLY, ARP_REQUEST, Arp, ETH_ARP, ETH_HLEN, ETH_IPV4, ETH_IPV6, ND_ADVERT, ND_SOLICIT,
-    Neighbor, ipv4_multicast_mac, ipv6_multicast_mac, neighbor_advertisement,
+    Neighbor, ipv4_at, ipv4_multicast_mac, ipv6_at, ipv6_multicast_mac, neighbor_advertisement,
     neighbor_solicitation,
 };
 
@@ -55,11 +55,7 @@ pub struct Ipv4Config {
 
 impl Ipv4Config {
     fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix.min(32)))
-        }
+        u32::from(crate::inet::ipv4_netmask(self.prefix))
     }
 
     /// True when `ip` is on our LAN.
@@ -184,18 +180,6 @@ const CHUNK: usize = 64 * 1024;
 const MAX_OWN_IPV6: usize = 8;
 /// A next hop is solicited at most once per this long.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
-
-fn ipv4_at(p: &[u8], at: usize) -> Option<Ipv4Addr> {
-    Some(Ipv4Addr::from(
-        <[u8; 4]>::try_from(p.get(at..at + 4)?).ok()?,
-    ))
-}
-
-fn ipv6_at(p: &[u8], at: usize) -> Option<Ipv6Addr> {
-    Some(Ipv6Addr::from(
-        <[u8; 16]>::try_from(p.get(at..at + 16)?).ok()?,
-    ))
-}
 
 /// The length an IP packet says it has (IPv4 total length, IPv6 40 +
 /// payload length), if it fits in `p`.

@@ -83,12 +83,14 @@ pub const ARP_REQUEST: u16 = 1;
 /// ARP reply.
 pub const ARP_REPLY: u16 = 2;
 
-fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+/// The IPv4 address at `at`, if `b` is long enough.
+pub fn ipv4_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
     let o: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
     Some(Ipv4Addr::from(o))
 }
 
-fn ipv6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
+/// The IPv6 address at `at`, if `b` is long enough.
+pub fn ipv6_at(b: &[u8], at: usize) -> Option<Ipv6Addr> {
     let o: [u8; 16] = b.get(at..at + 16)?.try_into().ok()?;
     Some(Ipv6Addr::from(o))
 }

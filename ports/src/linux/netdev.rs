@@ -167,13 +167,8 @@ pub fn add_address(name: &str, addr: IpAddr, prefix: u8) -> io::Result<()> {
             let mut req = ifreq(name)?;
             req.ifr_ifru.ifru_addr = sockaddr_in(v4);
             ioctl(&fd, libc::SIOCSIFADDR, &mut req)?;
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
             let mut req = ifreq(name)?;
-            req.ifr_ifru.ifru_netmask = sockaddr_in(Ipv4Addr::from(mask));
+            req.ifr_ifru.ifru_netmask = sockaddr_in(crate::inet::ipv4_netmask(prefix));
             ioctl(&fd, libc::SIOCSIFNETMASK, &mut req)
         }
         IpAddr::V6(v6) => add_ipv6(name, v6, prefix),
