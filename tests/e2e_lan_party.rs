@@ -90,19 +90,10 @@ fn lan_party_end_to_end() {
     let mut clients: Vec<Node> = Vec::new();
     for (i, prefix) in ["lpA", "lpB", "lpC", "lpD", "lpE"].iter().enumerate() {
         let ns = Netns::new(prefix);
-        let (here, there) = (unique("u"), unique("w"));
-        veth(&ns, &here, &r, &there);
-        ns.ip(&["addr", "add", &format!("10.201.{i}.2/24"), "dev", &here]);
-        r.ip(&["addr", "add", &format!("10.201.{i}.1/24"), "dev", &there]);
-        clients.push(Node {
-            ns,
-            underlay: format!("10.201.{i}.1"),
-        });
+        let underlay = underlay(&ns, &r, &format!("10.201.{i}"));
+        clients.push(Node { ns, underlay });
     }
-    let (gu, ru) = (unique("u"), unique("w"));
-    veth(&g, &gu, &r, &ru);
-    g.ip(&["addr", "add", "10.201.9.2/24", "dev", &gu]);
-    r.ip(&["addr", "add", "10.201.9.1/24", "dev", &ru]);
+    let gateway_underlay = underlay(&g, &r, "10.201.9");
     // The LAN: a bridge in L with the gateway's wire, L's own port and L2.
     let (glan, lg) = (unique("gl"), unique("lg"));
     veth(&g, &glan, &l, &lg);
@@ -132,7 +123,7 @@ fn lan_party_end_to_end() {
     let _lan = lan_services(&l, &dir, "br0", 120);
 
     // The gateway, from the shipped config.
-    let gw_sets = gateway_sets("10.201.9.1", &tls, "PARTY", &glan);
+    let gw_sets = gateway_sets(&gateway_underlay, &tls, "PARTY", &glan);
     let mut gateway = start_gateway(&g, &dir, &gw_sets);
 
     // Two players in PARTY, one in ANOTHER.

@@ -38,12 +38,9 @@ fn a_tun_l2_client_leases_pings_and_discovers() {
     let l = Netns::new("ltL");
     let t = Netns::new("ltT");
     let a = Netns::new("ltA");
-    for (i, ns) in [&t, &a, &g].into_iter().enumerate() {
-        let (here, there) = (unique("u"), unique("w"));
-        veth(ns, &here, &r, &there);
-        ns.ip(&["addr", "add", &format!("10.202.{i}.2/24"), "dev", &here]);
-        r.ip(&["addr", "add", &format!("10.202.{i}.1/24"), "dev", &there]);
-    }
+    let t_relay = underlay(&t, &r, "10.202.0");
+    let a_relay = underlay(&a, &r, "10.202.1");
+    let g_relay = underlay(&g, &r, "10.202.2");
     let (glan, lg) = (unique("gl"), unique("lg"));
     veth(&g, &glan, &l, &lg);
     l.ip(&["addr", "add", "192.168.77.1/24", "dev", &lg]);
@@ -58,29 +55,15 @@ fn a_tun_l2_client_leases_pings_and_discovers() {
         relay.log_text()
     );
     let _lan = lan_services(&l, &dir, &lg, 60);
-    let _gateway = start_gateway(
-        &g,
-        &dir,
-        &gateway_sets("10.202.2.1", &tls, "TUNPARTY", &glan),
-    );
+    let _gateway = start_gateway(&g, &dir, &gateway_sets(&g_relay, &tls, "TUNPARTY", &glan));
 
     // A: a TAP client with a static address. T: the TUN client, DHCP.
     let (dev_a, dev_t) = (unique("lpa"), unique("lpt"));
-    let mut a_sets = client_sets("10.202.1.1", &tls, "TUNPARTY", "02:00:00:00:00:aa", &dev_a);
+    let mut a_sets = client_sets(&a_relay, &tls, "TUNPARTY", "02:00:00:00:00:aa", &dev_a);
     a_sets.push("ports.adapter.addresses=[192.168.77.50/24]".into());
     let a_node = lanparty_in(&a, &dir, "a.log", "client.yaml", &a_sets);
-    let t_sets = vec![
-        format!("ports.relay.relay=10.202.0.1:{PORT}"),
-        format!(
-            "ports.relay.trust.pin={}",
-            tls.join("relay-cert.der").display()
-        ),
-        "ports.relay.room=TUNPARTY".into(),
-        "ports.relay.mac=02:00:00:00:00:77".into(),
-        "ports.adapter.mac=02:00:00:00:00:77".into(),
-        format!("ports.adapter.device={dev_t}"),
-        "ports.adapter.hostname=tunplayer".into(),
-    ];
+    let mut t_sets = client_sets(&t_relay, &tls, "TUNPARTY", "02:00:00:00:00:77", &dev_t);
+    t_sets.push("ports.adapter.hostname=tunplayer".into());
     let t_node = lanparty_in(&t, &dir, "t.log", "client-tun-l2.yaml", &t_sets);
 
     // 1. The lease, from the LAN's dnsmasq, set on the TUN device.

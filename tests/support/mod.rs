@@ -80,19 +80,9 @@ impl Netns {
 
     /// Starts a command inside the namespace, logging to `log`.
     pub fn spawn(&self, args: &[&str], log: &Path) -> Proc {
-        let file = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        Proc {
-            child,
-            log: log.to_path_buf(),
-        }
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        spawn(&full, log)
     }
 
     /// Waits until `ip -n NS link show DEV` succeeds.
@@ -230,6 +220,17 @@ pub fn veth(a: &Netns, name_a: &str, b: &Netns, name_b: &str) {
     ]);
     a.ip(&["link", "set", name_a, "up"]);
     b.ip(&["link", "set", name_b, "up"]);
+}
+
+/// Wires `ns` to the relay's namespace `r` over a veth pair on `NET.0/24`
+/// (`NET.2` in `ns`, `NET.1` in `r`, e.g. `net` = `10.201.3`); returns the
+/// relay's address on it.
+pub fn underlay(ns: &Netns, r: &Netns, net: &str) -> String {
+    let (here, there) = (unique("u"), unique("w"));
+    veth(ns, &here, r, &there);
+    ns.ip(&["addr", "add", &format!("{net}.2/24"), "dev", &here]);
+    r.ip(&["addr", "add", &format!("{net}.1/24"), "dev", &there]);
+    format!("{net}.1")
 }
 
 /// The python helper for sniffing, injecting and UDP games.
