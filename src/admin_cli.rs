@@ -278,15 +278,13 @@ pub fn render(r: &Value) -> String {
         }
         for stage in p["stages"].as_array().into_iter().flatten() {
             let c = &stage["counters"];
+            // StageCounters serialises drops as [reason, count] pairs.
             let drops: Vec<String> = c["drops"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k} {}", n(v))).collect())
-                .or_else(|| {
-                    c["drops"].as_array().map(|a| {
-                        a.iter()
-                            .map(|d| format!("{} {}", s(&d[0]), n(&d[1])))
-                            .collect()
-                    })
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|d| format!("{} {}", s(&d[0]), n(&d[1])))
+                        .collect()
                 })
                 .unwrap_or_default();
             out += &format!(
@@ -504,6 +502,25 @@ impl Drop for EchoOff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_text_shows_drops_by_stage_and_reason() {
+        let report = json!({
+            "node": "r", "uptime_s": 61, "ports": {}, "policies": {"dir": null},
+            "rooms": [{
+                "room": "R", "room_id": 1, "mtu": 1394, "queue_full": 0, "links": [],
+                "pipeline": {"frames_in": 5, "delivered": 2, "table_len": 1, "stages": [
+                    {"label": "ingress[0]:mac-guard", "counters": {"rx": 5, "pass": 2, "drops": [["spoofed-source", 3]]}}
+                ]}
+            }]
+        });
+        let text = render(&report);
+        assert!(text.contains("node: r (up 1m01s)"), "{text}");
+        assert!(
+            text.contains("stage ingress[0]:mac-guard: rx 5 pass 2  dropped: spoofed-source 3"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_block_counter_passes_whole_blocks_and_stops_at_the_count() {
