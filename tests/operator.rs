@@ -92,12 +92,15 @@ room:
   egress: [ {{ type: reflection }} ]
 admin: {{ socket: {socket} }}
 metrics: {{ listen: '127.0.0.1:{metrics_port}' }}
+rooms: {{ policy_dir: {policies}, reload_interval: 200ms }}
 ",
             tls = dir.0.join("tls").display(),
             captures = captures.display(),
             socket = socket.display(),
+            policies = dir.0.join("policies").display(),
         ),
     );
+    std::fs::create_dir_all(dir.0.join("policies")).unwrap();
     let mut relay = spawn(
         &[
             lanparty().to_str().unwrap(),
@@ -114,6 +117,19 @@ metrics: {{ listen: '127.0.0.1:{metrics_port}' }}
     );
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the admin socket is owner-only");
+
+    // The running relay picks up a new policy file by itself.
+    dir.file("policies/BENCH0.yaml", "max_peers: 4\n");
+    let sock = socket.to_str().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let out = lp(&["status", "--socket", sock, "--json"]);
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            report["policies"]["rooms"] == serde_json::json!(["BENCH0"])
+        }),
+        "the policy was never loaded: {}",
+        relay.log_text()
+    );
 
     let mut bench = spawn(
         &[
@@ -132,7 +148,6 @@ metrics: {{ listen: '127.0.0.1:{metrics_port}' }}
         ],
         &dir.0.join("bench.log"),
     );
-    let sock = socket.to_str().unwrap();
     // Status: two bench peers in room BENCH0, with their details.
     let mut report = serde_json::Value::Null;
     assert!(

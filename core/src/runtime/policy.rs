@@ -317,12 +317,14 @@ impl PolicyStore {
         if self.dir.is_none() {
             return;
         }
-        let mut ticker = tokio::time::interval(
-            self.section
-                .reload_interval
-                .0
-                .max(Duration::from_millis(100)),
-        );
+        // `Node::build` read the folder just now: the first look is one
+        // interval away.
+        let period = self
+            .section
+            .reload_interval
+            .0
+            .max(Duration::from_millis(100));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
