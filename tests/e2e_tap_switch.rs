@@ -1,6 +1,6 @@
 //! End to end on real interfaces: one `lanparty` node with two TAP ports
 //! and the switch, each TAP moved into its own network namespace. Proves
-//! the runtime, the room worker and the TAP port move real frames: ARP,
+//! the runtime, the rooms and the TAP port move real frames: ARP,
 //! IPv4 and IPv6 ping, and that the filters act on live traffic.
 //! Needs root (CI has it).
 

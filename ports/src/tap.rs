@@ -9,14 +9,19 @@
 //! persistent device made beforehand (`ip tuntap add`) is left in place.
 //!
 //! Receive reads every frame that is ready per wake-up into one shared
-//! buffer (no allocation per frame); transmit drains up to a batch of
-//! frames per wake-up.
+//! buffer (no allocation per frame); transmit writes each frame the room
+//! routes here straight to the device, from the room (no queue, no extra
+//! task wake-up).
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext};
+use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
@@ -134,11 +139,11 @@ impl TapPort {
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
         let fd = open_tun(&name, TunMode::Tap).map_err(|e| self.fail(e))?;
-        let device = Device::new(fd, &name).map_err(|e| {
+        let device = Arc::new(Device::new(fd, &name).map_err(|e| {
             self.fail(format!(
                 "cannot register the device with the reactor: {e:?}"
             ))
-        })?;
+        })?);
         let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
         let mac = self.settings.mac.unwrap_or(mac);
         let mut link = ctx.attach(
@@ -148,7 +153,10 @@ impl TapPort {
                 role: self.settings.role,
                 macs: vec![mac],
                 mtu: self.settings.mtu,
-                sink: None,
+                sink: Some(Arc::new(TapSink {
+                    device: device.clone(),
+                    errors: AtomicU64::new(0),
+                })),
             },
         );
         let mut room_mtu = link.mtu();
@@ -170,8 +178,6 @@ impl TapPort {
         mut shutdown: lanparty_core::runtime::ShutdownSignal,
     ) -> Result<(), PortError> {
         let mut rx = RxBuffer::new(MAX_FRAME, CHUNK);
-        let mut tx_batch = Vec::with_capacity(RX_BATCH);
-        let mut tx_errors: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
@@ -191,24 +197,39 @@ impl TapPort {
                         }
                     }
                 }
-                n = link.recv_many(&mut tx_batch, RX_BATCH) => {
-                    if n == 0 {
-                        return Err(self.fail("the room closed"));
-                    }
-                    for frame in tx_batch.drain(..) {
-                        if let Err(e) = device.write_frame(&frame).await {
-                            tx_errors += 1;
-                            if tx_errors.is_power_of_two() {
-                                tracing::warn!(device = %device.name, errors = tx_errors, "write to TAP failed: {e}");
-                            }
-                        }
-                    }
-                }
+                // Frames from the room go through the TapSink; the link's
+                // queue only ends, when the room is gone.
+                None = link.recv() => return Err(self.fail("the room closed")),
                 changed = room_mtu.changed(), if self.settings.mtu.is_none() => {
                     if changed.is_ok() {
                         netdev::follow_room_mtu(&device.name, *room_mtu.borrow_and_update());
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Writes the room's frames straight to the device, in the task that
+/// routed them: no queue, no task switch. A TAP device takes a write at
+/// once (the kernel queues it on the receive side of the interface); a
+/// write it refuses is dropped and counted by the room (`tx_queue_full`).
+#[derive(Debug)]
+struct TapSink {
+    device: Arc<Device>,
+    errors: AtomicU64,
+}
+
+impl LinkSink for TapSink {
+    fn deliver(&self, frame: Bytes) -> bool {
+        match self.device.write(&frame) {
+            Ok(_) => true,
+            Err(e) => {
+                let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if errors.is_power_of_two() {
+                    tracing::warn!(device = %self.device.name, errors, "write to TAP failed: {e}");
+                }
+                false
             }
         }
     }

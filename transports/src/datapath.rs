@@ -162,7 +162,7 @@ impl DataPath {
     }
 }
 
-/// The room → peer direction of a connection: the room worker hands frames
+/// The room → peer direction of a connection: the room hands frames
 /// straight to the QUIC connection (a [`LinkSink`]), no task in between.
 /// Never waits: when the peer's datagram send buffer cannot take a frame it
 /// is dropped and counted (quinn would otherwise silently drop the oldest

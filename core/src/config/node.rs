@@ -181,14 +181,16 @@ impl Default for RoomSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSettings {
-    /// `runtime.room_queue`: frames waiting for a room's worker. Default 4096.
+    /// `runtime.room_queue`: frames waiting while another thread holds
+    /// their room (a frame whose room is free is processed at once, in the
+    /// port's task). Default 4096.
     #[serde(default = "default_room_queue")]
     pub room_queue: usize,
     /// `runtime.link_queue`: frames waiting for a link's port to send them.
     /// Default 1024.
     #[serde(default = "default_link_queue")]
     pub link_queue: usize,
-    /// `runtime.batch`: frames a room worker drains per wake-up. Default 64.
+    /// `runtime.batch`: queued frames a room processes per turn. Default 64.
     #[serde(default = "default_batch")]
     pub batch: usize,
     /// `runtime.threads`: worker threads; default: one per core. `1` runs

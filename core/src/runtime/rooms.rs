@@ -1,5 +1,7 @@
 //! Rooms at run time: created on the first link, dropped after the last
-//! one leaves; each is one task that owns its pipeline.
+//! one leaves. A room's pipeline runs in the task of the port whose frame
+//! it is processing (run to completion); each room also has a task for
+//! commands, its tick, and frames that had to queue.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -64,12 +66,14 @@ impl LinkCounters {
     }
 }
 
-/// A port end that takes frames synchronously from the room worker, in
-/// place of the link's queue: one task wake-up less per frame. The relay
-/// and the QUIC client use it to hand frames straight to their connection,
-/// whose datagram send buffer is the bounded per-peer queue.
+/// A port end that takes frames synchronously from the room, in place of
+/// the link's queue: one task wake-up less per frame. The relay and the
+/// QUIC client use it to hand frames straight to their connection, whose
+/// datagram send buffer is the bounded per-peer queue; the TAP port writes
+/// them straight to its device.
 ///
-/// `deliver` runs on the room's task: it must never block or wait.
+/// `deliver` runs wherever the room runs (the sending port's task or the
+/// room's own): it must never block or wait.
 pub trait LinkSink: Send + Sync + std::fmt::Debug {
     /// Takes one frame routed to the link; false when it was dropped (the
     /// room counts it as `tx_queue_full`, the sink says why in its own
@@ -156,6 +160,7 @@ pub struct LinkStats {
 }
 
 struct RoomEntry {
+    core: SharedRoom,
     room_id: u64,
     control: mpsc::UnboundedSender<RoomCommand>,
     frames: mpsc::Sender<(LinkId, Bytes)>,
@@ -237,6 +242,7 @@ impl Rooms {
             id,
             room: key,
             room_id: entry.room_id,
+            core: entry.core.clone(),
             to_room: entry.frames.clone(),
             room_queue_full: entry.queue_full.clone(),
             mtu: entry.mtu.subscribe(),
@@ -251,20 +257,26 @@ impl Rooms {
         let (control, control_rx) = mpsc::unbounded_channel();
         let (frames, frames_rx) = mpsc::channel(self.settings.room_queue);
         let queue_full = Arc::new(AtomicU64::new(0));
-        let worker = RoomWorker {
+        let core = Arc::new(Mutex::new(RoomCore {
             room: room.clone(),
             room_id,
             pipeline: self.template_for(room).instantiate(room),
             outputs: Vec::new(),
             clock: self.clock,
-            batch: self.settings.batch,
+            batch_limit: self.settings.batch,
             queue_full: queue_full.clone(),
             captures: Vec::new(),
             capture_dropped: 0,
-        };
+            control: control_rx,
+            frames: frames_rx,
+            open: true,
+            batch: Vec::with_capacity(self.settings.batch),
+            out: Vec::with_capacity(64),
+        }));
         tracing::info!(room = %room, room_id, "room created");
-        tokio::spawn(worker.run(control_rx, frames_rx));
+        tokio::spawn(run_room(core.clone()));
         RoomEntry {
+            core,
             room_id,
             control,
             frames,
@@ -370,6 +382,7 @@ pub struct LinkHandle {
     id: LinkId,
     room: Arc<str>,
     room_id: u64,
+    core: SharedRoom,
     to_room: mpsc::Sender<(LinkId, Bytes)>,
     room_queue_full: Arc<AtomicU64>,
     mtu: watch::Receiver<u16>,
@@ -394,22 +407,33 @@ impl LinkHandle {
         self.room_id
     }
 
-    /// Hands a received frame to the room. Never waits: when the room's
-    /// queue is full the frame is dropped, counted, and false returned.
+    /// Hands a received frame to the room. Never waits: when the room is
+    /// free the frame is processed and delivered right here, in the
+    /// caller's task; when another thread holds the room it joins the
+    /// room's queue; when that queue is full (or the room is gone) the
+    /// frame is dropped, counted, and false returned.
     pub fn send(&self, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        match self.to_room.try_send((self.id, frame)) {
-            Ok(()) => {
-                self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
-                self.counters.rx_bytes.fetch_add(len, Ordering::Relaxed);
-                true
+        let direct = match self.core.try_lock() {
+            Ok(mut core) => core.direct(self.id, frame),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                poisoned.into_inner().direct(self.id, frame)
             }
-            Err(_) => {
-                self.counters.rx_queue_full.fetch_add(1, Ordering::Relaxed);
-                self.room_queue_full.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+            Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
+        };
+        let taken = match direct {
+            Direct::Processed => true,
+            Direct::Queue(frame) => self.to_room.try_send((self.id, frame)).is_ok(),
+            Direct::Closed => false,
+        };
+        if taken {
+            self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+            self.counters.rx_bytes.fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.counters.rx_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.room_queue_full.fetch_add(1, Ordering::Relaxed);
         }
+        taken
     }
 
     /// The next frame the room routed to this link; `None` once the room is
@@ -453,8 +477,8 @@ impl Drop for LinkHandle {
     }
 }
 
-/// Where the room worker puts a link's frames. The queue's sender is kept
-/// even with a sink: dropping it is how the port learns the room is gone.
+/// Where the room puts a link's frames. The queue's sender is kept even
+/// with a sink: dropping it is how the port learns the room is gone.
 struct LinkOutput {
     id: LinkId,
     queue: mpsc::Sender<Bytes>,
@@ -462,20 +486,50 @@ struct LinkOutput {
     counters: Arc<LinkCounters>,
 }
 
-struct RoomWorker {
+/// A room's state, shared by its links and its worker task.
+///
+/// Frames run to completion: a port that finds the room free processes its
+/// frame right away, in its own task ([`LinkHandle::send`]); only when
+/// another thread holds the room does the frame wait in the room's queue
+/// for the worker task. On a one-thread runtime the room is never held
+/// across a wake-up, so every frame takes the direct path: no task switch
+/// between a port and the room.
+type SharedRoom = Arc<Mutex<RoomCore>>;
+
+fn lock_room(room: &SharedRoom) -> std::sync::MutexGuard<'_, RoomCore> {
+    room.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What became of a frame a port offered the room directly.
+enum Direct {
+    /// Processed (routed or dropped by a filter, and counted).
+    Processed,
+    /// Frames queued before it are still waiting; it must queue behind them.
+    Queue(Bytes),
+    /// The room is gone.
+    Closed,
+}
+
+struct RoomCore {
     room: Arc<str>,
     room_id: u64,
     pipeline: Pipeline,
     /// Sorted by link id.
     outputs: Vec<LinkOutput>,
     clock: MonotonicClock,
-    batch: usize,
+    batch_limit: usize,
     queue_full: Arc<AtomicU64>,
     captures: Vec<mpsc::Sender<CapturedFrame>>,
     capture_dropped: u64,
+    control: mpsc::UnboundedReceiver<RoomCommand>,
+    frames: mpsc::Receiver<(LinkId, Bytes)>,
+    /// False once the room table dropped the room.
+    open: bool,
+    batch: Vec<(LinkId, Bytes)>,
+    out: Vec<(LinkId, Bytes)>,
 }
 
-impl RoomWorker {
+impl RoomCore {
     /// One structured debug line per frame (target `lanparty::frames`).
     fn log_frame(
         &self,
@@ -531,49 +585,109 @@ impl RoomWorker {
         self.capture_dropped += dropped;
     }
 
-    async fn run(
-        mut self,
-        mut control: mpsc::UnboundedReceiver<RoomCommand>,
-        mut frames: mpsc::Receiver<(LinkId, Bytes)>,
+    /// Runs one frame through the pipeline and delivers what comes out.
+    fn process(
+        &mut self,
+        now: crate::time::Timestamp,
+        log_frames: bool,
+        link: LinkId,
+        frame: Bytes,
     ) {
-        let mut batch = Vec::with_capacity(self.batch);
-        let mut out = Vec::with_capacity(64);
-        let mut ticker = tokio::time::interval(crate::pipeline::TICK_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if !self.captures.is_empty() {
+            self.capture(link, &frame);
+        }
+        let header = log_frames
+            .then(|| EthernetHeader::parse(&frame).ok())
+            .flatten();
+        let len = frame.len();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let verdict = self.pipeline.process(now, link, frame, &mut out);
+        if log_frames {
+            self.log_frame(link, header.as_ref(), len, &verdict, &out);
+        }
+        for (dst, frame) in out.drain(..) {
+            self.deliver(dst, frame);
+        }
+        self.out = out;
+    }
+
+    /// Applies every waiting command (links come and go, MTU, policy).
+    fn apply_commands(&mut self) {
         loop {
-            tokio::select! {
-                biased;
-                command = control.recv() => match command {
-                    Some(command) => self.handle(command),
-                    None => break,
-                },
-                n = frames.recv_many(&mut batch, self.batch) => {
-                    if n == 0 {
-                        break;
-                    }
-                    let now = self.clock.now();
-                    // Checked once per batch: frame logs cost nothing when off.
-                    let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
-                    for (link, frame) in batch.drain(..) {
-                        if !self.captures.is_empty() {
-                            self.capture(link, &frame);
-                        }
-                        out.clear();
-                        let header = log_frames.then(|| EthernetHeader::parse(&frame).ok()).flatten();
-                        let len = frame.len();
-                        let verdict = self.pipeline.process(now, link, frame, &mut out);
-                        if log_frames {
-                            self.log_frame(link, header.as_ref(), len, &verdict, &out);
-                        }
-                        for (dst, frame) in out.drain(..) {
-                            self.deliver(dst, frame);
-                        }
-                    }
+            match self.control.try_recv() {
+                Ok(command) => self.handle(command),
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.open = false;
+                    return;
                 }
-                _ = ticker.tick() => self.pipeline.tick(self.clock.now()),
             }
         }
-        tracing::debug!(room = %self.room, room_id = self.room_id, "room worker stopped");
+    }
+
+    /// Processes up to a batch of queued frames; true when the queue is
+    /// empty afterwards.
+    fn drain_queue(&mut self) -> bool {
+        let now = self.clock.now();
+        // Checked once per batch: frame logs cost nothing when off.
+        let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
+        for _ in 0..self.batch_limit {
+            match self.frames.try_recv() {
+                Ok((link, frame)) => self.process(now, log_frames, link, frame),
+                Err(_) => return true,
+            }
+        }
+        self.frames.is_empty()
+    }
+
+    /// A port's frame, processed in the port's task unless frames queued
+    /// earlier must go first.
+    fn direct(&mut self, link: LinkId, frame: Bytes) -> Direct {
+        self.apply_commands();
+        if !self.open {
+            return Direct::Closed;
+        }
+        if !self.drain_queue() {
+            return Direct::Queue(frame);
+        }
+        let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
+        self.process(self.clock.now(), log_frames, link, frame);
+        Direct::Processed
+    }
+
+    /// The worker's side: commands and queued frames, registering for
+    /// wake-ups; ready once the room is gone.
+    fn poll_work(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        loop {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(command)) => self.handle(command),
+                Poll::Ready(None) => {
+                    self.open = false;
+                    return Poll::Ready(());
+                }
+                Poll::Pending => break,
+            }
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let polled = self.frames.poll_recv_many(cx, &mut batch, self.batch_limit);
+        let result = match polled {
+            Poll::Ready(0) => Poll::Ready(()),
+            Poll::Ready(_) => {
+                let now = self.clock.now();
+                let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
+                for (link, frame) in batch.drain(..) {
+                    self.process(now, log_frames, link, frame);
+                }
+                // One batch per poll; come back for the rest.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        };
+        self.batch = batch;
+        result
     }
 
     fn deliver(&self, dst: LinkId, frame: Bytes) {
@@ -656,6 +770,27 @@ impl RoomWorker {
     }
 }
 
+/// The room's task: frames that had to queue, commands, and the pipeline's
+/// once-a-second tick. Ends when the room table drops the room.
+async fn run_room(room: SharedRoom) {
+    let mut ticker = tokio::time::interval(crate::pipeline::TICK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let name = lock_room(&room).room.clone();
+    loop {
+        tokio::select! {
+            biased;
+            () = std::future::poll_fn(|cx| lock_room(&room).poll_work(cx)) => break,
+            _ = ticker.tick() => {
+                let mut core = lock_room(&room);
+                core.apply_commands();
+                let now = core.clock.now();
+                core.pipeline.tick(now);
+            }
+        }
+    }
+    tracing::debug!(room = %name, "room worker stopped");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,5 +861,89 @@ mod tests {
         settle().await;
         let counters = to.counters().snapshot();
         assert_eq!((counters.tx_frames, counters.tx_queue_full), (1, 1));
+    }
+
+    fn frame_from(src: MacAddr, tag: u8) -> Bytes {
+        let mut f = ethernet(MacAddr::BROADCAST, src, Tags::None, 0x0800, 46);
+        let last = f.len() - 1;
+        f[last] = tag;
+        Bytes::from(f)
+    }
+
+    /// Room "r" with link "a" (a queue) and link "b" (a recording sink):
+    /// a's handle, b's sink, the room itself, and b's handle.
+    fn sender_and_sink() -> (LinkHandle, Arc<RecordingSink>, SharedRoom, LinkHandle) {
+        let rooms = rooms();
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let sink = Arc::new(RecordingSink::default());
+        // No settling: the room applies the pending attaches itself before
+        // it processes a frame.
+        let to = rooms.attach("r", spec("b", b, Some(sink.clone())));
+        let from = rooms.attach("r", spec("a", a, None));
+        let core = rooms.lock().get("r").map(|e| e.core.clone()).unwrap();
+        (from, sink, core, to)
+    }
+
+    fn recorded(sink: &RecordingSink) -> Vec<u8> {
+        let frames = sink.frames.lock().unwrap();
+        frames.iter().map(|f| f[f.len() - 1]).collect()
+    }
+
+    #[tokio::test]
+    async fn a_frame_offered_to_a_free_room_is_delivered_before_send_returns() {
+        let (from, sink, _core, _to) = sender_and_sink();
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        assert!(from.send(frame_from(a, 1)));
+        assert_eq!(recorded(&sink), [1], "delivered in the sender's task");
+        let counters = from.counters().snapshot();
+        assert_eq!((counters.rx_frames, counters.rx_queue_full), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_busy_room_queues_frames_and_a_later_direct_frame_never_overtakes_them() {
+        let (from, sink, core, _to) = sender_and_sink();
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        {
+            // Another thread holds the room: frames 1 and 2 must queue.
+            let _held = core.lock().unwrap();
+            assert!(from.send(frame_from(a, 1)));
+            assert!(from.send(frame_from(a, 2)));
+        }
+        assert!(recorded(&sink).is_empty(), "queued, not yet processed");
+        // The room is free again: frame 3 goes direct, after the queue.
+        assert!(from.send(frame_from(a, 3)));
+        assert_eq!(recorded(&sink), [1, 2, 3]);
+        assert_eq!(from.counters().snapshot().rx_frames, 3);
+    }
+
+    #[tokio::test]
+    async fn the_room_task_processes_queued_frames_when_no_port_comes_back() {
+        let (from, sink, core, _to) = sender_and_sink();
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        {
+            let _held = core.lock().unwrap();
+            assert!(from.send(frame_from(a, 7)));
+        }
+        settle().await;
+        assert_eq!(recorded(&sink), [7]);
+    }
+
+    #[tokio::test]
+    async fn a_full_room_queue_drops_and_counts() {
+        let registry = Registry::global().unwrap();
+        let template = PipelineTemplate::build(&RoomSpec::default(), None, registry).unwrap();
+        let settings = RuntimeSettings {
+            room_queue: 2,
+            ..RuntimeSettings::default()
+        };
+        let rooms = Rooms::new(template, settings);
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        let from = rooms.attach("r", spec("a", a, None));
+        let core = rooms.lock().get("r").map(|e| e.core.clone()).unwrap();
+        let _held = core.lock().unwrap();
+        let taken: Vec<bool> = (0..3).map(|i| from.send(frame_from(a, i))).collect();
+        assert_eq!(taken, [true, true, false]);
+        let counters = from.counters().snapshot();
+        assert_eq!((counters.rx_frames, counters.rx_queue_full), (2, 1));
     }
 }

@@ -1,4 +1,4 @@
-//! The shutdown signal every port and room worker listens to.
+//! The shutdown signal every port and room task listens to.
 
 use tokio::sync::watch;
 

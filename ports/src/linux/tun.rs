@@ -68,6 +68,7 @@ pub fn open_tun(name: &str, mode: TunMode) -> io::Result<OwnedFd> {
 }
 
 /// An open device registered with the reactor.
+#[derive(Debug)]
 pub struct Device {
     /// The fd.
     pub fd: AsyncFd<OwnedFd>,
