@@ -26,24 +26,11 @@ ip link add glan netns "$ng" type veth peer name lan0 netns "$nl"
 ip -n "$nl" addr add 10.77.0.200/24 dev lan0
 for l in "$ng:ug" "$ra:rg" "$ng:glan" "$nl:lan0"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
 
-ip netns exec "$ra" "$bin" --log-level warn run configs/relay.yaml \
-  --set ports.relay.self_signed_dir="$dir/tls" ${RELAY_SETS:-} >"$dir/relay.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do [ -f "$dir/tls/relay-cert.der" ] && break; sleep 0.05; done
-
-client() { # ns underlay-relay-ip mac device address
-  ip netns exec "$1" "$bin" --log-level warn run configs/client.yaml \
-    --set ports.relay.relay="$2:4433" --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
-    --set ports.relay.room=BENCH --set ports.relay.mac="$3" --set ports.adapter.mac="$3" \
-    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" ${CLIENT_SETS:-} >"$dir/$4.log" 2>&1 &
-  pids+=($!)
-}
-client "$na" 10.203.1.1 02:00:00:00:0b:01 lpbench-a 10.77.0.1/24
-client "$nb" 10.203.2.1 02:00:00:00:0b:02 lpbench-b 10.77.0.2/24
-ip netns exec "$ng" "$bin" --log-level warn run configs/gateway.yaml \
+lanparty_arb "$ra" "$na" "$nb" lpbench 10.77.0
+# shellcheck disable=SC2086
+bg "$ng" gateway.log "$bin" --log-level warn run configs/gateway.yaml \
   --set ports.relay.relay=10.203.3.1:4433 --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
-  --set ports.relay.room=BENCH --set ports.lan.interface=glan ${GATEWAY_SETS:-} >"$dir/gateway.log" 2>&1 &
-pids+=($!)
+  --set ports.relay.room=BENCH --set ports.lan.interface=glan ${GATEWAY_SETS:-}
 wait_ping "$na" 10.77.0.2
 
 echo "lanparty $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, ${secs}s per test"

@@ -66,3 +66,44 @@ iperf_server() {
   sleep 0.3
   pids+=("$(cat "$dir/$3.pid")")
 }
+
+# bg NS LOG CMD... — CMD in namespace NS in the background, output to
+# $dir/LOG, stopped on exit.
+bg() {
+  local ns=$1 log=$2
+  shift 2
+  ip netns exec "$ns" "$@" >"$dir/$log" 2>&1 &
+  pids+=($!)
+}
+
+# lanparty_arb R A B DEV_PREFIX [SUBNET] — a lanparty relay in R (shipped
+# relay.yaml, self-signed certificate in $dir/tls) and a TAP client in A
+# (SUBNET.1) and in B (SUBNET.2), room BENCH, devices DEV_PREFIX-a/-b.
+# Uses $bin; RELAY_SETS / CLIENT_SETS add --set flags.
+lanparty_arb() {
+  local ra=$1 na=$2 nb=$3 dev=$4 net=${5:-10.77.0}
+  # shellcheck disable=SC2086 # the *_SETS are lists of flags
+  bg "$ra" relay.log "$bin" --log-level warn run configs/relay.yaml \
+    --set ports.relay.self_signed_dir="$dir/tls" ${RELAY_SETS:-}
+  for _ in $(seq 100); do [ -f "$dir/tls/relay-cert.der" ] && break; sleep 0.05; done
+  lanparty_client "$na" 10.203.1.1 02:00:00:00:0b:01 "$dev-a" "$net.1/24"
+  lanparty_client "$nb" 10.203.2.1 02:00:00:00:0b:02 "$dev-b" "$net.2/24"
+}
+
+# lanparty_client NS RELAY_IP MAC DEVICE ADDRESS — one TAP client.
+lanparty_client() {
+  # shellcheck disable=SC2086
+  bg "$1" "$4.log" "$bin" --log-level warn run configs/client.yaml \
+    --set ports.relay.relay="$2:4433" --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
+    --set ports.relay.room=BENCH --set ports.relay.mac="$3" --set ports.adapter.mac="$3" \
+    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" ${CLIENT_SETS:-}
+}
+
+# n2n_arb R A B SUBNET — a supernode in R and edges n2na (SUBNET.1) in A
+# and n2nb (SUBNET.2) in B, community "bench".
+n2n_arb() {
+  local ra=$1 na=$2 nb=$3 net=$4
+  bg "$ra" supernode.log supernode -l 7654
+  bg "$na" n2na.log edge -d n2na -a "$net.1" -c bench -k benchkey -l 10.203.1.1:7654 -m 02:00:00:00:0c:01
+  bg "$nb" n2nb.log edge -d n2nb -a "$net.2" -c bench -k benchkey -l 10.203.2.1:7654 -m 02:00:00:00:0c:02
+}

@@ -14,12 +14,7 @@ needs ip iperf3 ping edge supernode
 id=$$
 ra="nbR$id"; na="nbA$id"; nb="nbB$id"
 make_arb "$na" "$ra" "$nb"
-ip netns exec "$ra" supernode -l 7654 >"$dir/supernode.log" 2>&1 &
-pids+=($!)
-ip netns exec "$na" edge -d n2na -a 10.77.0.1 -c bench -k benchkey -l 10.203.1.1:7654 -m 02:00:00:00:0c:01 >"$dir/a.log" 2>&1 &
-pids+=($!)
-ip netns exec "$nb" edge -d n2nb -a 10.77.0.2 -c bench -k benchkey -l 10.203.2.1:7654 -m 02:00:00:00:0c:02 >"$dir/b.log" 2>&1 &
-pids+=($!)
+n2n_arb "$ra" "$na" "$nb" 10.77.0
 wait_ping "$na" 10.77.0.2
 echo "n2n $(edge -h 2>&1 | awk '/n2n v/ {print $4}'), $(nproc) cores, ${secs}s per test"
 echo "ping RTT avg:        $(rtt "$na" 10.77.0.2) ms"
