@@ -6,11 +6,11 @@
 # throughput, UDP throughput and loss, 64-byte packet rate and ping RTT. Needs root, iproute2, iperf3, ping, and a release
 # build (cargo build --release).
 #
-#   bash bench/e2e.sh [SECONDS]
+#   bash bench/e2e.sh [SECONDS]   (LP_BIN runs another lanparty binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
-bin=$PWD/target/release/lanparty
+bin=${LP_BIN:-$PWD/target/release/lanparty}
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 source bench/lib.sh
 needs ip iperf3 ping

@@ -181,9 +181,9 @@ impl Default for RoomSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSettings {
-    /// `runtime.room_queue`: frames waiting while another thread holds
-    /// their room (a frame whose room is free is processed at once, in the
-    /// port's task). Default 4096.
+    /// `runtime.room_queue`: frames waiting for their room's task (on a
+    /// multi-threaded runtime; with one thread a port processes its frames
+    /// at once, in its own task). Default 4096.
     #[serde(default = "default_room_queue")]
     pub room_queue: usize,
     /// `runtime.link_queue`: frames waiting for a link's port to send them.

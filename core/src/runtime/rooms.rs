@@ -1,7 +1,8 @@
 //! Rooms at run time: created on the first link, dropped after the last
-//! one leaves. A room's pipeline runs in the task of the port whose frame
-//! it is processing (run to completion); each room also has a task for
-//! commands, its tick, and frames that had to queue.
+//! one leaves. On a one-thread runtime a room's pipeline runs in the task of
+//! the port whose frame it is processing (run to completion); each room
+//! also has a task for commands, its tick, and queued frames (all frames on
+//! a multi-threaded runtime).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -161,6 +162,7 @@ pub struct LinkStats {
 
 struct RoomEntry {
     core: SharedRoom,
+    run_to_completion: bool,
     room_id: u64,
     control: mpsc::UnboundedSender<RoomCommand>,
     frames: mpsc::Sender<(LinkId, Bytes)>,
@@ -243,6 +245,7 @@ impl Rooms {
             room: key,
             room_id: entry.room_id,
             core: entry.core.clone(),
+            run_to_completion: entry.run_to_completion,
             to_room: entry.frames.clone(),
             room_queue_full: entry.queue_full.clone(),
             mtu: entry.mtu.subscribe(),
@@ -275,8 +278,11 @@ impl Rooms {
         }));
         tracing::info!(room = %room, room_id, "room created");
         tokio::spawn(run_room(core.clone()));
+        let run_to_completion = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
         RoomEntry {
             core,
+            run_to_completion,
             room_id,
             control,
             frames,
@@ -383,6 +389,8 @@ pub struct LinkHandle {
     room: Arc<str>,
     room_id: u64,
     core: SharedRoom,
+    /// Whether frames are processed in the sending task (one-thread runtime).
+    run_to_completion: bool,
     to_room: mpsc::Sender<(LinkId, Bytes)>,
     room_queue_full: Arc<AtomicU64>,
     mtu: watch::Receiver<u16>,
@@ -407,19 +415,24 @@ impl LinkHandle {
         self.room_id
     }
 
-    /// Hands a received frame to the room. Never waits: when the room is
-    /// free the frame is processed and delivered right here, in the
-    /// caller's task; when another thread holds the room it joins the
-    /// room's queue; when that queue is full (or the room is gone) the
-    /// frame is dropped, counted, and false returned.
+    /// Hands a received frame to the room. Never waits. On a one-thread
+    /// runtime the frame is processed and delivered right here, in the
+    /// caller's task (unless frames queued earlier must go first); on a
+    /// multi-threaded runtime it joins the room's queue for the room's task.
+    /// When that queue is full (or the room is gone) the frame is dropped,
+    /// counted, and false returned.
     pub fn send(&self, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        let direct = match self.core.try_lock() {
-            Ok(mut core) => core.direct(self.id, frame),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                poisoned.into_inner().direct(self.id, frame)
+        let direct = if !self.run_to_completion {
+            Direct::Queue(frame)
+        } else {
+            match self.core.try_lock() {
+                Ok(mut core) => core.direct(self.id, frame),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    poisoned.into_inner().direct(self.id, frame)
+                }
+                Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
             }
-            Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
         };
         let taken = match direct {
             Direct::Processed => true,
@@ -486,14 +499,15 @@ struct LinkOutput {
     counters: Arc<LinkCounters>,
 }
 
-/// A room's state, shared by its links and its worker task.
+/// A room's state, shared by its links and its task.
 ///
-/// Frames run to completion: a port that finds the room free processes its
-/// frame right away, in its own task ([`LinkHandle::send`]); only when
-/// another thread holds the room does the frame wait in the room's queue
-/// for the worker task. On a one-thread runtime the room is never held
-/// across a wake-up, so every frame takes the direct path: no task switch
-/// between a port and the room.
+/// On a one-thread runtime frames run to completion: the port that received
+/// a frame processes it right away, in its own task ([`LinkHandle::send`]),
+/// with no task switch between the port and the room (the room is never
+/// held across a wake-up there, so the port always finds it free). On a
+/// multi-threaded runtime ports queue frames for the room's task, which
+/// processes them in batches: ports on other threads never wait for the
+/// room's lock (a thread preempted while holding it would stall them all).
 type SharedRoom = Arc<Mutex<RoomCore>>;
 
 fn lock_room(room: &SharedRoom) -> std::sync::MutexGuard<'_, RoomCore> {
@@ -892,6 +906,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_offered_to_a_free_room_is_delivered_before_send_returns() {
         let (from, sink, _core, _to) = sender_and_sink();
+        assert!(from.run_to_completion, "one-thread runtime");
         let a = MacAddr([2, 0, 0, 0, 0, 1]);
         assert!(from.send(frame_from(a, 1)));
         assert_eq!(recorded(&sink), [1], "delivered in the sender's task");
@@ -926,6 +941,29 @@ mod tests {
         }
         settle().await;
         assert_eq!(recorded(&sink), [7]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_threaded_runtime_frames_go_through_the_room_task_in_order() {
+        let (from, sink, core, _to) = sender_and_sink();
+        assert!(!from.run_to_completion, "ports never take the room's lock");
+        let a = MacAddr([2, 0, 0, 0, 0, 1]);
+        {
+            // The room's task cannot run while we hold the room: every
+            // frame must wait in the queue, none is processed here.
+            let _held = core.lock().unwrap();
+            for i in 0..10 {
+                assert!(from.send(frame_from(a, i)));
+            }
+            assert!(recorded(&sink).is_empty());
+        }
+        for _ in 0..200 {
+            if recorded(&sink).len() == 10 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(recorded(&sink), (0..10).collect::<Vec<u8>>());
     }
 
     #[tokio::test]
