@@ -514,6 +514,12 @@ fn lock_room(room: &SharedRoom) -> std::sync::MutexGuard<'_, RoomCore> {
     room.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether per-frame debug logs are on; checked once per frame or batch,
+/// so they cost nothing when off.
+fn frame_logs_enabled() -> bool {
+    tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG)
+}
+
 /// What became of a frame a port offered the room directly.
 enum Direct {
     /// Processed (routed or dropped by a filter, and counted).
@@ -642,10 +648,7 @@ impl RoomCore {
 
     /// Processes up to a batch of queued frames; true when the queue is
     /// empty afterwards.
-    fn drain_queue(&mut self) -> bool {
-        let now = self.clock.now();
-        // Checked once per batch: frame logs cost nothing when off.
-        let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
+    fn drain_queue(&mut self, now: crate::time::Timestamp, log_frames: bool) -> bool {
         for _ in 0..self.batch_limit {
             match self.frames.try_recv() {
                 Ok((link, frame)) => self.process(now, log_frames, link, frame),
@@ -662,11 +665,12 @@ impl RoomCore {
         if !self.open {
             return Direct::Closed;
         }
-        if !self.drain_queue() {
+        let now = self.clock.now();
+        let log_frames = frame_logs_enabled();
+        if !self.drain_queue(now, log_frames) {
             return Direct::Queue(frame);
         }
-        let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
-        self.process(self.clock.now(), log_frames, link, frame);
+        self.process(now, log_frames, link, frame);
         Direct::Processed
     }
 
@@ -690,7 +694,7 @@ impl RoomCore {
             Poll::Ready(0) => Poll::Ready(()),
             Poll::Ready(_) => {
                 let now = self.clock.now();
-                let log_frames = tracing::enabled!(target: FRAME_LOG, tracing::Level::DEBUG);
+                let log_frames = frame_logs_enabled();
                 for (link, frame) in batch.drain(..) {
                     self.process(now, log_frames, link, frame);
                 }
