@@ -41,12 +41,10 @@ ping_avg() { # ns addr — avg and mdev of COUNT pings
 }
 echo "lanparty $(git rev-parse --short HEAD 2>/dev/null || echo '?') vs n2n, $(nproc) cores, $rounds rounds of $count pings ${interval}s apart"
 ms=$(python3 -c "print(max(1, round($interval * 1000)))")
-floor_avg() { # quic|udp — the floor's average round trip
-  local extra=()
-  [ "$1" = quic ] && extra=("$dir/floor-tls")
-  ip netns exec "$na" "$floor" "$1" ping "10.203.1.1:$([ "$1" = quic ] && echo 4500 || echo 4501)" "${extra[@]}" "$count" "$ms" |
+floor_avg() { # quic|udp PORT [CERT_DIR] — the floor's average round trip
+  ip netns exec "$na" "$floor" "$1" ping "10.203.1.1:$2" "${@:3}" "$count" "$ms" |
     sed -n 's/.*rtt avg \([0-9.]*\) ms.*/\1 ms/p'
 }
 for r in $(seq "$rounds"); do
-  echo "round $r: lanparty $(ping_avg "$na" 10.77.0.2)   n2n $(ping_avg "$na" 10.78.0.2)   quinn floor $(floor_avg quic)   udp floor $(floor_avg udp)"
+  echo "round $r: lanparty $(ping_avg "$na" 10.77.0.2)   n2n $(ping_avg "$na" 10.78.0.2)   quinn floor $(floor_avg quic 4500 "$dir/floor-tls")   udp floor $(floor_avg udp 4501)"
 done

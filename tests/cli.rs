@@ -279,17 +279,22 @@ fn check_validates_the_policy_folder() {
     let relay = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/relay.yaml");
     let relay = relay.to_str().unwrap();
     dir.file("FRIDAY.yaml", "max_peers: 8\ngateway: forbidden\n");
-    let set = format!("rooms.policy_dir={}", dir.0.display());
-    let out = run(&[
-        "check",
-        relay,
-        "--set",
-        &set,
-        "--set",
-        "rooms.require_policy=true",
-    ]);
+    // `lanparty check` of a closed relay with its policies in `dir`.
+    let check_closed = |dir: &Path| {
+        let set = format!("rooms.policy_dir={}", dir.display());
+        run(&[
+            "check",
+            relay,
+            "--set",
+            &set,
+            "--set",
+            "rooms.require_policy=true",
+        ])
+    };
+    let out = check_closed(&dir.0);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("1 room policy"), "{}", text(&out));
+    let set = format!("rooms.policy_dir={}", dir.0.display());
     dir.file("BROKEN.yaml", "max_peers: 8\nstorm: 3\n");
     let out = run(&["check", relay, "--set", &set]);
     assert_eq!(out.status.code(), Some(2));
@@ -300,15 +305,7 @@ fn check_validates_the_policy_folder() {
     );
     // The shipped example policy folder checks too.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/policies");
-    let set = format!("rooms.policy_dir={}", shipped.display());
-    let out = run(&[
-        "check",
-        relay,
-        "--set",
-        &set,
-        "--set",
-        "rooms.require_policy=true",
-    ]);
+    let out = check_closed(&shipped);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // A closed relay needs a folder.
     let out = run(&["check", relay, "--set", "rooms.require_policy=true"]);

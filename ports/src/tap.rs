@@ -197,9 +197,8 @@ impl TapPort {
                         }
                     }
                 }
-                // Frames from the room go through the TapSink; the link's
-                // queue only ends, when the room is gone.
-                None = link.recv() => return Err(self.fail("the room closed")),
+                // Frames from the room go through the TapSink.
+                () = link.closed() => return Err(self.fail("the room closed")),
                 changed = room_mtu.changed(), if self.settings.mtu.is_none() => {
                     if changed.is_ok() {
                         netdev::follow_room_mtu(&device.name, *room_mtu.borrow_and_update());

@@ -319,17 +319,13 @@ pub fn status_of(dir: &TempDir, log: &str) -> serde_json::Value {
 }
 
 pub fn client_sets(relay_ip: &str, tls: &Path, room: &str, mac: &str, dev: &str) -> Vec<String> {
-    vec![
-        format!("ports.relay.relay={relay_ip}:{PORT}"),
-        format!(
-            "ports.relay.trust.pin={}",
-            tls.join("relay-cert.der").display()
-        ),
-        format!("ports.relay.room={room}"),
+    let mut sets = relay_sets(relay_ip, tls, room);
+    sets.extend([
         format!("ports.relay.mac={mac}"),
         format!("ports.adapter.mac={mac}"),
         format!("ports.adapter.device={dev}"),
-    ]
+    ]);
+    sets
 }
 
 /// Starts the helper's UDP listener on port 27015 in `ns` (for `seconds`);
@@ -431,6 +427,14 @@ pub fn lan_services(ns: &Netns, dir: &TempDir, iface: &str, seconds: u32) -> (Pr
 
 /// The `--set`s of the shipped gateway config for this test run.
 pub fn gateway_sets(relay_ip: &str, tls: &Path, room: &str, lan: &str) -> Vec<String> {
+    let mut sets = relay_sets(relay_ip, tls, room);
+    sets.push(format!("ports.lan.interface={lan}"));
+    sets
+}
+
+/// The `--set`s that point a shipped client or gateway config's
+/// `ports.relay` at this test run's relay and room.
+fn relay_sets(relay_ip: &str, tls: &Path, room: &str) -> Vec<String> {
     vec![
         format!("ports.relay.relay={relay_ip}:{PORT}"),
         format!(
@@ -438,7 +442,6 @@ pub fn gateway_sets(relay_ip: &str, tls: &Path, room: &str, lan: &str) -> Vec<St
             tls.join("relay-cert.der").display()
         ),
         format!("ports.relay.room={room}"),
-        format!("ports.lan.interface={lan}"),
     ]
 }
 

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
     ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, Welcome,
@@ -23,8 +22,7 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
-    DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, Metrics, PortContext, ShutdownSignal,
-    StatusSource,
+    DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
 };
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
@@ -572,7 +570,6 @@ impl QuicClient {
         shutdown: &mut ShutdownSignal,
     ) -> SessionEnd {
         let mut data = DataPath::default();
-        let mut batch: Vec<Bytes> = Vec::with_capacity(64);
         let counters = &self.counters.datapath;
         loop {
             tokio::select! {
@@ -586,16 +583,8 @@ impl QuicClient {
                     Ok(d) => data.from_peer(d, link, counters),
                     Err(e) => return SessionEnd::Lost(format!("lost the relay: {e}")),
                 },
-                n = link.recv_many(&mut batch, 64) => {
-                    if n == 0 {
-                        return SessionEnd::Shutdown;
-                    }
-                    // Frames go to `sender` directly; the queue only says
-                    // when the room is gone.
-                    for frame in batch.drain(..) {
-                        sender.deliver(frame);
-                    }
-                }
+                // Frames from the room go to `sender` directly.
+                () = link.closed() => return SessionEnd::Shutdown,
                 message = control.incoming.recv() => match message {
                     Some(Ok(Some(ControlMessage::PeerJoined { peer_id, role, mac }))) => {
                         tracing::info!(port = %self.name, peer = %peer_id, %role, %mac, "peer joined the room");

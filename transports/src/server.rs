@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
     CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
@@ -17,8 +16,7 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
-    ActivePolicy, LinkSink, LinkSpec, Metrics, PolicyEvent, PortContext, ShutdownSignal,
-    StatusSource,
+    ActivePolicy, LinkSpec, Metrics, PolicyEvent, PortContext, ShutdownSignal, StatusSource,
 };
 use lanparty_core::stage::{Port, PortError};
 use lanparty_core::wire::MacAddr;
@@ -728,7 +726,6 @@ async fn session(
         crate::control_stream::spawn(send, recv, shared.settings.max_control_frame, events_rx);
     let mut link = link;
     let mut data = DataPath::default();
-    let mut batch: Vec<Bytes> = Vec::with_capacity(64);
     let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
     let counters = &shared.counters.datapath;
     let reason: String = loop {
@@ -749,16 +746,8 @@ async fn session(
                 Ok(datagram) => data.from_peer(datagram, &link, counters),
                 Err(e) => break format!("connection lost: {e}"),
             },
-            n = link.recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    break "room closed".into();
-                }
-                // Frames go to `sender` directly; the queue only says
-                // when the room is gone.
-                for frame in batch.drain(..) {
-                    sender.deliver(frame);
-                }
-            }
+            // Frames from the room go to `sender` directly.
+            () = link.closed() => break "room closed".into(),
             message = control.recv() => match message {
                 Some(Ok(Some(ControlMessage::StatsRequest))) => {
                     let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn, &sender)));

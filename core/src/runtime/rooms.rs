@@ -273,7 +273,6 @@ impl Rooms {
             control: control_rx,
             frames: frames_rx,
             open: true,
-            batch: Vec::with_capacity(self.settings.batch),
             out: Vec::with_capacity(64),
         }));
         tracing::info!(room = %room, room_id, "room created");
@@ -455,6 +454,13 @@ impl LinkHandle {
         self.from_room.recv().await
     }
 
+    /// Waits until the room is gone. A link with a sink gets no frames
+    /// through its queue; the queue's end is how its port learns that the
+    /// room closed.
+    pub async fn closed(&mut self) {
+        while self.from_room.recv().await.is_some() {}
+    }
+
     /// Receives up to `limit` frames into `buf` (waiting for at least one);
     /// returns how many, 0 once the room is gone.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
@@ -545,7 +551,6 @@ struct RoomCore {
     frames: mpsc::Receiver<(LinkId, Bytes)>,
     /// False once the room table dropped the room.
     open: bool,
-    batch: Vec<(LinkId, Bytes)>,
     out: Vec<(LinkId, Bytes)>,
 }
 
@@ -646,10 +651,10 @@ impl RoomCore {
         }
     }
 
-    /// Processes up to a batch of queued frames; true when the queue is
-    /// empty afterwards.
-    fn drain_queue(&mut self, now: crate::time::Timestamp, log_frames: bool) -> bool {
-        for _ in 0..self.batch_limit {
+    /// Processes up to `limit` queued frames; true when the queue is empty
+    /// afterwards.
+    fn drain_queue(&mut self, now: crate::time::Timestamp, log_frames: bool, limit: usize) -> bool {
+        for _ in 0..limit {
             match self.frames.try_recv() {
                 Ok((link, frame)) => self.process(now, log_frames, link, frame),
                 Err(_) => return true,
@@ -667,7 +672,7 @@ impl RoomCore {
         }
         let now = self.clock.now();
         let log_frames = frame_logs_enabled();
-        if !self.drain_queue(now, log_frames) {
+        if !self.drain_queue(now, log_frames, self.batch_limit) {
             return Direct::Queue(frame);
         }
         self.process(now, log_frames, link, frame);
@@ -688,24 +693,22 @@ impl RoomCore {
                 Poll::Pending => break,
             }
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        let polled = self.frames.poll_recv_many(cx, &mut batch, self.batch_limit);
-        let result = match polled {
-            Poll::Ready(0) => Poll::Ready(()),
-            Poll::Ready(_) => {
+        // The first frame through poll_recv, so an empty queue registers
+        // for a wake-up; the rest of the batch without waiting.
+        match self.frames.poll_recv(cx) {
+            Poll::Ready(None) => Poll::Ready(()),
+            Poll::Ready(Some((link, frame))) => {
                 let now = self.clock.now();
                 let log_frames = frame_logs_enabled();
-                for (link, frame) in batch.drain(..) {
-                    self.process(now, log_frames, link, frame);
-                }
-                // One batch per poll; come back for the rest.
+                self.process(now, log_frames, link, frame);
+                self.drain_queue(now, log_frames, self.batch_limit.saturating_sub(1));
+                // One batch per poll; come back for the rest (and to
+                // register for a wake-up once the queue is empty).
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }
             Poll::Pending => Poll::Pending,
-        };
-        self.batch = batch;
-        result
+        }
     }
 
     fn deliver(&self, dst: LinkId, frame: Bytes) {
@@ -800,7 +803,6 @@ async fn run_room(room: SharedRoom) {
             () = std::future::poll_fn(|cx| lock_room(&room).poll_work(cx)) => break,
             _ = ticker.tick() => {
                 let mut core = lock_room(&room);
-                core.apply_commands();
                 let now = core.clock.now();
                 core.pipeline.tick(now);
             }
