@@ -7,6 +7,8 @@
 //! - [`registry`]: the `inventory`-filled table of stage kinds.
 //! - [`config`]: YAML + environment + `--set` configuration.
 //! - [`pipeline`]: the sans-IO room pipeline (filters, router, counters).
+//! - [`queue`]: the sans-IO egress scheduler in front of a QUIC connection
+//!   (FQ-CoDel or FIFO) and the feeder that keeps quinn's buffer short.
 //! - [`routers`]: the built-in `switch` and `hub` routers.
 //! - [`runtime`]: the tokio runtime that drives ports and rooms.
 //! - [`testing`]: the pipeline harness and YAML pipeline tests.
@@ -14,6 +16,7 @@
 pub mod config;
 pub mod control;
 pub mod pipeline;
+pub mod queue;
 pub mod registry;
 pub mod routers;
 pub mod runtime;

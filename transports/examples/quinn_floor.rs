@@ -73,7 +73,12 @@ fn fail(message: &str) -> ! {
 }
 
 fn transport() -> quinn::TransportConfig {
-    net::transport(Duration::from_secs(30), Some(Duration::from_secs(5)), 1452)
+    net::transport(
+        Duration::from_secs(30),
+        Some(Duration::from_secs(5)),
+        1452,
+        net::Congestion::default(),
+    )
 }
 
 /// Forwards every datagram of a connection to every other connection.

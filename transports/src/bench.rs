@@ -149,6 +149,7 @@ fn bench_client_config(trust: &Trust) -> Result<quinn::ClientConfig, String> {
         Duration::from_secs(30),
         Some(Duration::from_secs(5)),
         net::DEFAULT_INITIAL_MTU,
+        net::Congestion::default(),
     );
     tls::quic_client_config(trust, transport).map_err(|e| e.to_string())
 }
@@ -204,7 +205,12 @@ pub async fn run_direct(options: BenchOptions) -> Result<BenchReport, String> {
     let cert = identity.chain[0].clone();
     let server_config = tls::quic_server_config(
         identity,
-        net::transport(Duration::from_secs(30), None, net::DEFAULT_INITIAL_MTU),
+        net::transport(
+            Duration::from_secs(30),
+            None,
+            net::DEFAULT_INITIAL_MTU,
+            net::Congestion::default(),
+        ),
     )
     .map_err(|e| e.to_string())?;
     let socket = net::bind_udp(

@@ -20,6 +20,7 @@ use lanparty_core::control::{
     ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, Welcome,
     read_message, validate_room_code, write_message,
 };
+use lanparty_core::queue::QueueSettings;
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
     DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
@@ -103,6 +104,13 @@ pub struct ClientSettings {
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
     #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
+    /// `congestion`: the connection's congestion controller: `bbr`
+    /// (default), `cubic` or `newreno`.
+    #[serde(default)]
+    pub congestion: net::Congestion,
+    /// `queue`: the egress queue in front of the connection to the relay.
+    #[serde(default)]
+    pub queue: QueueSettings,
 }
 
 fn default_local_room() -> String {
@@ -164,6 +172,7 @@ struct ClientStatus {
     role: PeerRole,
     mac: MacAddr,
     counters: Arc<ClientCounters>,
+    sender: Arc<PeerSender>,
     state: Mutex<SessionState>,
 }
 
@@ -187,6 +196,7 @@ impl StatusSource for ClientStatus {
     fn status(&self) -> serde_json::Value {
         let state = self.lock();
         let sessions = self.counters.sessions.load(Ordering::Relaxed);
+        let (queue, send_rate) = self.sender.queue_status();
         let session = state.live.as_ref().map(|(conn, w, since)| {
             serde_json::json!({
                 "peer_id": w.peer_id.0,
@@ -210,6 +220,8 @@ impl StatusSource for ClientStatus {
             "reconnects": sessions.saturating_sub(1),
             "failed_attempts": self.counters.failed_attempts.load(Ordering::Relaxed),
             "datapath": self.counters.datapath.snapshot(),
+            "queue": queue,
+            "send_rate": send_rate,
         })
     }
 
@@ -306,6 +318,9 @@ impl QuicClient {
         if let Err(e) = net::check_initial_mtu(settings.initial_mtu) {
             errors.push(config.error("initial_mtu", e));
         }
+        for (key, e) in settings.queue.check() {
+            errors.push(config.error(&format!("queue.{key}"), e));
+        }
         let t = &settings.trust;
         let trust = match (&t.pin, &t.ca, t.system) {
             (Some(pin), None, false) => tls::load_pinned(&config.resolve_path(pin)).map_err(|e| config.error("trust.pin", e.to_string())),
@@ -349,6 +364,7 @@ impl QuicClient {
             self.settings.idle_timeout.0,
             Some(self.settings.keepalive.0),
             self.settings.initial_mtu,
+            self.settings.congestion,
         );
         tls::quic_client_config(&self.trust, transport).map_err(|e| e.to_string())
     }
@@ -361,7 +377,7 @@ impl QuicClient {
             PeerRole::Client => LinkRole::Gateway,
             PeerRole::Gateway => LinkRole::Client,
         });
-        let sender = PeerSender::new(self.counters.datapath.clone());
+        let sender = PeerSender::new(self.counters.datapath.clone(), &self.settings.queue);
         let mut link = ctx.attach(
             &self.settings.local_room,
             LinkSpec {
@@ -378,6 +394,7 @@ impl QuicClient {
             role: self.settings.role,
             mac: self.settings.mac,
             counters: self.counters.clone(),
+            sender: sender.clone(),
             state: Mutex::new(SessionState::default()),
         });
         ctx.publish_status(status.clone());
@@ -678,6 +695,8 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "reconnect_max", ty: "duration", default: "30s", doc: "longest reconnect delay" },
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
             KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU" },
+            KeyDoc { name: "congestion", ty: "bbr | cubic | newreno", default: "bbr", doc: "congestion controller of the connection; bbr keeps the uplink's queue short" },
+            KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
         ],
         example: "ports:\n  relay:\n    type: quic-client\n    relay: relay.example.org:443\n    server_name: lanparty-relay.local\n    trust: { pin: relay-cert.der }\n    room: ROOM1\n    role: client\n    mac: \"02:00:00:00:00:51\"",
         build: StageBuild::Port { build },

@@ -1,14 +1,20 @@
 //! Frames between a QUIC connection and a room link, in both directions,
-//! with every drop counted. Shared by the relay and the client session.
+//! with every drop counted: the peer → room path, and the room → peer
+//! sender with its egress scheduler (FQ-CoDel) and pump. Shared by the
+//! relay and the client session.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lanparty_core::control::PeerStats;
+use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
+use lanparty_core::time::MonotonicClock;
 use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::net::DatagramEncoder;
 
@@ -36,6 +42,15 @@ pub struct DatapathCounters {
     /// Frames for the relay dropped while no session was up (a client
     /// between reconnects).
     pub not_connected: AtomicU64,
+    /// Frames the egress queue dropped because it was over its byte limit.
+    pub queue_overflow: AtomicU64,
+    /// Frames CoDel dropped from a standing queue.
+    pub queue_codel: AtomicU64,
+    /// Frames still queued when their connection went away.
+    pub queue_flushed: AtomicU64,
+    /// ECN-capable frames CoDel marked CE instead of dropping (sent, not
+    /// dropped).
+    pub queue_ce_marked: AtomicU64,
 }
 
 /// A plain copy of [`DatapathCounters`].
@@ -59,6 +74,14 @@ pub struct DatapathSnapshot {
     pub send_failed: u64,
     /// See [`DatapathCounters::not_connected`].
     pub not_connected: u64,
+    /// See [`DatapathCounters::queue_overflow`].
+    pub queue_overflow: u64,
+    /// See [`DatapathCounters::queue_codel`].
+    pub queue_codel: u64,
+    /// See [`DatapathCounters::queue_flushed`].
+    pub queue_flushed: u64,
+    /// See [`DatapathCounters::queue_ce_marked`].
+    pub queue_ce_marked: u64,
 }
 
 impl DatapathCounters {
@@ -75,6 +98,10 @@ impl DatapathCounters {
             too_large: g(&self.too_large),
             send_failed: g(&self.send_failed),
             not_connected: g(&self.not_connected),
+            queue_overflow: g(&self.queue_overflow),
+            queue_codel: g(&self.queue_codel),
+            queue_flushed: g(&self.queue_flushed),
+            queue_ce_marked: g(&self.queue_ce_marked),
         }
     }
 }
@@ -101,6 +128,9 @@ pub fn datapath_metrics(out: &mut Metrics, d: &DatapathSnapshot, labels: &[(&str
         ("too-large", d.too_large),
         ("send-failed", d.send_failed),
         ("not-connected", d.not_connected),
+        ("queue-overflow", d.queue_overflow),
+        ("queue-codel", d.queue_codel),
+        ("queue-flushed", d.queue_flushed),
     ] {
         let mut l = labels.to_vec();
         l.push(("reason", reason));
@@ -111,6 +141,12 @@ pub fn datapath_metrics(out: &mut Metrics, d: &DatapathSnapshot, labels: &[(&str
             n,
         );
     }
+    out.counter(
+        "lanparty_queue_ce_marks_total",
+        "ECN-capable frames marked congestion-experienced by the egress queue",
+        labels,
+        d.queue_ce_marked,
+    );
 }
 
 fn bump(counter: &AtomicU64) {
@@ -162,54 +198,121 @@ impl DataPath {
     }
 }
 
-/// The room → peer direction of a connection: the room hands frames
-/// straight to the QUIC connection (a [`LinkSink`]), no task in between.
-/// Never waits: when the peer's datagram send buffer cannot take a frame it
-/// is dropped and counted (quinn would otherwise silently drop the oldest
-/// queued datagram), so a slow peer never slows its room.
+/// The room → peer direction of a connection: the room hands frames to the
+/// sender (a [`LinkSink`]), which never waits. An idle path takes them
+/// straight into the QUIC connection; when the path is slower than the
+/// room, they wait in this connection's [`Scheduler`] (FQ-CoDel by
+/// default), and a small pump task hands them on as fast as the connection
+/// drains, keeping quinn's own datagram buffer short ([`Feeder`]): the
+/// queue lives where the scheduler can order it, bound it and see its
+/// delay. Every drop is counted.
 #[derive(Debug)]
 pub struct PeerSender {
     state: Mutex<SenderState>,
     counters: Arc<DatapathCounters>,
+    settings: QueueSettings,
+    clock: MonotonicClock,
+    /// Wakes the pump.
+    wake: Arc<Notify>,
     frames_tx: AtomicU64,
     bytes_tx: AtomicU64,
     dropped: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+/// What the pump task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pump {
+    /// Nothing queued; the next queued frame must wake it.
+    Idle,
+    /// Woken, or sleeping until the connection has drained: a queued frame
+    /// needs no wake-up.
+    Busy,
+}
+
+#[derive(Debug)]
 struct SenderState {
     conn: Option<quinn::Connection>,
     encoder: DatagramEncoder,
+    queue: Scheduler,
+    feeder: Feeder,
+    /// quinn's free datagram buffer space when it holds nothing.
+    empty_space: usize,
+    pump: Pump,
+    /// Queue counters already added to the port's counters.
+    synced: QueueStats,
 }
 
+/// The `queue` key's documentation, shared by both QUIC ports.
+pub const QUEUE_DOC: &str = "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 2ms (what may wait inside quinn, in sending time) }";
+
+/// Bytes of quinn's datagram send buffer (`datagram_send_buffer_size`):
+/// the most the feeder may ever keep there.
+pub const QUIC_DATAGRAM_BUFFER: usize = 1024 * 1024;
+
 impl PeerSender {
-    /// A sender with no connection yet (frames are counted `not_connected`).
-    pub fn new(counters: Arc<DatapathCounters>) -> Arc<PeerSender> {
-        Arc::new(PeerSender {
-            state: Mutex::new(SenderState::default()),
+    /// A sender with no connection yet (frames are counted `not_connected`);
+    /// starts its pump task on the current tokio runtime.
+    pub fn new(counters: Arc<DatapathCounters>, settings: &QueueSettings) -> Arc<PeerSender> {
+        let sender = Arc::new(PeerSender {
+            state: Mutex::new(SenderState {
+                conn: None,
+                encoder: DatagramEncoder::default(),
+                queue: Scheduler::new(settings, MAX_FRAME),
+                feeder: Feeder::new(settings.quic_buffer.0, QUIC_DATAGRAM_BUFFER),
+                empty_space: 0,
+                pump: Pump::Idle,
+                synced: QueueStats::default(),
+            }),
             counters,
+            settings: settings.clone(),
+            clock: MonotonicClock::start(),
+            wake: Arc::new(Notify::new()),
             frames_tx: AtomicU64::new(0),
             bytes_tx: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-        })
+        });
+        tokio::spawn(pump(Arc::downgrade(&sender), sender.wake.clone()));
+        sender
     }
 
     /// A sender bound to `conn`.
-    pub fn connected(counters: Arc<DatapathCounters>, conn: quinn::Connection) -> Arc<PeerSender> {
-        let sender = PeerSender::new(counters);
+    pub fn connected(
+        counters: Arc<DatapathCounters>,
+        settings: &QueueSettings,
+        conn: quinn::Connection,
+    ) -> Arc<PeerSender> {
+        let sender = PeerSender::new(counters, settings);
         sender.set_connection(Some(conn));
         sender
     }
 
     /// Binds the sender to a (new) connection, or to none between sessions.
+    /// Frames still queued for the old connection are dropped (`flushed`),
+    /// and the new connection starts with a fresh rate measurement.
     pub fn set_connection(&self, conn: Option<quinn::Connection>) {
-        self.lock().conn = conn;
+        let mut state = self.lock();
+        state.queue.flush();
+        state.feeder = Feeder::new(self.settings.quic_buffer.0, QUIC_DATAGRAM_BUFFER);
+        state.empty_space = conn
+            .as_ref()
+            .map_or(0, quinn::Connection::datagram_send_buffer_space);
+        state.conn = conn;
+        self.sync(&mut state);
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Frames and bytes sent, and frames dropped, so far.
     pub fn totals(&self) -> (u64, u64, u64) {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         (g(&self.frames_tx), g(&self.bytes_tx), g(&self.dropped))
+    }
+
+    /// The queue's counters and backlog now, and the measured send rate in
+    /// bytes per second (0 until the path was busy once).
+    pub fn queue_status(&self) -> (QueueStats, u64) {
+        let state = self.lock();
+        (state.queue.stats(), state.feeder.rate() as u64)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SenderState> {
@@ -221,13 +324,38 @@ impl PeerSender {
         bump(counter);
         false
     }
-}
 
-impl LinkSink for PeerSender {
-    fn deliver(&self, frame: Bytes) -> bool {
+    /// Adds the queue's new drops and marks to the port's counters.
+    fn sync(&self, state: &mut SenderState) {
+        let now = state.queue.stats();
+        let old = std::mem::replace(&mut state.synced, now);
+        let c = &*self.counters;
+        for (counter, new, old) in [
+            (&c.queue_overflow, now.overflow_drops, old.overflow_drops),
+            (&c.queue_codel, now.codel_drops, old.codel_drops),
+            (&c.queue_flushed, now.flushed, old.flushed),
+            (&c.queue_ce_marked, now.ce_marks, old.ce_marks),
+        ] {
+            if new > old {
+                counter.fetch_add(new - old, Ordering::Relaxed);
+            }
+        }
+        let dropped = (now.overflow_drops + now.codel_drops + now.flushed)
+            .saturating_sub(old.overflow_drops + old.codel_drops + old.flushed);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands one frame to the connection (the feeder said there is room).
+    fn push(&self, state: &mut SenderState, frame: &[u8]) -> bool {
         let counters = &*self.counters;
-        let mut state = self.lock();
-        let SenderState { conn, encoder } = &mut *state;
+        let SenderState {
+            conn,
+            encoder,
+            feeder,
+            ..
+        } = state;
         let Some(conn) = conn else {
             return self.drop_frame(&counters.not_connected);
         };
@@ -238,8 +366,9 @@ impl LinkSink for PeerSender {
         if conn.datagram_send_buffer_space() < need {
             return self.drop_frame(&counters.send_buffer_full);
         }
-        match conn.send_datagram(encoder.encode(&frame)) {
+        match conn.send_datagram(encoder.encode(frame)) {
             Ok(()) => {
+                feeder.pushed(need);
                 bump(&self.frames_tx);
                 self.bytes_tx
                     .fetch_add(frame.len() as u64, Ordering::Relaxed);
@@ -249,5 +378,100 @@ impl LinkSink for PeerSender {
             Err(quinn::SendDatagramError::TooLarge) => self.drop_frame(&counters.too_large),
             Err(_) => self.drop_frame(&counters.send_failed),
         }
+    }
+
+    /// Bytes waiting in quinn's datagram buffer.
+    fn occupancy(state: &SenderState) -> usize {
+        state.conn.as_ref().map_or(0, |c| {
+            state
+                .empty_space
+                .saturating_sub(c.datagram_send_buffer_space())
+        })
+    }
+
+    /// Moves queued frames to the connection while the feeder allows; says
+    /// how long to sleep before looking again (`None`: the queue is empty).
+    fn pump_once(&self) -> Option<Duration> {
+        let mut state = self.lock();
+        let result = loop {
+            if state.queue.is_empty() {
+                state.pump = Pump::Idle;
+                break None;
+            }
+            if state.conn.is_none() {
+                state.queue.flush();
+                state.pump = Pump::Idle;
+                break None;
+            }
+            let now = self.clock.now();
+            let occupancy = Self::occupancy(&state);
+            match state.feeder.decide(now, occupancy) {
+                Feed::Push => {
+                    if let Some(frame) = state.queue.dequeue(now) {
+                        self.push(&mut state, &frame);
+                    }
+                }
+                Feed::Wait(wait) => break Some(wait),
+            }
+        };
+        self.sync(&mut state);
+        result
+    }
+}
+
+/// A full-size frame (CoDel never drops from a flow queue holding at most
+/// one: its `max_packet`).
+const MAX_FRAME: usize =
+    lanparty_core::config::DEFAULT_MTU as usize + lanparty_core::wire::mtu::L2_OVERHEAD;
+
+impl Drop for PeerSender {
+    fn drop(&mut self) {
+        // The pump holds only a weak reference: wake it so it sees that.
+        self.wake.notify_one();
+    }
+}
+
+/// The pump task of one sender: runs while the sender lives.
+async fn pump(sender: Weak<PeerSender>, wake: Arc<Notify>) {
+    let mut sleep: Option<Duration> = None;
+    loop {
+        match sleep {
+            None => wake.notified().await,
+            Some(d) => {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = wake.notified() => {}
+                }
+            }
+        }
+        let Some(sender) = sender.upgrade() else {
+            return;
+        };
+        sleep = sender.pump_once();
+    }
+}
+
+impl LinkSink for PeerSender {
+    fn deliver(&self, frame: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.conn.is_none() {
+            return self.drop_frame(&self.counters.not_connected);
+        }
+        let now = self.clock.now();
+        if state.queue.is_empty() {
+            let occupancy = Self::occupancy(&state);
+            if state.feeder.decide(now, occupancy) == Feed::Push {
+                return self.push(&mut state, &frame);
+            }
+        }
+        state.queue.enqueue(now, frame);
+        let wake = state.pump == Pump::Idle;
+        state.pump = Pump::Busy;
+        self.sync(&mut state);
+        drop(state);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
     }
 }

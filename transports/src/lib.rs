@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod bench;
 pub mod client;
+pub mod congestion;
 pub mod control_stream;
 pub mod credentials;
 pub mod datapath;

@@ -152,18 +152,51 @@ impl quinn::ConnectionIdGenerator for RandomCids {
     }
 }
 
+/// The congestion controller of a QUIC connection (`congestion:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// lanparty's delay-based controller ([`crate::congestion`]): keeps the
+    /// bottleneck's standing queue near 3 ms, so frames wait in the
+    /// sender's scheduler instead (the default: see README, "Game traffic
+    /// first").
+    #[default]
+    Delay,
+    /// quinn's BBR (experimental in quinn).
+    Bbr,
+    /// CUBIC (RFC 9438): fills the bottleneck's buffer until it loses.
+    Cubic,
+    /// NewReno (RFC 9002's default).
+    Newreno,
+}
+
 /// QUIC transport parameters for lanparty connections.
 pub fn transport(
     idle_timeout: Duration,
     keepalive: Option<Duration>,
     initial_mtu: u16,
+    congestion: Congestion,
 ) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle_timeout).ok());
     t.keep_alive_interval(keepalive);
     t.initial_mtu(initial_mtu);
     t.datagram_receive_buffer_size(Some(4 * 1024 * 1024));
-    t.datagram_send_buffer_size(1024 * 1024);
+    t.datagram_send_buffer_size(crate::datapath::QUIC_DATAGRAM_BUFFER);
+    match congestion {
+        Congestion::Delay => {
+            t.congestion_controller_factory(Arc::new(crate::congestion::DelayConfig))
+        }
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+        Congestion::Cubic => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::Newreno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        }
+    };
     t.max_concurrent_uni_streams(0u32.into());
     t.max_concurrent_bidi_streams(1u32.into());
     let mut acks = quinn::AckFrequencyConfig::default();

@@ -14,6 +14,7 @@ use lanparty_core::control::{
     CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
     Reject, RejectCode, Welcome, read_message_unvalidated, write_message,
 };
+use lanparty_core::queue::QueueSettings;
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{
     ActivePolicy, LinkSpec, Metrics, PolicyEvent, PortContext, ShutdownSignal, StatusSource,
@@ -75,6 +76,13 @@ pub struct ServerSettings {
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
     #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
+    /// `congestion`: the congestion controller of every connection: `bbr`
+    /// (default), `cubic` or `newreno`.
+    #[serde(default)]
+    pub congestion: net::Congestion,
+    /// `queue`: the egress queue in front of every peer's connection.
+    #[serde(default)]
+    pub queue: QueueSettings,
 }
 
 fn default_tls_dir() -> PathBuf {
@@ -191,6 +199,9 @@ impl QuicServer {
         if let Err(e) = net::check_initial_mtu(settings.initial_mtu) {
             errors.push(config.error("initial_mtu", e));
         }
+        for (key, e) in settings.queue.check() {
+            errors.push(config.error(&format!("queue.{key}"), e));
+        }
         let listen = match listen {
             Ok(l) => l,
             Err(e) => {
@@ -240,6 +251,7 @@ impl QuicServer {
             self.settings.idle_timeout.0,
             None,
             self.settings.initial_mtu,
+            self.settings.congestion,
         );
         let server_config =
             tls::quic_server_config(identity, transport).map_err(|e| fail(e.to_string()))?;
@@ -342,6 +354,7 @@ impl StatusSource for Shared {
             .iter()
             .map(|(id, p)| {
                 let (frames_tx, bytes_tx, dropped_tx) = p.sender.totals();
+                let (queue, send_rate) = p.sender.queue_status();
                 serde_json::json!({
                     "peer_id": id.0,
                     "room": p.room,
@@ -354,6 +367,8 @@ impl StatusSource for Shared {
                     "frames_tx": frames_tx,
                     "bytes_tx": bytes_tx,
                     "dropped_tx": dropped_tx,
+                    "queue": queue,
+                    "send_rate": send_rate,
                 })
             })
             .collect();
@@ -670,7 +685,11 @@ async fn session(
         Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
     };
     let peer = admitted.peer_id;
-    let sender = PeerSender::connected(shared.counters.datapath.clone(), conn.clone());
+    let sender = PeerSender::connected(
+        shared.counters.datapath.clone(),
+        &shared.settings.queue,
+        conn.clone(),
+    );
     let link = shared.ctx.attach(
         &hello.room,
         LinkSpec {
@@ -802,6 +821,8 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
             KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams, room MTU 1394)" },
+            KeyDoc { name: "congestion", ty: "bbr | cubic | newreno", default: "bbr", doc: "congestion controller of every connection; bbr keeps a slow player's bottleneck queue short" },
+            KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
         ],
         example: "ports:\n  relay: { type: quic-server, listen: 443/udp }",
         build: StageBuild::Port { build },

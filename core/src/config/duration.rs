@@ -1,5 +1,6 @@
 //! Durations in configs: an integer number of seconds, or a string with a
-//! unit: `250ms`, `30s`, `5m`, `1h`.
+//! unit: `250ms`, `30s`, `5m`, `1h`. Also the number-and-unit reading that
+//! sizes (`size.rs`) share.
 
 use std::time::Duration;
 
@@ -9,17 +10,45 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConfigDuration(pub Duration);
 
-/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+/// Splits `250ms` into 250 and `ms`; `what` names the kind of value in
+/// the error (`a duration; write e.g. 250ms`).
+pub(super) fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
+    let value = digits
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 250ms, 30s, 5m or 1h"))?;
-    let duration = match unit.trim() {
+        .map_err(|_| format!("`{text}` is not {what}"))?;
+    Ok((value, unit.trim()))
+}
+
+/// Deserializes a config value written as a bare number or as text.
+pub(super) fn number_or_text<'de, D, T>(
+    deserializer: D,
+    number: fn(u64) -> T,
+    text: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => Ok(number(n)),
+        Raw::Text(t) => text(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (value, unit) = number_and_unit(text, "a duration; write e.g. 250ms, 30s, 5m or 1h")?;
+    let duration = match unit {
         "ms" => Duration::from_millis(value),
         "" | "s" => Duration::from_secs(value),
         "m" => Duration::from_secs(value.saturating_mul(60)),
@@ -35,18 +64,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl<'de> Deserialize<'de> for ConfigDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(s) => Ok(ConfigDuration(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(ConfigDuration)
-                .map_err(serde::de::Error::custom),
-        }
+        number_or_text(
+            deserializer,
+            |s| ConfigDuration(Duration::from_secs(s)),
+            |t| parse_duration(t).map(ConfigDuration),
+        )
     }
 }
 

@@ -7,6 +7,7 @@ mod duration;
 mod error;
 mod node;
 mod policy;
+mod size;
 mod stage_spec;
 mod yaml;
 
@@ -20,6 +21,7 @@ pub use policy::{
     Credentials, GatewayRule, MIN_ITERATIONS, PASSWORD_SCHEME, PasswordHash, RoomPolicy,
     RoomsSection, policy_room_code,
 };
+pub use size::{ConfigSize, parse_size};
 pub use stage_spec::{StageConfig, StageSpec};
 pub use yaml::Yaml;
 

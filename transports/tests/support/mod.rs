@@ -292,6 +292,7 @@ pub async fn raw_connect(relay: &Relay) -> quinn::Connection {
         Duration::from_secs(10),
         None,
         1452,
+        lanparty_transports::net::Congestion::default(),
     )));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);

@@ -1,0 +1,202 @@
+//! How much of the scheduler's output may wait in the connection's own
+//! buffer (quinn's datagram send buffer) at once.
+//!
+//! quinn's buffer is a FIFO behind the congestion controller: whatever sits
+//! there waits there, in arrival order, out of reach of the scheduler. So
+//! the sender keeps it short — about `target` of sending time at the rate
+//! the connection is measured to drain it — and the rest of the queue lives
+//! in the scheduler, where sparse flows go first and CoDel sees the delay.
+//!
+//! The rate is measured, not guessed: bytes handed to the buffer minus
+//! bytes still in it is what the connection has sent; over a wait during
+//! which the buffer never ran dry, that over the time is its rate. A wake-up
+//! that finds the buffer empty means the allowance was too small to cover
+//! the wait (timers are coarse): it doubles. Sans-IO: occupancy and a clock
+//! in, decisions out.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+/// What the sender should do with the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Hand it to the connection now.
+    Push,
+    /// Keep it in the scheduler and look again after this long.
+    Wait(Duration),
+}
+
+/// The shortest wait the sender is told to sleep (timers are no finer).
+pub const MIN_WAIT: Duration = Duration::from_micros(500);
+
+/// What the buffer may hold before the first measurement: four full frames.
+pub const INITIAL_ALLOWANCE: usize = 4 * 1514;
+
+/// The feeding state of one connection.
+#[derive(Debug, Clone)]
+pub struct Feeder {
+    target: Duration,
+    max: usize,
+    allowance: usize,
+    /// Bytes handed to the buffer so far.
+    pushed: u64,
+    /// Sent bytes and time at the start of the current wait.
+    wait_start: Option<(Timestamp, u64)>,
+    /// Measured drain rate, bytes per second (0: not measured yet).
+    rate: f64,
+}
+
+impl Feeder {
+    /// A feeder that keeps about `target` of sending time in a buffer that
+    /// can hold `max` bytes. Until the first measurement it allows
+    /// [`INITIAL_ALLOWANCE`] (a burst into a slow path must not fill the
+    /// whole buffer before the rate is known).
+    pub fn new(target: Duration, max: usize) -> Feeder {
+        Feeder {
+            target,
+            max,
+            allowance: INITIAL_ALLOWANCE.min(max),
+            pushed: 0,
+            wait_start: None,
+            rate: 0.0,
+        }
+    }
+
+    /// Bytes the buffer may hold now.
+    pub fn allowance(&self) -> usize {
+        self.allowance
+    }
+
+    /// The measured drain rate in bytes per second (0 before a measurement).
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Decides about the next frame, given the bytes in the buffer now. A
+    /// `Wait` starts a measurement that the next call completes.
+    pub fn decide(&mut self, now: Timestamp, occupancy: usize) -> Feed {
+        if let Some((since, sent_then)) = self.wait_start.take() {
+            self.measure(now, since, sent_then, occupancy);
+        }
+        if occupancy < self.allowance {
+            return Feed::Push;
+        }
+        self.wait_start = Some((now, self.sent(occupancy)));
+        Feed::Wait(self.wait_for(occupancy))
+    }
+
+    /// Records `len` bytes handed to the buffer.
+    pub fn pushed(&mut self, len: usize) {
+        self.pushed += len as u64;
+    }
+
+    fn sent(&self, occupancy: usize) -> u64 {
+        self.pushed.saturating_sub(occupancy as u64)
+    }
+
+    fn measure(&mut self, now: Timestamp, since: Timestamp, sent_then: u64, occupancy: usize) {
+        if occupancy == 0 {
+            // Ran dry while we slept: the allowance did not cover the wait.
+            self.allowance = self.allowance.saturating_mul(2).min(self.max);
+            return;
+        }
+        let elapsed = now - since;
+        if elapsed < MIN_WAIT / 2 {
+            return;
+        }
+        let sample = self.sent(occupancy).saturating_sub(sent_then) as f64 / elapsed.as_secs_f64();
+        self.rate = if self.rate == 0.0 {
+            sample
+        } else {
+            0.75 * self.rate + 0.25 * sample
+        };
+        let wanted = (self.rate * self.target.as_secs_f64()) as usize;
+        // An empty buffer always takes a frame, so 1 byte is the floor.
+        self.allowance = wanted.clamp(1, self.max);
+    }
+
+    fn wait_for(&self, occupancy: usize) -> Duration {
+        if self.rate <= 0.0 {
+            return self.target / 2;
+        }
+        let excess = occupancy.saturating_sub(self.allowance / 2) as f64;
+        Duration::from_secs_f64(excess / self.rate).clamp(MIN_WAIT, self.target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: f64) -> Timestamp {
+        Timestamp::from_nanos((ms * 1e6) as u64)
+    }
+
+    /// A buffer that drains at `rate` bytes per second, fed by a feeder
+    /// that is always backlogged with 1000-byte frames.
+    fn simulate(rate: f64, target: Duration, ms: u64) -> (Feeder, Vec<usize>, u64) {
+        let mut feeder = Feeder::new(target, 1 << 20);
+        let (mut occupancy, mut sent, mut t) = (0usize, 0u64, 0.0f64);
+        let mut occupancies = Vec::new();
+        while t < ms as f64 {
+            match feeder.decide(at(t), occupancy) {
+                Feed::Push => {
+                    occupancy += 1000;
+                    feeder.pushed(1000);
+                }
+                Feed::Wait(d) => {
+                    // Timers fire on a 1 ms grid at the earliest.
+                    let wait = (d.as_secs_f64() * 1e3).ceil().max(1.0);
+                    let drained = ((rate * wait / 1e3) as usize).min(occupancy);
+                    occupancy -= drained;
+                    sent += drained as u64;
+                    t += wait;
+                    occupancies.push(occupancy);
+                }
+            }
+        }
+        (feeder, occupancies, sent)
+    }
+
+    #[test]
+    fn learns_a_slow_rate_and_keeps_the_buffer_short() {
+        // 5 Mbit/s = 625,000 B/s: 2 ms is 1250 bytes.
+        let (feeder, occupancies, sent) = simulate(625_000.0, Duration::from_millis(2), 2000);
+        assert!(
+            (feeder.rate() - 625_000.0).abs() < 100_000.0,
+            "{}",
+            feeder.rate()
+        );
+        let late = &occupancies[occupancies.len() / 2..];
+        let worst = late.iter().max().copied().unwrap_or(0);
+        // A few ms of sending at most, not the 1 MiB the buffer could hold.
+        assert!(worst <= 4000, "worst occupancy {worst}");
+        // And the link is kept busy: at least 90 % of what it could send.
+        assert!(sent as f64 >= 0.9 * 625_000.0 * 2.0, "sent {sent}");
+    }
+
+    #[test]
+    fn a_fast_rate_is_not_starved_by_coarse_timers() {
+        // 1 Gbit/s = 125 MB/s with 1 ms timers.
+        let (feeder, _, sent) = simulate(125e6, Duration::from_millis(2), 1000);
+        assert!(feeder.allowance() >= 125_000, "{}", feeder.allowance());
+        assert!(sent as f64 >= 0.9 * 125e6, "sent {sent}");
+    }
+
+    #[test]
+    fn an_empty_buffer_always_takes_a_frame() {
+        let mut feeder = Feeder::new(Duration::from_millis(2), 8192);
+        assert_eq!(feeder.allowance(), INITIAL_ALLOWANCE);
+        assert_eq!(feeder.decide(at(0.0), 0), Feed::Push);
+        feeder.pushed(INITIAL_ALLOWANCE);
+        assert!(matches!(
+            feeder.decide(at(0.0), INITIAL_ALLOWANCE),
+            Feed::Wait(_)
+        ));
+        // It ran dry while waiting: the allowance doubles, but never past
+        // what the buffer holds.
+        assert_eq!(feeder.decide(at(5.0), 0), Feed::Push);
+        assert_eq!(feeder.allowance(), 8192);
+    }
+}

@@ -1,0 +1,55 @@
+//! What a scheduler counts: frames in and out, drops and marks by reason,
+//! and its backlog.
+
+use serde::Serialize;
+
+/// Counters and gauges of one scheduler (a plain struct: the scheduler is
+/// sans-IO and its owner snapshots it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Frames accepted into the queue.
+    pub enqueued: u64,
+    /// Frames handed on to be sent.
+    pub dequeued: u64,
+    /// Frames dropped because the queue was over its byte limit (from the
+    /// head of the fattest flow under fq-codel, the arriving frame under
+    /// fifo).
+    pub overflow_drops: u64,
+    /// Frames dropped by CoDel from the head of a standing queue.
+    pub codel_drops: u64,
+    /// ECN-capable frames marked CE by CoDel instead of being dropped.
+    pub ce_marks: u64,
+    /// Frames dropped when the queue was flushed (the connection went away).
+    pub flushed: u64,
+    /// Frame bytes waiting now.
+    pub backlog_bytes: u64,
+    /// Frames waiting now.
+    pub backlog_frames: u64,
+    /// Flows with frames waiting (or on the scheduler's lists) now.
+    pub active_flows: u64,
+}
+
+impl QueueStats {
+    /// Adds another scheduler's counters and gauges to these.
+    pub fn add(&mut self, other: &QueueStats) {
+        self.enqueued += other.enqueued;
+        self.dequeued += other.dequeued;
+        self.overflow_drops += other.overflow_drops;
+        self.codel_drops += other.codel_drops;
+        self.ce_marks += other.ce_marks;
+        self.flushed += other.flushed;
+        self.backlog_bytes += other.backlog_bytes;
+        self.backlog_frames += other.backlog_frames;
+        self.active_flows += other.active_flows;
+    }
+
+    /// The drop and mark counters by reason, as they appear in metrics.
+    pub fn reasons(&self) -> [(&'static str, u64); 4] {
+        [
+            ("overflow", self.overflow_drops),
+            ("codel", self.codel_drops),
+            ("ce-marked", self.ce_marks),
+            ("flushed", self.flushed),
+        ]
+    }
+}
