@@ -8,7 +8,7 @@
 # the bottleneck qdisc's backlog, so you see where packets waited.
 #
 #   bash bench/shaped.sh [SECONDS]           (as root, release build)
-#   RATE=20mbit DIR=down|up CC=cubic|bbr QUEUE=fq-codel|fifo CONGESTION=bbr|cubic|newreno
+#   RATE=20mbit DIR=down|up CC=cubic|bbr QUEUE=fq-codel|fifo CONGESTION=delay|bbr|cubic|newreno
 #   bin=target/release/lanparty
 #
 # ../shared/bench/peers.sh measures the same scenario beside the peers;
@@ -20,9 +20,9 @@ needs ip iperf3 ping python3
 secs=${1:-15}
 bin=${bin:-target/release/lanparty}
 RATE=${RATE:-20mbit} DIR=${DIR:-down} CC=${CC:-cubic}
-QUEUE=${QUEUE:-fq-codel} CONGESTION=${CONGESTION:-bbr}
+QUEUE=${QUEUE:-fq-codel} CONGESTION=${CONGESTION:-delay}
 shape="tbf rate $RATE burst 32k latency 200ms"
-sets="--set ports.relay.queue.discipline=$QUEUE --set ports.relay.congestion=$CONGESTION"
+sets="--set ports.relay.queue.discipline=$QUEUE --set ports.relay.congestion=$CONGESTION ${EXTRA_SETS:-}"
 RELAY_SETS="$sets --set admin.socket=$dir/relay.sock"
 CLIENT_SETS="$sets"
 

@@ -8,16 +8,19 @@
 //! (a home router's 200 ms FIFO), and quinn's BBR, measured on a 20 Mbit/s
 //! `tbf` link, kept 150–180 ms there too (README, "Game traffic first").
 //!
-//! The rule (in the spirit of LEDBAT, RFC 6817, with TCP's loss response):
-//! the queueing delay is the smoothed RTT minus the path's minimum RTT.
-//! Below the target the window grows — doubling per round trip while the
-//! delay is under half the target and nothing was lost yet (slow start),
-//! then by one datagram per window — and above it the window shrinks in
-//! proportion to the excess, at most once per round trip. A loss cuts it to
-//! 70 %, once per recovery period. The window never goes below
-//! [`MIN_WINDOW_PACKETS`] datagrams. The minimum RTT is quinn's lifetime
-//! minimum, replaced by the minimum of the last [`BASE_WINDOW`] when that
-//! stays more than four targets above it (a route change).
+//! The rule (in the spirit of LEDBAT, RFC 6817, and Copa's standing RTT,
+//! with TCP's loss response): every acknowledged packet is an RTT sample
+//! (ack time minus send time); the lowest sample of a round (half a
+//! smoothed RTT, at least [`MIN_ROUND`]) is the standing RTT, which
+//! scheduling jitter does not inflate, and the standing RTT minus the
+//! lowest sample ever (the base) is the standing queue. Below the target
+//! the window grows — doubling per round trip until the queue reaches half
+//! the target or a loss (slow start), then by one datagram per window — and
+//! above it the window shrinks in proportion to the excess, once per round.
+//! A loss cuts it to 70 %, once per recovery period. The window never goes
+//! below [`MIN_WINDOW_PACKETS`] datagrams. The base is replaced by the
+//! minimum of the last [`BASE_WINDOW`] when that stays more than four
+//! targets above it (a route change).
 //!
 //! Trade-off: like every delay-based controller it yields to loss-based
 //! flows sharing the same bottleneck. On a player's own link that is what
@@ -30,9 +33,13 @@ use std::time::{Duration, Instant};
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 /// The standing queue the controller allows at the bottleneck.
-pub const TARGET_DELAY: Duration = Duration::from_millis(3);
-/// The smallest window, in datagrams.
-pub const MIN_WINDOW_PACKETS: u64 = 4;
+pub const TARGET_DELAY: Duration = Duration::from_micros(1500);
+/// The smallest window, in datagrams. The peer acknowledges every
+/// `net::ACK_ELICITING_THRESHOLD` (10) packets or after `net::MAX_ACK_DELAY`
+/// (2 ms), so a window this small waits for that timer when the path is
+/// fast; a larger floor puts more packets in a slow link's queue. Measured
+/// trade-off in README ("Game traffic first").
+pub const MIN_WINDOW_PACKETS: u64 = crate::net::ACK_ELICITING_THRESHOLD as u64;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// How long a higher minimum RTT must persist before it becomes the base.
@@ -56,15 +63,21 @@ pub struct DelayController {
     slow_start: bool,
     /// Losses of packets sent before this do not cut the window again.
     recovery_start: Option<Instant>,
-    last_decrease: Option<Instant>,
-    /// The base RTT in force.
+    /// The lowest RTT sample: the path without a queue.
     base: Option<Duration>,
-    /// quinn's lifetime minimum RTT when last looked at.
-    seen_min: Duration,
-    /// The lowest smoothed RTT seen since `window_start`.
-    window_min: Option<Duration>,
-    window_start: Instant,
+    /// The lowest sample since `base_start`, for noticing a route change.
+    base_window_min: Option<Duration>,
+    base_start: Instant,
+    /// The lowest sample of the current round (half a smoothed RTT): the
+    /// standing RTT, which jitter does not inflate.
+    round_min: Option<Duration>,
+    round_start: Instant,
+    /// Whether the last round's standing queue was above the target.
+    above_target: bool,
 }
+
+/// The shortest measuring round (timers and ACKs are no finer).
+pub const MIN_ROUND: Duration = Duration::from_millis(1);
 
 impl DelayController {
     /// A controller for a path with this MTU.
@@ -75,11 +88,12 @@ impl DelayController {
             window: INITIAL_WINDOW_PACKETS * mtu,
             slow_start: true,
             recovery_start: None,
-            last_decrease: None,
             base: None,
-            seen_min: Duration::MAX,
-            window_min: None,
-            window_start: now,
+            base_window_min: None,
+            base_start: now,
+            round_min: None,
+            round_start: now,
+            above_target: false,
         }
     }
 
@@ -87,26 +101,38 @@ impl DelayController {
         MIN_WINDOW_PACKETS * self.mtu
     }
 
-    /// The base RTT: quinn's minimum, unless a higher minimum has held for
-    /// a whole [`BASE_WINDOW`] (the path changed).
-    fn base_rtt(&mut self, now: Instant, smoothed: Duration, lifetime_min: Duration) -> Duration {
-        let mut base = self.base.unwrap_or(lifetime_min);
-        if lifetime_min < self.seen_min {
-            // A new lowest sample: the path is at least this fast.
-            self.seen_min = lifetime_min;
-            base = base.min(lifetime_min);
-        }
-        let window_min = self.window_min.map_or(smoothed, |m| m.min(smoothed));
-        self.window_min = Some(window_min);
-        if now.saturating_duration_since(self.window_start) >= BASE_WINDOW {
-            if window_min > base + TARGET_DELAY * 4 {
-                base = window_min;
-            }
-            self.window_min = None;
-            self.window_start = now;
-        }
+    /// Takes one RTT sample; at the end of a round, judges the standing
+    /// queue and shrinks the window if it is above the target.
+    fn sample(&mut self, now: Instant, sample: Duration, smoothed: Duration) {
+        let base = self.base.map_or(sample, |b| b.min(sample));
         self.base = Some(base);
-        base
+        self.base_window_min = Some(self.base_window_min.map_or(sample, |m| m.min(sample)));
+        if now.saturating_duration_since(self.base_start) >= BASE_WINDOW {
+            // A minimum that stayed well above the base for a whole window:
+            // the path changed; that is the new base.
+            if let Some(m) = self.base_window_min.take()
+                && m > base + TARGET_DELAY * 4
+            {
+                self.base = Some(m);
+            }
+            self.base_start = now;
+        }
+        self.round_min = Some(self.round_min.map_or(sample, |m| m.min(sample)));
+        if now.saturating_duration_since(self.round_start) < (smoothed / 2).max(MIN_ROUND) {
+            return;
+        }
+        let standing = self.round_min.take().unwrap_or(sample);
+        self.round_start = now;
+        let queueing = standing.saturating_sub(self.base.unwrap_or(base));
+        self.above_target = queueing > TARGET_DELAY;
+        if self.slow_start && queueing >= TARGET_DELAY / 2 {
+            self.slow_start = false;
+        }
+        if self.above_target {
+            let excess = (queueing - TARGET_DELAY).as_secs_f64() / TARGET_DELAY.as_secs_f64();
+            let factor = 1.0 - 0.3 * excess.min(1.0);
+            self.window = ((self.window as f64 * factor) as u64).max(self.min_window());
+        }
     }
 }
 
@@ -114,37 +140,20 @@ impl Controller for DelayController {
     fn on_ack(
         &mut self,
         now: Instant,
-        _sent: Instant,
+        sent: Instant,
         bytes: u64,
         app_limited: bool,
         rtt: &quinn_proto::RttEstimator,
     ) {
-        let smoothed = rtt.get();
-        let base = self.base_rtt(now, smoothed, rtt.min());
-        let queueing = smoothed.saturating_sub(base);
-        if queueing <= TARGET_DELAY {
-            if app_limited {
-                return;
-            }
-            if self.slow_start && queueing < TARGET_DELAY / 2 {
-                self.window += bytes;
-            } else {
-                self.slow_start = false;
-                self.window += (self.mtu * bytes / self.window.max(1)).max(1);
-            }
+        self.sample(now, now.saturating_duration_since(sent), rtt.get());
+        if self.above_target || app_limited {
             return;
         }
-        self.slow_start = false;
-        if self
-            .last_decrease
-            .is_some_and(|t| now.saturating_duration_since(t) < smoothed)
-        {
-            return;
+        if self.slow_start {
+            self.window += bytes;
+        } else {
+            self.window += (self.mtu * bytes / self.window.max(1)).max(1);
         }
-        let excess = (queueing - TARGET_DELAY).as_secs_f64() / TARGET_DELAY.as_secs_f64();
-        let factor = 1.0 - 0.3 * excess.min(1.0);
-        self.window = ((self.window as f64 * factor) as u64).max(self.min_window());
-        self.last_decrease = Some(now);
     }
 
     fn on_congestion_event(

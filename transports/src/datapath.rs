@@ -243,7 +243,7 @@ struct SenderState {
 }
 
 /// The `queue` key's documentation, shared by both QUIC ports.
-pub const QUEUE_DOC: &str = "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 2ms (what may wait inside quinn, in sending time) }";
+pub const QUEUE_DOC: &str = "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 1ms (what may wait inside quinn, in sending time) }";
 
 /// Bytes of quinn's datagram send buffer (`datagram_send_buffer_size`):
 /// the most the feeder may ever keep there.
@@ -463,6 +463,12 @@ impl LinkSink for PeerSender {
             if state.feeder.decide(now, occupancy) == Feed::Push {
                 return self.push(&mut state, &frame);
             }
+        } else if state.queue.flow_is_idle(&frame)
+            && state.feeder.may_bypass(Self::occupancy(&state))
+        {
+            // A sparse flow's frame goes first, as fq-codel would send it,
+            // without waiting for the pump's next wake-up.
+            return self.push(&mut state, &frame);
         }
         state.queue.enqueue(now, frame);
         let wake = state.pump == Pump::Idle;

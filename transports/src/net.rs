@@ -157,7 +157,7 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// lanparty's delay-based controller ([`crate::congestion`]): keeps the
-    /// bottleneck's standing queue near 3 ms, so frames wait in the
+    /// bottleneck's standing queue near 1.5 ms, so frames wait in the
     /// sender's scheduler instead (the default: see README, "Game traffic
     /// first").
     #[default]
@@ -201,9 +201,16 @@ pub fn transport(
     t.max_concurrent_bidi_streams(1u32.into());
     let mut acks = quinn::AckFrequencyConfig::default();
     acks.ack_eliciting_threshold(quinn::VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+    acks.max_ack_delay(Some(MAX_ACK_DELAY));
     t.ack_frequency_config(Some(acks));
     t
 }
+
+/// The longest the peer may hold an ACK back (ACK frequency extension): on
+/// a slow path, ten packets take longer than this, and the congestion
+/// controller needs timely acknowledgements to keep the path's queue short
+/// (README, "Game traffic first").
+pub const MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 
 /// Ack-eliciting packets the peer may receive before it must send an ACK.
 pub const ACK_ELICITING_THRESHOLD: u32 = 10;

@@ -86,6 +86,14 @@ impl Feeder {
         Feed::Wait(self.wait_for(occupancy))
     }
 
+    /// Whether a frame of an idle flow may go to the buffer now although
+    /// the feeder is waiting: up to twice the allowance, so a sparse flow's
+    /// frame (a game packet, a ping) does not wait for the next wake-up,
+    /// while a flood of "new" flows is still bounded.
+    pub fn may_bypass(&self, occupancy: usize) -> bool {
+        occupancy < self.allowance.saturating_mul(2)
+    }
+
     /// Records `len` bytes handed to the buffer.
     pub fn pushed(&mut self, len: usize) {
         self.pushed += len as u64;

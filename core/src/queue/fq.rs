@@ -169,6 +169,13 @@ impl FqCodel {
         }
     }
 
+    /// Whether `frame`'s flow has nothing queued and is on neither list: a
+    /// frame of it would be served first as a new flow.
+    pub fn flow_is_idle(&self, frame: &[u8]) -> bool {
+        let index = (self.hasher.hash(frame) % self.flows.len() as u64) as usize;
+        !self.flows[index].listed
+    }
+
     /// Drops everything; returns how many frames.
     pub fn clear(&mut self) -> usize {
         let frames = self.frames;

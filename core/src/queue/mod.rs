@@ -79,7 +79,7 @@ pub struct QueueSettings {
     pub ecn: bool,
     /// `quic_buffer`: how much the scheduler lets wait inside quinn's own
     /// datagram buffer, in time at the connection's measured send rate.
-    /// Default 2ms.
+    /// Default 1ms.
     #[serde(default = "default_quic_buffer")]
     pub quic_buffer: ConfigDuration,
 }
@@ -103,7 +103,7 @@ fn default_true() -> bool {
     true
 }
 fn default_quic_buffer() -> ConfigDuration {
-    ConfigDuration(Duration::from_millis(2))
+    ConfigDuration(Duration::from_millis(1))
 }
 
 impl Default for QueueSettings {
@@ -231,6 +231,16 @@ impl Scheduler {
         match &self.kind {
             Kind::FqCodel(fq) => fq.backlog().0 == 0,
             Kind::Fifo { queue, .. } => queue.is_empty(),
+        }
+    }
+
+    /// Whether `frame` belongs to a flow with nothing waiting (fq-codel),
+    /// so that it may go ahead of the queued frames of other flows. A FIFO
+    /// has no flows: always false.
+    pub fn flow_is_idle(&self, frame: &[u8]) -> bool {
+        match &self.kind {
+            Kind::FqCodel(fq) => fq.flow_is_idle(frame),
+            Kind::Fifo { .. } => false,
         }
     }
 
