@@ -90,13 +90,15 @@ lanparty_arb() {
   lanparty_client "$nb" 10.203.2.1 02:00:00:00:0b:02 "$dev-b" "$net.2/24"
 }
 
-# lanparty_client NS RELAY_IP MAC DEVICE ADDRESS — one TAP client.
+# lanparty_client NS RELAY_IP MAC DEVICE ADDRESS — one TAP client (admin
+# socket $dir/DEVICE.sock).
 lanparty_client() {
   # shellcheck disable=SC2086
   bg "$1" "$4.log" "$bin" --log-level warn run configs/client.yaml \
     --set ports.relay.relay="$2:4433" --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
     --set ports.relay.room=BENCH --set ports.relay.mac="$3" --set ports.adapter.mac="$3" \
-    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" ${CLIENT_SETS:-}
+    --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" \
+    --set admin.socket="$dir/$4.sock" ${CLIENT_SETS:-}
 }
 
 # n2n_arb R A B SUBNET — a supernode in R and edges n2na (SUBNET.1) in A

@@ -204,6 +204,9 @@ impl StatusSource for ClientStatus {
                 "mtu": w.mtu,
                 "remote": conn.remote_address().to_string(),
                 "rtt_us": conn.rtt().as_micros() as u64,
+                "cwnd": conn.stats().path.cwnd,
+                "congestion_events": conn.stats().path.congestion_events,
+                "lost_packets": conn.stats().path.lost_packets,
                 "uptime_s": since.elapsed().as_secs(),
             })
         });

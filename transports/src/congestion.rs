@@ -18,7 +18,14 @@
 //! the target or a loss (slow start), then by one datagram per window — and
 //! above it the window shrinks in proportion to the excess, once per round.
 //! A loss cuts it to 70 %, once per recovery period. The window never goes
-//! below [`MIN_WINDOW_PACKETS`] datagrams. The base is replaced by the
+//! below [`MIN_WINDOW_PACKETS`] datagrams, nor below what the best delivery
+//! rate of the last second needs across the base RTT plus the peer's ACK
+//! delay. One round in [`RATE_ROUNDS`] probes with a quarter
+//! more window (as BBR probes for bandwidth): when that delivers clearly
+//! more, the delay is not a queue at the path's bottleneck but the sender's
+//! own (a busy sender processes ACKs late, which looks like queueing), and
+//! it stops shrinking the window until a probe finds the path full again.
+//! The base is replaced by the
 //! minimum of the last [`BASE_WINDOW`] when that stays more than four
 //! targets above it (a route change).
 //!
@@ -34,12 +41,26 @@ use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 /// The standing queue the controller allows at the bottleneck.
 pub const TARGET_DELAY: Duration = Duration::from_micros(1500);
-/// The smallest window, in datagrams. The peer acknowledges every
-/// `net::ACK_ELICITING_THRESHOLD` (10) packets or after `net::MAX_ACK_DELAY`
-/// (2 ms), so a window this small waits for that timer when the path is
-/// fast; a larger floor puts more packets in a slow link's queue. Measured
-/// trade-off in README ("Game traffic first").
-pub const MIN_WINDOW_PACKETS: u64 = crate::net::ACK_ELICITING_THRESHOLD as u64;
+/// The smallest window, in datagrams. Above it, the window never drops
+/// below what carries the recently delivered rate across the base RTT plus
+/// the peer's ACK delay ([`DelayController::rate_floor`]), so that slow
+/// acknowledgements and a busy sender's late ACK processing (which look
+/// like queueing) cannot starve a fast path.
+pub const MIN_WINDOW_PACKETS: u64 = 2;
+/// Rounds over which the delivery rate's maximum is kept; one round in
+/// this many probes for more.
+pub const RATE_ROUNDS: usize = 8;
+/// The floor remembers the best delivery rate per bucket of this long ...
+pub const RATE_BUCKET: Duration = Duration::from_millis(250);
+/// ... over this many buckets (one second).
+pub const RATE_BUCKETS: usize = 4;
+/// The window's gain in a probe round.
+pub const PROBE_GAIN: f64 = 1.25;
+/// Rounds a probe lasts after the one that starts it.
+pub const PROBE_ROUNDS: u32 = 3;
+/// A probe round delivering this much more than the best before it shows
+/// that the delay is not the path's.
+pub const PROBE_SUCCESS: f64 = 1.1;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// How long a higher minimum RTT must persist before it becomes the base.
@@ -74,6 +95,25 @@ pub struct DelayController {
     round_start: Instant,
     /// Whether the last round's standing queue was above the target.
     above_target: bool,
+    /// Bytes acknowledged in the current round.
+    round_acked: u64,
+    /// Delivery rates (bytes per second) of the last rounds.
+    rates: [f64; RATE_ROUNDS],
+    next_rate: usize,
+    /// Rounds so far.
+    rounds: u64,
+    /// While probing: the best delivery rate before the probe, and the
+    /// rounds left (the gain acts on the acknowledgements a round trip
+    /// later, and a round is half a round trip).
+    probe: Option<(f64, u32)>,
+    /// Whether the standing queue is the path's (false after a probe showed
+    /// that more window delivers more: the delay is the sender's own).
+    delay_trusted: bool,
+    /// The last round's standing RTT.
+    standing: Duration,
+    /// The best round delivery rate per [`RATE_BUCKET`], newest last.
+    buckets: [f64; RATE_BUCKETS],
+    bucket_start: Instant,
 }
 
 /// The shortest measuring round (timers and ACKs are no finer).
@@ -94,11 +134,59 @@ impl DelayController {
             round_min: None,
             round_start: now,
             above_target: false,
+            round_acked: 0,
+            rates: [0.0; RATE_ROUNDS],
+            next_rate: 0,
+            rounds: 0,
+            probe: None,
+            delay_trusted: true,
+            standing: Duration::ZERO,
+            buckets: [0.0; RATE_BUCKETS],
+            bucket_start: now,
         }
     }
 
+    /// The best delivery rate of the last [`RATE_ROUNDS`] rounds, bytes/s.
+    fn max_rate(&self) -> f64 {
+        self.rates.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// The best round delivery rate of the last second, bytes/s: what the
+    /// floor keeps, so a false delay signal cannot starve a fast path
+    /// faster than this forgets.
+    fn long_max_rate(&self) -> f64 {
+        self.buckets.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn record_rate(&mut self, now: Instant, rate: f64) {
+        self.rates[self.next_rate] = rate;
+        self.next_rate = (self.next_rate + 1) % RATE_ROUNDS;
+        if now.saturating_duration_since(self.bucket_start) >= RATE_BUCKET {
+            self.buckets.rotate_left(1);
+            self.buckets[RATE_BUCKETS - 1] = 0.0;
+            self.bucket_start = now;
+        }
+        let last = &mut self.buckets[RATE_BUCKETS - 1];
+        *last = last.max(rate);
+    }
+
+    /// The window floor: at least [`MIN_WINDOW_PACKETS`] datagrams, and
+    /// enough for the best recent delivery rate over the base RTT plus the
+    /// peer's longest ACK delay (a queue that forms above it is bounded by
+    /// about that ACK delay) — or over the standing RTT while the delay is
+    /// known to be the sender's own.
+    pub fn rate_floor(&self) -> u64 {
+        let span = if self.delay_trusted {
+            self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY
+        } else {
+            self.standing
+                .max(self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY)
+        };
+        ((self.long_max_rate() * span.as_secs_f64()) as u64).max(MIN_WINDOW_PACKETS * self.mtu)
+    }
+
     fn min_window(&self) -> u64 {
-        MIN_WINDOW_PACKETS * self.mtu
+        self.rate_floor()
     }
 
     /// Takes one RTT sample; at the end of a round, judges the standing
@@ -122,9 +210,27 @@ impl DelayController {
             return;
         }
         let standing = self.round_min.take().unwrap_or(sample);
+        self.standing = standing;
+        let elapsed = now.saturating_duration_since(self.round_start);
+        let rate = self.round_acked as f64 / elapsed.as_secs_f64();
+        // A probe round that delivered clearly more than the best before it:
+        // more window means more throughput, so the standing delay is not a
+        // queue at the path's bottleneck (it is e.g. a busy sender's late
+        // ACK processing) and must not shrink the window.
+        match self.probe.take() {
+            Some((before, 0)) => self.delay_trusted = rate < before * PROBE_SUCCESS,
+            Some((before, left)) => self.probe = Some((before, left - 1)),
+            None => {}
+        }
+        self.record_rate(now, rate);
+        self.round_acked = 0;
         self.round_start = now;
+        self.rounds += 1;
+        if self.rounds % RATE_ROUNDS as u64 == 0 && !self.slow_start && self.probe.is_none() {
+            self.probe = Some((self.max_rate(), PROBE_ROUNDS));
+        }
         let queueing = standing.saturating_sub(self.base.unwrap_or(base));
-        self.above_target = queueing > TARGET_DELAY;
+        self.above_target = queueing > TARGET_DELAY && self.delay_trusted;
         if self.slow_start && queueing >= TARGET_DELAY / 2 {
             self.slow_start = false;
         }
@@ -132,6 +238,54 @@ impl DelayController {
             let excess = (queueing - TARGET_DELAY).as_secs_f64() / TARGET_DELAY.as_secs_f64();
             let factor = 1.0 - 0.3 * excess.min(1.0);
             self.window = ((self.window as f64 * factor) as u64).max(self.min_window());
+        }
+    }
+}
+
+impl DelayController {
+    /// `bytes` of a packet sent at `sent` were acknowledged at `now`;
+    /// `smoothed` is the connection's smoothed RTT.
+    pub fn acked(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        smoothed: Duration,
+    ) {
+        self.round_acked += bytes;
+        self.sample(now, now.saturating_duration_since(sent), smoothed);
+        if self.above_target || app_limited {
+            return;
+        }
+        if self.slow_start {
+            self.window += bytes;
+        } else {
+            self.window += (self.mtu * bytes / self.window.max(1)).max(1);
+        }
+    }
+
+    /// Packets sent at `sent` were lost (or ECN-marked) at `now`.
+    pub fn lost(&mut self, now: Instant, sent: Instant, is_persistent_congestion: bool) {
+        if self.recovery_start.is_some_and(|start| sent <= start) {
+            return;
+        }
+        self.recovery_start = Some(now);
+        self.slow_start = false;
+        self.window = if is_persistent_congestion {
+            self.min_window()
+        } else {
+            (self.window * 7 / 10).max(self.min_window())
+        };
+    }
+
+    /// Bytes that may be in flight now.
+    pub fn current_window(&self) -> u64 {
+        let window = self.window.max(self.min_window());
+        if self.probe.is_some() {
+            (window as f64 * PROBE_GAIN) as u64
+        } else {
+            window
         }
     }
 }
@@ -145,15 +299,7 @@ impl Controller for DelayController {
         app_limited: bool,
         rtt: &quinn_proto::RttEstimator,
     ) {
-        self.sample(now, now.saturating_duration_since(sent), rtt.get());
-        if self.above_target || app_limited {
-            return;
-        }
-        if self.slow_start {
-            self.window += bytes;
-        } else {
-            self.window += (self.mtu * bytes / self.window.max(1)).max(1);
-        }
+        self.acked(now, sent, bytes, app_limited, rtt.get());
     }
 
     fn on_congestion_event(
@@ -163,16 +309,7 @@ impl Controller for DelayController {
         is_persistent_congestion: bool,
         _lost_bytes: u64,
     ) {
-        if self.recovery_start.is_some_and(|start| sent <= start) {
-            return;
-        }
-        self.recovery_start = Some(now);
-        self.slow_start = false;
-        self.window = if is_persistent_congestion {
-            self.min_window()
-        } else {
-            (self.window * 7 / 10).max(self.min_window())
-        };
+        self.lost(now, sent, is_persistent_congestion);
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
@@ -181,7 +318,7 @@ impl Controller for DelayController {
     }
 
     fn window(&self) -> u64 {
-        self.window.max(self.min_window())
+        self.current_window()
     }
 
     fn metrics(&self) -> ControllerMetrics {
@@ -200,5 +337,128 @@ impl Controller for DelayController {
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    const MTU: u64 = 1400;
+
+    /// What a simulated transfer did over its second half.
+    struct Outcome {
+        /// Bytes per second delivered.
+        rate: f64,
+        /// Mean time packets queued at the bottleneck.
+        queueing: Duration,
+    }
+
+    /// A window-limited sender driven by the controller through a FIFO
+    /// bottleneck of `rate` bytes/s with `rtt` of propagation, where each
+    /// acknowledgement also takes `ack_late` to be processed (a busy
+    /// sender); simulated time, no clock read.
+    fn transfer(rate: f64, rtt: Duration, ack_late: Duration, seconds: f64) -> Outcome {
+        let t0 = Instant::now();
+        let mut c = DelayController::new(t0, MTU as u16);
+        let serialize = Duration::from_secs_f64(MTU as f64 / rate);
+        // (sent, ack arrives, queueing) of packets in flight, in order.
+        let mut flight: VecDeque<(Instant, Instant, Duration)> = VecDeque::new();
+        let mut link_free = t0;
+        let mut now = t0;
+        let mut smoothed = rtt;
+        let end = t0 + Duration::from_secs_f64(seconds);
+        let half = t0 + Duration::from_secs_f64(seconds / 2.0);
+        let (mut delivered, mut queued, mut counted) = (0u64, Duration::ZERO, 0u32);
+        while now < end {
+            while (flight.len() as u64 + 1) * MTU <= c.current_window() {
+                let arrive = now + rtt / 2;
+                let start = arrive.max(link_free);
+                link_free = start + serialize;
+                // The sender becomes busy after its first 50 ms (the base RTT
+                // was measured before, as at a connection's handshake).
+                let late = if now >= t0 + Duration::from_millis(50) {
+                    ack_late
+                } else {
+                    Duration::ZERO
+                };
+                flight.push_back((now, link_free + rtt / 2 + late, start - arrive));
+            }
+            let Some((sent, ack_at, queueing)) = flight.pop_front() else {
+                break;
+            };
+            now = ack_at;
+            let sample = now - sent;
+            smoothed = (smoothed * 7 + sample) / 8;
+            c.acked(now, sent, MTU, false, smoothed);
+            if now >= half {
+                delivered += MTU;
+                queued += queueing;
+                counted += 1;
+            }
+        }
+        Outcome {
+            rate: delivered as f64 / (seconds / 2.0),
+            queueing: queued / counted.max(1),
+        }
+    }
+
+    #[test]
+    fn keeps_a_slow_links_queue_near_the_target_at_full_rate() {
+        for mbit in [5.0, 20.0, 100.0] {
+            let rate = mbit * 1e6 / 8.0;
+            let out = transfer(rate, Duration::from_micros(500), Duration::ZERO, 6.0);
+            assert!(out.rate >= 0.9 * rate, "{mbit} Mbit/s: {} B/s", out.rate);
+            // A loss-based controller would fill the router's whole buffer.
+            assert!(
+                out.queueing <= Duration::from_millis(5),
+                "{mbit} Mbit/s: queueing {:?}",
+                out.queueing
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_senders_late_acks_do_not_starve_a_fast_path() {
+        // 1 Gbit/s, 0.1 ms of path, but every ACK is processed 3 ms late:
+        // that looks like a 3 ms queue, yet more window delivers more.
+        let rate = 125e6;
+        let out = transfer(
+            rate,
+            Duration::from_micros(100),
+            Duration::from_millis(3),
+            8.0,
+        );
+        assert!(out.rate >= 0.7 * rate, "{} B/s", out.rate);
+        // Without the probes the window shrinks until only the floor holds
+        // it, and the floor forgets a third of the rate every second.
+    }
+
+    #[test]
+    fn a_loss_cuts_the_window_once_per_recovery() {
+        let t0 = Instant::now();
+        let mut c = DelayController::new(t0, MTU as u16);
+        let before = c.current_window();
+        c.lost(
+            t0 + Duration::from_millis(10),
+            t0 + Duration::from_millis(5),
+            false,
+        );
+        let after = c.current_window();
+        assert_eq!(after, (before * 7 / 10).max(MIN_WINDOW_PACKETS * MTU));
+        // A second loss of a packet sent before the first cut: no new cut.
+        c.lost(
+            t0 + Duration::from_millis(11),
+            t0 + Duration::from_millis(6),
+            false,
+        );
+        assert_eq!(c.current_window(), after);
+        c.lost(
+            t0 + Duration::from_millis(30),
+            t0 + Duration::from_millis(20),
+            true,
+        );
+        assert_eq!(c.current_window(), MIN_WINDOW_PACKETS * MTU);
     }
 }

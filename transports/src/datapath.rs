@@ -458,16 +458,14 @@ impl LinkSink for PeerSender {
             return self.drop_frame(&self.counters.not_connected);
         }
         let now = self.clock.now();
-        if state.queue.is_empty() {
-            let occupancy = Self::occupancy(&state);
-            if state.feeder.decide(now, occupancy) == Feed::Push {
-                return self.push(&mut state, &frame);
-            }
-        } else if state.queue.flow_is_idle(&frame)
-            && state.feeder.may_bypass(Self::occupancy(&state))
+        let occupancy = Self::occupancy(&state);
+        let idle = state.queue.is_empty();
+        if (idle && state.feeder.decide(now, occupancy) == Feed::Push)
+            || (state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy))
         {
-            // A sparse flow's frame goes first, as fq-codel would send it,
-            // without waiting for the pump's next wake-up.
+            // Straight to the connection: the path keeps up, or this is a
+            // sparse flow's frame, which fq-codel would send first anyway,
+            // so it does not wait for the pump's next wake-up.
             return self.push(&mut state, &frame);
         }
         state.queue.enqueue(now, frame);

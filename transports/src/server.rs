@@ -362,6 +362,9 @@ impl StatusSource for Shared {
                     "mac": p.mac,
                     "remote": p.conn.remote_address().to_string(),
                     "rtt_us": p.conn.rtt().as_micros() as u64,
+                "cwnd": p.conn.stats().path.cwnd,
+                "congestion_events": p.conn.stats().path.congestion_events,
+                "lost_packets": p.conn.stats().path.lost_packets,
                     "mtu": p.mtu,
                     "uptime_s": p.since.elapsed().as_secs(),
                     "frames_tx": frames_tx,
@@ -794,6 +797,8 @@ async fn session(
     };
     shared.admissions().leave(&hello.room, peer, &reason);
     shared.peers().remove(&peer);
+    // Frames still queued for this peer are dropped and counted (`flushed`).
+    sender.set_connection(None);
     drop(link);
     let stats = data.peer_stats(&conn, &sender);
     tracing::info!(%peer, room = %hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {reason}");
