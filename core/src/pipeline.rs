@@ -6,6 +6,7 @@
 //! frame's L2 header is parsed once and its L3 facts at most once, and
 //! flooding a frame to N links clones a refcount N times.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,16 +16,20 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, ConfigErrors, RoomPolicy, RoomSpec, StageSpec};
 use crate::registry::{FilterFactory, Registry, RouterFactory, StageBuild, StageKind};
+use crate::stage::LinkRole;
 use crate::stage::{
     DropReason, Filter, FilterContext, LinkId, LinkInfo, Router, StageCounters, Verdict,
 };
 use crate::time::Timestamp;
-use crate::wire::FrameView;
+use crate::wire::{FrameView, MacAddr};
 
 /// Drop reason: the frame came from a link the room does not know.
 pub const UNKNOWN_LINK: DropReason = "unknown-link";
 /// Drop reason: the L2 header is truncated or has too many VLAN tags.
 pub const MALFORMED_L2: DropReason = "malformed-l2";
+/// Drop reason: the source MAC belongs to an admitted client on another
+/// link (a gateway's LAN or another client tried to take it over).
+pub const OWNED_MAC: DropReason = "owned-mac";
 /// How often filters and routers are ticked, at least.
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -281,6 +286,7 @@ impl PipelineTemplate {
             destinations: Vec::new(),
             delivered: 0,
             last_tick: None,
+            owners: HashMap::new(),
         }
     }
 }
@@ -306,6 +312,9 @@ pub struct Pipeline {
     destinations: Vec<LinkId>,
     delivered: u64,
     last_tick: Option<Timestamp>,
+    /// MACs owned by client links: an admitted player's MAC is theirs for
+    /// as long as they are in the room, whatever any filter or router says.
+    owners: HashMap<MacAddr, LinkId>,
 }
 
 /// Counters of one stage, for status and tests.
@@ -407,6 +416,16 @@ impl Pipeline {
         rebuild(&mut self.egress, &template.egress);
     }
 
+    /// The link that has `mac` now: the client link that owns it, or the
+    /// link the router learned it on (still live at `now`).
+    pub fn mac_holder(&self, mac: MacAddr, now: Timestamp) -> Option<&LinkInfo> {
+        let id = match self.owners.get(&mac) {
+            Some(owner) => *owner,
+            None => self.router.learned_on(mac, now)?,
+        };
+        self.link(id)
+    }
+
     /// The room's links, sorted by id.
     pub fn links(&self) -> &[LinkInfo] {
         &self.links
@@ -420,10 +439,19 @@ impl Pipeline {
             .map(|i| &self.links[i])
     }
 
-    /// Adds a link (replacing one with the same id).
+    /// Adds a link (replacing one with the same id). A client link owns
+    /// its MACs from now on.
     pub fn add_link(&mut self, link: LinkInfo) {
         for slot in self.ingress.iter_mut().chain(self.egress.iter_mut()) {
             slot.filter.link_added(&link);
+        }
+        self.owners.retain(|_, owner| *owner != link.id);
+        if link.role == LinkRole::Client {
+            for mac in &link.macs {
+                self.owners.insert(*mac, link.id);
+            }
+            // Whatever the router learned of these MACs elsewhere is stale.
+            self.router.macs_claimed(&link.macs, link.id);
         }
         match self.links.binary_search_by_key(&link.id, |l| l.id) {
             Ok(i) => self.links[i] = link,
@@ -438,6 +466,7 @@ impl Pipeline {
             return false;
         };
         self.links.remove(i);
+        self.owners.retain(|_, owner| *owner != id);
         for slot in self.ingress.iter_mut().chain(self.egress.iter_mut()) {
             slot.filter.link_removed(id);
         }
@@ -478,6 +507,16 @@ impl Pipeline {
             self.pipeline_counters.record_drop(UNKNOWN_LINK);
             return Err(dropped(StageId::Pipeline, UNKNOWN_LINK));
         };
+        // An admitted client's MAC is theirs: nobody else sends as it, so
+        // nobody else can make the router move it (checked before any
+        // filter, whatever the room's configuration).
+        if let Some(src) = frame.get(6..12) {
+            let src = MacAddr([src[0], src[1], src[2], src[3], src[4], src[5]]);
+            if self.owners.get(&src).is_some_and(|owner| *owner != ingress) {
+                self.pipeline_counters.record_drop(OWNED_MAC);
+                return Err(dropped(StageId::Pipeline, OWNED_MAC));
+            }
+        }
         let mut frame = frame;
         let mut first = 0;
         // Ingress filters. A rewrite restarts parsing for the filters after it.

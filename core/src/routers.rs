@@ -158,6 +158,18 @@ impl Router for Switch {
     fn table_len(&self) -> usize {
         self.table.len()
     }
+
+    fn macs_claimed(&mut self, macs: &[MacAddr], link: LinkId) {
+        for mac in macs {
+            if self.table.get(mac).is_some_and(|e| e.link != link) {
+                self.table.remove(mac);
+            }
+        }
+    }
+
+    fn learned_on(&self, mac: MacAddr, now: Timestamp) -> Option<LinkId> {
+        self.lookup(mac, now)
+    }
 }
 
 /// A hub: every frame to every link but the one it came in on.

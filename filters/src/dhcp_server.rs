@@ -5,16 +5,18 @@
 //! and `lan`), VLAN tags or not. A player's misconfigured router or ICS
 //! must not hand the host's LAN its addresses.
 //!
-//! Fails closed: an IPv4/IPv6 frame from a role that may not serve DHCP
-//! whose headers do not parse is dropped as `unparseable`, since it cannot
-//! be shown not to be a server message.
+//! Fails closed: what the frame view cannot judge from a role that may not
+//! serve DHCP is dropped under the frame view's reason — `unparseable` IP
+//! headers, an IP first fragment of UDP to a DHCP port (`dhcp-fragment`),
+//! a first fragment without its whole header chain
+//! (`fragment-header-chain`); see `lanparty_core::wire::frame`.
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{
     FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
 };
 use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
-use lanparty_core::wire::{FrameView, L3Kind};
+use lanparty_core::wire::{FrameView, Judged, L3Kind};
 use serde::Deserialize;
 
 use crate::roles::{RoleSet, infrastructure_roles};
@@ -24,7 +26,7 @@ pub const DHCPV4_SERVER: DropReason = "dhcpv4-server";
 /// Drop reason: a DHCPv6 server message from a role that may not serve.
 pub const DHCPV6_SERVER: DropReason = "dhcpv6-server";
 /// Drop reason: IP headers that do not parse, from a role that may not serve.
-pub const UNPARSEABLE: DropReason = "unparseable";
+pub const UNPARSEABLE: DropReason = lanparty_core::wire::frame::UNPARSEABLE;
 
 /// `dhcp-server` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,16 +60,21 @@ impl Filter for DhcpServer {
         if self.allowed.contains(ctx.ingress.role) {
             return Verdict::Pass;
         }
-        if frame.l3().kind == L3Kind::Malformed {
-            return Verdict::Drop(UNPARSEABLE);
+        let policed = match frame.l3().kind {
+            L3Kind::Ipv4 => self.v4,
+            L3Kind::Ipv6 => self.v6,
+            L3Kind::Malformed => self.v4 || self.v6,
+            L3Kind::Arp | L3Kind::Other => false,
+        };
+        if !policed {
+            return Verdict::Pass;
         }
-        if self.v4 && frame.is_dhcpv4_server() {
-            return Verdict::Drop(DHCPV4_SERVER);
+        match frame.dhcp_server() {
+            Judged::Is if frame.is_dhcpv4_server() => Verdict::Drop(DHCPV4_SERVER),
+            Judged::Is => Verdict::Drop(DHCPV6_SERVER),
+            Judged::Unknown(reason) => Verdict::Drop(reason),
+            Judged::IsNot => Verdict::Pass,
         }
-        if self.v6 && frame.is_dhcpv6_server() {
-            return Verdict::Drop(DHCPV6_SERVER);
-        }
-        Verdict::Pass
     }
 }
 
@@ -154,6 +161,93 @@ mod tests {
                 .dropped
                 .is_none()
         );
+    }
+
+    #[test]
+    fn fragmented_offers_cannot_sneak_through() {
+        let mut h = harness("ingress: [ { type: dhcp-server } ]");
+        for tags in [Tags::None, Tags::Single(10)] {
+            let offer = frames::dhcp_offer(C, tags, C);
+            // First fragment: the UDP header to port 68 and the start of BOOTP.
+            let (first, later) = frames::ipv4_fragments(&offer, 64, None);
+            assert_eq!(h.send("client", first).drop_reason(), Some("dhcp-fragment"));
+            // A later fragment has no ports: without its first fragment it
+            // never reassembles, so it is not this filter's to judge.
+            assert!(h.send("client", later).dropped.is_none());
+            // A first fragment too short for the UDP header.
+            let (tiny, _) = frames::ipv4_fragments(&offer, 8, Some(0));
+            assert_eq!(
+                h.send("client", tiny).drop_reason(),
+                Some("fragment-header-chain")
+            );
+            // The gateway's fragments pass (it may serve).
+            let (first, _) = frames::ipv4_fragments(&offer, 64, None);
+            assert!(h.send("gw", first).dropped.is_none());
+        }
+        // Fragmented UDP to any other port is a player's business.
+        let game = frames::ipv4_udp(
+            G,
+            C,
+            Tags::None,
+            [10, 0, 0, 5],
+            [10, 0, 0, 6],
+            27015,
+            27015,
+            &[7; 2000],
+        );
+        let (first, later) = frames::ipv4_fragments(&game, 1400, None);
+        assert!(h.send("client", first).dropped.is_none());
+        assert!(h.send("client", later).dropped.is_none());
+    }
+
+    #[test]
+    fn fragmented_dhcpv6_is_dropped_from_clients() {
+        let mut h = harness("ingress: [ { type: dhcp-server } ]");
+        let advertise = frames::dhcpv6_advertise(G, C, Tags::None);
+        let udp = &advertise[14 + 40..];
+        let (first, later) = frames::ipv6_fragments(C, Tags::None, 17, udp, 8, false);
+        assert_eq!(h.send("client", first).drop_reason(), Some("dhcp-fragment"));
+        assert!(h.send("client", later).dropped.is_none());
+        // The UDP header pushed out of the first fragment (RFC 7112).
+        let (first, _) = frames::ipv6_fragments(C, Tags::None, 17, udp, 0, true);
+        assert_eq!(
+            h.send("client", first).drop_reason(),
+            Some("fragment-header-chain")
+        );
+    }
+
+    #[test]
+    fn server_messages_are_known_by_destination_port_not_source_port() {
+        let mut h = harness("ingress: [ { type: dhcp-server } ]");
+        let mut bootp = frames::dhcp_body(2, 2, C);
+        bootp.truncate(300);
+        // BOOTREPLY from port 9999 to a client's port 68.
+        let sneaky = frames::ipv4_udp(
+            MacAddr::BROADCAST,
+            C,
+            Tags::None,
+            [10, 0, 0, 9],
+            [255; 4],
+            9999,
+            68,
+            &bootp,
+        );
+        assert_eq!(
+            h.send("client", sneaky).drop_reason(),
+            Some("dhcpv4-server")
+        );
+        // A BOOTREQUEST to 67 from a client still passes.
+        let request = frames::ipv4_udp(
+            MacAddr::BROADCAST,
+            C,
+            Tags::None,
+            [0; 4],
+            [255; 4],
+            68,
+            67,
+            &frames::dhcp_body(1, 1, C),
+        );
+        assert!(h.send("client", request).dropped.is_none());
     }
 
     #[test]

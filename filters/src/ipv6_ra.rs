@@ -6,8 +6,11 @@
 //! becomes anyone's default route. The ICMPv6 checksum is updated
 //! (RFC 1624). VLAN tags or not.
 //!
-//! Fails closed: an IPv6 frame from a role that may not advertise whose
-//! headers do not parse is dropped as `unparseable`.
+//! Fails closed: what the frame view cannot judge from a role that may not
+//! advertise is dropped under the frame view's reason — `unparseable` IPv6
+//! headers, an RA in a fragment (`ra-fragment`, RFC 6980/7113), a first
+//! fragment without its whole header chain (`fragment-header-chain`, RFC
+//! 7112); see `lanparty_core::wire::frame`.
 
 use etherparse::{EtherType, SlicedPacket, TransportSlice};
 use lanparty_core::Bytes;
@@ -16,7 +19,7 @@ use lanparty_core::registry::{
     FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
 };
 use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
-use lanparty_core::wire::{FrameView, L3Kind, ethertype};
+use lanparty_core::wire::{FrameView, Judged, ethertype};
 use serde::Deserialize;
 
 use crate::roles::{RoleSet, infrastructure_roles};
@@ -25,7 +28,7 @@ use crate::roles::{RoleSet, infrastructure_roles};
 pub const ROUTER_ADVERTISEMENT: DropReason = "router-advertisement";
 /// Drop reason: IPv6 headers that do not parse, from a role that may not
 /// advertise.
-pub const UNPARSEABLE: DropReason = "unparseable";
+pub const UNPARSEABLE: DropReason = lanparty_core::wire::frame::UNPARSEABLE;
 
 /// What to do with an RA from a role that may not advertise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -100,11 +103,12 @@ impl Filter for Ipv6Ra {
         if self.allowed.contains(ctx.ingress.role) || frame.eth().ethertype != ethertype::IPV6 {
             return Verdict::Pass;
         }
-        if frame.l3().kind == L3Kind::Malformed {
-            return Verdict::Drop(UNPARSEABLE);
-        }
-        if !frame.is_ipv6_router_advertisement() {
-            return Verdict::Pass;
+        match frame.router_advertisement() {
+            Judged::IsNot => return Verdict::Pass,
+            // A fragment that is or might be an RA is dropped in every
+            // mode (RA-Guard, RFC 7113): it cannot be rewritten safely.
+            Judged::Unknown(reason) => return Verdict::Drop(reason),
+            Judged::Is => {}
         }
         match self.mode {
             RaMode::Drop => Verdict::Drop(ROUTER_ADVERTISEMENT),
@@ -220,6 +224,40 @@ mod tests {
                 Some("unparseable"),
                 "cut {cut}"
             );
+        }
+    }
+
+    #[test]
+    fn ras_in_fragments_are_dropped_in_every_mode() {
+        for mode in ["drop", "zero-lifetime"] {
+            let mut h = harness(&format!("ingress: [ {{ type: ipv6-ra, mode: {mode} }} ]"));
+            let ra = frames::ipv6_ra_message(C, 1800);
+            for tags in [Tags::None, Tags::Single(10)] {
+                // The RA header in the first fragment.
+                let (first, later) = frames::ipv6_fragments(C, tags, 58, &ra, 16, false);
+                assert_eq!(
+                    h.send("client", first).drop_reason(),
+                    Some("ra-fragment"),
+                    "{mode}"
+                );
+                assert!(h.send("client", later).dropped.is_none());
+                // Split so that the first fragment holds no ICMPv6 header:
+                // the receiver would reassemble an RA (RFC 7112 violation).
+                let (first, _) = frames::ipv6_fragments(C, tags, 58, &ra, 0, true);
+                assert_eq!(
+                    h.send("client", first).drop_reason(),
+                    Some("fragment-header-chain"),
+                    "{mode}"
+                );
+            }
+            // The gateway's fragments pass; a fragmented echo from a client too.
+            let (first, _) = frames::ipv6_fragments(G, Tags::None, 58, &ra, 16, false);
+            assert!(h.send("gw", first).dropped.is_none());
+            let echo = frames::ipv6_echo(G, C, Tags::None);
+            let (first, later) =
+                frames::ipv6_fragments(C, Tags::None, 58, &echo[14 + 40..], 8, false);
+            assert!(h.send("client", first).dropped.is_none());
+            assert!(h.send("client", later).dropped.is_none());
         }
     }
 

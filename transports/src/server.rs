@@ -19,7 +19,7 @@ use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration
 use lanparty_core::runtime::{
     ActivePolicy, LinkSpec, Metrics, PolicyEvent, PortContext, ShutdownSignal, StatusSource,
 };
-use lanparty_core::stage::{Port, PortError};
+use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
@@ -57,9 +57,27 @@ pub struct ServerSettings {
     /// `max_peers_per_room`: peers per room. Default 32.
     #[serde(default = "default_max_peers")]
     pub max_peers_per_room: usize,
-    /// `max_connections`: connections at once, admitted or not. Default 4096.
+    /// `max_connections`: connections past their handshake at once
+    /// (admitted, or saying hello). Default 4096. Half-open handshakes are
+    /// bounded separately (`max_handshakes`), so they never block a join.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// `handshake_timeout`: a QUIC handshake not complete by then is
+    /// dropped. Default 3s.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: ConfigDuration,
+    /// `max_handshakes`: handshakes in progress at once. Default 1024.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// `max_handshakes_per_address`: handshakes in progress from one IP
+    /// address. Default 16.
+    #[serde(default = "default_max_handshakes_per_address")]
+    pub max_handshakes_per_address: usize,
+    /// `retry_above`: with more handshakes than this in progress, a new
+    /// connection must first prove its address with a QUIC Retry (one
+    /// stateless packet back, no state kept). 0: always. Default 16.
+    #[serde(default = "default_retry_above")]
+    pub retry_above: usize,
     /// `hello_timeout`: a connection that has not said hello by then is
     /// closed. Default 5s.
     #[serde(default = "default_hello_timeout")]
@@ -100,6 +118,18 @@ fn default_max_peers() -> usize {
 fn default_max_connections() -> usize {
     4096
 }
+fn default_handshake_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(3))
+}
+fn default_max_handshakes() -> usize {
+    1024
+}
+fn default_max_handshakes_per_address() -> usize {
+    16
+}
+fn default_retry_above() -> usize {
+    16
+}
 fn default_hello_timeout() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
@@ -114,6 +144,13 @@ pub struct RelayCounters {
     pub connections: AtomicU64,
     /// Connections refused or failed before the handshake completed.
     pub handshake_failures: AtomicU64,
+    /// Handshakes that did not complete within `handshake_timeout`.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections asked to prove their address with a Retry first.
+    pub retries: AtomicU64,
+    /// Connection attempts ignored because too many handshakes were in
+    /// progress (in all, or from their address).
+    pub handshakes_refused: AtomicU64,
     /// Peers admitted.
     pub admitted: AtomicU64,
     /// Rejects by code.
@@ -190,6 +227,12 @@ impl QuicServer {
             ("max_rooms", settings.max_rooms, 1),
             ("max_peers_per_room", settings.max_peers_per_room, 1),
             ("max_connections", settings.max_connections, 1),
+            ("max_handshakes", settings.max_handshakes, 1),
+            (
+                "max_handshakes_per_address",
+                settings.max_handshakes_per_address,
+                1,
+            ),
             ("max_control_frame", settings.max_control_frame, 1024),
         ] {
             if value < min {
@@ -280,6 +323,7 @@ impl QuicServer {
             })),
             counters: self.counters.clone(),
             live: AtomicUsize::new(0),
+            handshakes: Mutex::new(Handshakes::default()),
             settings: self.settings.clone(),
             ctx: ctx.clone(),
             limiter: Mutex::new(FailureLimiter::new(
@@ -303,17 +347,11 @@ impl QuicServer {
                 }
                 incoming = endpoint.accept() => match incoming {
                     Some(incoming) => {
-                        if shared.live.load(Ordering::Relaxed) >= shared.settings.max_connections {
-                            shared.counters.handshake_failures.fetch_add(1, Ordering::Relaxed);
-                            incoming.refuse();
+                        let Some(slot) = shared.handshake_slot(incoming) else {
                             continue;
-                        }
-                        shared.live.fetch_add(1, Ordering::Relaxed);
+                        };
                         let shared = shared.clone();
-                        tokio::spawn(async move {
-                            handle(&shared, incoming).await;
-                            shared.live.fetch_sub(1, Ordering::Relaxed);
-                        });
+                        tokio::spawn(async move { handle(&shared, slot).await });
                     }
                     None => break,
                 },
@@ -334,6 +372,8 @@ struct Shared {
     admissions: Mutex<Admissions>,
     counters: Arc<RelayCounters>,
     live: AtomicUsize,
+    /// Handshakes in progress, in all and per source address.
+    handshakes: Mutex<Handshakes>,
     settings: ServerSettings,
     ctx: PortContext,
     limiter: Mutex<FailureLimiter>,
@@ -381,6 +421,10 @@ impl StatusSource for Shared {
             "connections": c.connections.load(Ordering::Relaxed),
             "live_connections": self.live.load(Ordering::Relaxed),
             "handshake_failures": c.handshake_failures.load(Ordering::Relaxed),
+            "handshake_timeouts": c.handshake_timeouts.load(Ordering::Relaxed),
+            "handshakes_in_progress": self.handshakes().total,
+            "retries": c.retries.load(Ordering::Relaxed),
+            "handshakes_refused": c.handshakes_refused.load(Ordering::Relaxed),
             "admitted": c.admitted.load(Ordering::Relaxed),
             "rejects": c.rejects.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
             "protocol_errors": c.protocol_errors.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
@@ -416,6 +460,25 @@ impl StatusSource for Shared {
             &port,
             c.handshake_failures.load(Ordering::Relaxed),
         );
+        for (name, help, value) in [
+            (
+                "lanparty_relay_handshake_timeouts_total",
+                "QUIC handshakes not complete within handshake_timeout",
+                &c.handshake_timeouts,
+            ),
+            (
+                "lanparty_relay_retries_total",
+                "Connection attempts sent a QUIC Retry to prove their address",
+                &c.retries,
+            ),
+            (
+                "lanparty_relay_handshakes_refused_total",
+                "Connection attempts ignored: too many handshakes in progress",
+                &c.handshakes_refused,
+            ),
+        ] {
+            out.counter(name, help, &port, value.load(Ordering::Relaxed));
+        }
         out.counter(
             "lanparty_relay_admitted_total",
             "Peers admitted",
@@ -442,6 +505,33 @@ impl StatusSource for Shared {
     }
 }
 
+/// Handshakes in progress.
+#[derive(Debug, Default)]
+struct Handshakes {
+    total: usize,
+    per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A handshake that holds its place in [`Handshakes`] until dropped.
+struct HandshakeSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+    incoming: Option<quinn::Incoming>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut h = self.shared.handshakes();
+        h.total = h.total.saturating_sub(1);
+        if let std::collections::hash_map::Entry::Occupied(mut e) = h.per_address.entry(self.ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
 /// An admitted peer, for status and for closing its room.
 struct PeerEntry {
     room: String,
@@ -452,7 +542,17 @@ struct PeerEntry {
     conn: quinn::Connection,
     sender: Arc<PeerSender>,
     kick: Arc<Notify>,
+    /// Ends the session: a new session of the same player replaces it.
+    replace: Arc<Notify>,
+    /// Woken when the peer answers a stats request (the stale-seat probe).
+    answered: Arc<Notify>,
+    /// The session's control messages to the peer.
+    events: mpsc::Sender<ControlMessage>,
 }
+
+/// How long a seat's holder has to answer before a returning player with
+/// the same MAC (and role) takes the seat.
+pub const STALE_SEAT_PROBE: Duration = Duration::from_secs(1);
 
 impl Shared {
     fn admissions(&self) -> std::sync::MutexGuard<'_, Admissions> {
@@ -461,8 +561,85 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn handshakes(&self) -> std::sync::MutexGuard<'_, Handshakes> {
+        self.handshakes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides about a new connection attempt before any state is kept
+    /// for it: above `retry_above` handshakes in progress an unproven
+    /// address gets a stateless Retry; above `max_handshakes` (or
+    /// `max_handshakes_per_address` from its address) it is ignored (no
+    /// reply: a flood gets nothing back to amplify). Otherwise it takes a
+    /// handshake slot.
+    fn handshake_slot(self: &Arc<Self>, incoming: quinn::Incoming) -> Option<HandshakeSlot> {
+        let ip = incoming.remote_address().ip();
+        let s = &self.settings;
+        let mut h = self.handshakes();
+        if h.total >= s.retry_above && !incoming.remote_address_validated() && incoming.may_retry()
+        {
+            drop(h);
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if incoming.retry().is_err() {
+                self.counters
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let from_here = h.per_address.get(&ip).copied().unwrap_or(0);
+        if h.total >= s.max_handshakes || from_here >= s.max_handshakes_per_address {
+            drop(h);
+            self.counters
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            incoming.ignore();
+            return None;
+        }
+        h.total += 1;
+        *h.per_address.entry(ip).or_default() += 1;
+        Some(HandshakeSlot {
+            shared: self.clone(),
+            ip,
+            incoming: Some(incoming),
+        })
+    }
+
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, PeerEntry>> {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// If `hello`'s seat (same room, MAC and role) is held by a session
+    /// that does not answer a stats request within [`STALE_SEAT_PROBE`]
+    /// (a crashed client, a dropped Wi-Fi, a closed laptop), ends that
+    /// session so the returning player gets the seat at once instead of
+    /// after the idle timeout. A holder that answers keeps it.
+    async fn free_stale_seat(&self, hello: &Hello) {
+        let holder = self
+            .peers()
+            .iter()
+            .find(|(_, p)| p.room == hello.room && p.mac == hello.mac && p.role == hello.role)
+            .map(|(id, p)| (*id, p.answered.clone(), p.replace.clone(), p.events.clone()));
+        let Some((id, answered, replace, events)) = holder else {
+            return;
+        };
+        let answer = answered.notified();
+        tokio::pin!(answer);
+        answer.as_mut().enable();
+        if events.try_send(ControlMessage::StatsRequest).is_ok()
+            && tokio::time::timeout(STALE_SEAT_PROBE, answer).await.is_ok()
+        {
+            return;
+        }
+        tracing::info!(peer = %id, room = %hello.room, mac = %hello.mac, "the seat's holder did not answer within {STALE_SEAT_PROBE:?}: replacing it with the returning player");
+        replace.notify_one();
+        let gone = async {
+            while self.peers().contains_key(&id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), gone).await;
     }
 
     /// Disconnects every peer of `room` (its policy was deleted on a
@@ -570,10 +747,13 @@ impl Shared {
     }
 }
 
-async fn handle(shared: &Shared, incoming: quinn::Incoming) {
+async fn handle(shared: &Shared, mut slot: HandshakeSlot) {
+    let Some(incoming) = slot.incoming.take() else {
+        return;
+    };
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(conn) => conn,
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
         Err(e) => {
             shared
                 .counters
@@ -583,7 +763,46 @@ async fn handle(shared: &Shared, incoming: quinn::Incoming) {
             return;
         }
     };
+    let conn = match tokio::time::timeout(shared.settings.handshake_timeout.0, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            shared
+                .counters
+                .handshake_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            // Dropping the handshake closes it and frees its state.
+            shared
+                .counters
+                .handshake_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote, "no complete handshake within {:?}", shared.settings.handshake_timeout.0);
+            return;
+        }
+    };
+    drop(slot);
+    if shared.live.load(Ordering::Relaxed) >= shared.settings.max_connections {
+        shared
+            .counters
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        conn.close(
+            close::REJECTED.into(),
+            b"the relay has too many connections",
+        );
+        return;
+    }
+    shared.live.fetch_add(1, Ordering::Relaxed);
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    established(shared, conn).await;
+    shared.live.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A connection past its handshake: hello, then the session.
+async fn established(shared: &Shared, conn: quinn::Connection) {
     let Some((send, recv, hello)) = read_hello(shared, &conn).await else {
         return;
     };
@@ -675,6 +894,21 @@ async fn session(
         Ok(policy) => policy,
         Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
     };
+    if hello.role == PeerRole::Client
+        && hello.validate().is_ok()
+        && let Some(holder) = shared.ctx.rooms().mac_holder(&hello.room, hello.mac)
+        && holder != LinkRole::Client
+    {
+        let reject = Reject {
+            code: RejectCode::DuplicateMac,
+            message: format!(
+                "MAC {} belongs to a host on the room's LAN (behind its gateway); pick another MAC for this player (ports.relay.mac and the adapter's mac)",
+                hello.mac
+            ),
+        };
+        return send_reject(shared, &conn, send, &hello, reject).await;
+    }
+    shared.free_stale_seat(&hello).await;
     let path_budget = conn.max_datagram_size().unwrap_or(0);
     let (events_tx, events_rx) = mpsc::channel(64);
     let admitted = shared.admissions().admit(
@@ -720,6 +954,8 @@ async fn session(
     }
     shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
     let kick = Arc::new(Notify::new());
+    let replace = Arc::new(Notify::new());
+    let answered = Arc::new(Notify::new());
     shared.peers().insert(
         peer,
         PeerEntry {
@@ -731,6 +967,9 @@ async fn session(
             conn: conn.clone(),
             sender: sender.clone(),
             kick: kick.clone(),
+            replace: replace.clone(),
+            answered: answered.clone(),
+            events: events_tx.clone(),
         },
     );
     tracing::info!(
@@ -758,6 +997,10 @@ async fn session(
                 conn.close(close::SHUTDOWN.into(), b"relay shutting down");
                 break "relay shutting down".into();
             }
+            _ = replace.notified() => {
+                conn.close(close::NORMAL.into(), b"replaced by a new session of the same player");
+                break "replaced: the same player joined again and this session did not answer".into();
+            }
             _ = kick.notified() => {
                 let _ = events_tx.try_send(ControlMessage::Disconnect { reason: DisconnectReason::PolicyChanged, message: format!("room {} was closed by the relay operator", hello.room) });
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -774,7 +1017,7 @@ async fn session(
                 Some(Ok(Some(ControlMessage::StatsRequest))) => {
                     let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn, &sender)));
                 }
-                Some(Ok(Some(ControlMessage::Stats(_)))) => {}
+                Some(Ok(Some(ControlMessage::Stats(_)))) => answered.notify_waiters(),
                 Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
                     conn.close(close::NORMAL.into(), b"bye");
                     break format!("peer disconnected ({reason:?}): {}", message.chars().take(200).collect::<String>());
@@ -820,7 +1063,11 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "names", ty: "list of strings", default: "[lanparty-relay.local]", doc: "DNS names in the self-signed certificate (clients' server_name)" },
             KeyDoc { name: "max_rooms", ty: "integer", default: "256", doc: "rooms at once; more get relay_full" },
             KeyDoc { name: "max_peers_per_room", ty: "integer", default: "32", doc: "peers per room; more get room_full" },
-            KeyDoc { name: "max_connections", ty: "integer", default: "4096", doc: "connections at once, admitted or not" },
+            KeyDoc { name: "max_connections", ty: "integer", default: "4096", doc: "connections past their handshake at once (half-open ones are bounded by max_handshakes)" },
+            KeyDoc { name: "handshake_timeout", ty: "duration", default: "3s", doc: "drop QUIC handshakes not complete by then" },
+            KeyDoc { name: "max_handshakes", ty: "integer", default: "1024", doc: "handshakes in progress at once; more are ignored" },
+            KeyDoc { name: "max_handshakes_per_address", ty: "integer", default: "16", doc: "handshakes in progress from one IP address; more are ignored" },
+            KeyDoc { name: "retry_above", ty: "integer", default: "16", doc: "with more handshakes in progress, new connections must prove their address with a stateless QUIC Retry first (0: always)" },
             KeyDoc { name: "hello_timeout", ty: "duration", default: "5s", doc: "close connections that do not say hello in time" },
             KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "drop peers silent for this long" },
             KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },

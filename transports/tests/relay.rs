@@ -334,3 +334,95 @@ async fn clients_come_back_after_a_relay_restart() {
     eprintln!("clients rejoined {took:?} after the relay came back");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_players_mac_is_theirs() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let mut gw = Peer::join(&relay, "OWN", "gateway", mac(1)).await;
+    let mut a = Peer::join(&relay, "OWN", "client", mac(2)).await;
+    let mut b = Peer::join(&relay, "OWN", "client", mac(3)).await;
+    a.send(arp(a.mac));
+    assert!(b.recv(LONG).await.is_some() && gw.recv(LONG).await.is_some());
+
+    // The LAN side sends with a's MAC: dropped at the relay, not relearned.
+    for _ in 0..20 {
+        gw.send(arp(a.mac));
+    }
+    assert!(a.drain(SHORT).await.is_empty() && b.drain(SHORT).await.is_empty());
+    // b's unicast to a still reaches a, not the LAN.
+    for _ in 0..20 {
+        b.send(unicast(a.mac, b.mac, 200));
+    }
+    assert_eq!(a.drain(SHORT).await.len(), 20);
+    assert!(
+        gw.drain(SHORT).await.is_empty(),
+        "a player's unicast went to the LAN"
+    );
+    let stats = relay.rooms.stats().await;
+    let room = stats.iter().find(|r| r.room == "OWN").unwrap();
+    assert_eq!(
+        room.pipeline.dropped("owned-mac"),
+        20,
+        "counted as owned-mac"
+    );
+
+    // A player cannot join with the MAC of a host live behind the gateway.
+    let lan_host = MacAddr([2, 0, 0, 0, 0, 0x77]);
+    gw.send(arp(lan_host));
+    assert!(a.recv(LONG).await.is_some());
+    let e = rejected(&relay, "OWN", "client", lan_host, "").await;
+    assert!(e.contains("duplicate_mac") && e.contains("LAN"), "{e}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_player_gets_its_seat_back_at_once() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let mut b = Peer::join(&relay, "BACK", "client", mac(3)).await;
+    // a joins, then its machine goes silent without closing anything (a
+    // crash, a dropped Wi-Fi): its QUIC endpoint runs on a runtime of its
+    // own that is shut down under it.
+    let vanishing = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = std::thread::scope(|s| {
+        s.spawn(|| {
+            vanishing.block_on(async {
+                let (conn, send, reply) = raw_hello(&relay, hello("BACK", mac(2))).await;
+                std::mem::forget((conn, send));
+                reply
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        matches!(reply, Some(ControlMessage::Welcome(_))),
+        "{reply:?}"
+    );
+    vanishing.shutdown_background();
+
+    // The player restarts lanparty: back within seconds, not after the
+    // 30 s idle timeout, and duplicate_mac is not final for it.
+    let started = std::time::Instant::now();
+    let mut a = Peer::join(&relay, "BACK", "client", mac(2)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    a.send(arp(a.mac));
+    assert!(b.recv(LONG).await.is_some());
+    b.send(unicast(a.mac, b.mac, 100));
+    assert!(a.recv(LONG).await.is_some());
+
+    // A holder that answers keeps its seat: a second a is refused.
+    let e = rejected(&relay, "BACK", "client", mac(2), "").await;
+    assert!(e.contains("duplicate_mac"), "{e}");
+    assert!(!a.task.is_finished(), "the live holder was replaced");
+    relay.stop().await;
+}

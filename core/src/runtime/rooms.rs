@@ -321,6 +321,17 @@ impl Rooms {
         }
     }
 
+    /// The role of the link that has `mac` in `room` now (a client that
+    /// owns it, or the link the room's switch learned it on), if any. The
+    /// relay asks before admitting a player's MAC.
+    pub fn mac_holder(&self, room: &str, mac: MacAddr) -> Option<LinkRole> {
+        let core = self.lock().get(room)?.core.clone();
+        let mut core = lock_room(&core);
+        core.apply_commands();
+        let now = core.clock.now();
+        core.pipeline.mac_holder(mac, now).map(|link| link.role)
+    }
+
     fn detach(&self, room: &Arc<str>, id: LinkId) {
         let mut rooms = self.lock();
         let Some(entry) = rooms.get_mut(room) else {

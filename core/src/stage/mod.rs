@@ -12,7 +12,7 @@ pub use link::{LinkId, LinkInfo, LinkRole};
 pub use port::{BoxFuture, Port, PortError};
 
 use crate::time::Timestamp;
-use crate::wire::FrameView;
+use crate::wire::{FrameView, MacAddr};
 
 /// A filter's judgement of a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,5 +129,18 @@ pub trait Router: Send {
     /// Number of entries in the router's table (learned MACs), for status.
     fn table_len(&self) -> usize {
         0
+    }
+
+    /// Client link `link` owns `macs` from now on: forget them wherever
+    /// they were learned.
+    fn macs_claimed(&mut self, macs: &[MacAddr], link: LinkId) {
+        let _ = (macs, link);
+    }
+
+    /// The link `mac` was learned on and is still live on at `now`, for
+    /// routers that learn (the relay asks before admitting a MAC).
+    fn learned_on(&self, mac: MacAddr, now: Timestamp) -> Option<LinkId> {
+        let _ = (mac, now);
+        None
     }
 }

@@ -242,6 +242,86 @@ pub fn ipv6_echo(dst: MacAddr, src: MacAddr, tags: Tags) -> Vec<u8> {
     with_l3(dst, src, tags, ethertype::IPV6, &l3)
 }
 
+/// Splits the IP payload of a whole IPv4 frame (as built by
+/// [`ipv4_udp`]) at `split` bytes (a multiple of 8) into a first and a
+/// later fragment, each a frame with the same L2 header. `first_len` cuts
+/// the first fragment's payload shorter (a "tiny fragment").
+pub fn ipv4_fragments(whole: &[u8], split: usize, first_len: Option<usize>) -> (Vec<u8>, Vec<u8>) {
+    let l2 = whole.len() - ipv4_len(whole);
+    let ip = &whole[l2..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let payload = &ip[ihl..];
+    let make = |part: &[u8], offset: usize, more: bool| {
+        let mut out = whole[..l2].to_vec();
+        let mut header = ip[..ihl].to_vec();
+        let total = (ihl + part.len()) as u16;
+        header[2..4].copy_from_slice(&total.to_be_bytes());
+        let flags = ((offset / 8) as u16) | if more { 0x2000 } else { 0 };
+        header[6..8].copy_from_slice(&flags.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(part);
+        out
+    };
+    let first = &payload[..first_len.unwrap_or(split).min(split)];
+    (make(first, 0, true), make(&payload[split..], split, false))
+}
+
+fn ipv4_len(frame: &[u8]) -> usize {
+    // The IPv4 header starts after the last ethertype 0x0800.
+    let at = (12..frame.len() - 1)
+        .step_by(2)
+        .find(|&i| frame[i] == 0x08 && frame[i + 1] == 0x00)
+        .map_or(14, |i| i + 2);
+    frame.len() - at
+}
+
+/// An IPv6 frame from `src` to the all-nodes group carrying `upper` (the
+/// upper-layer header and payload, next header `next`) in fragments: the
+/// first fragment holds `first_len` bytes of it after a fragment header
+/// (and, with `dest_opts`, a destination options header before that); the
+/// later one the rest at offset `first_len` (a multiple of 8).
+pub fn ipv6_fragments(
+    src: MacAddr,
+    tags: Tags,
+    next: u8,
+    upper: &[u8],
+    first_len: usize,
+    dest_opts: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    let make = |part: &[u8], offset: usize, more: bool| {
+        let mut ext = Vec::new();
+        if dest_opts {
+            // Destination options (60): next = fragment, 8 bytes of PadN.
+            ext.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        let flags = ((offset / 8) as u16) << 3 | u16::from(more);
+        ext.extend_from_slice(&[next, 0]);
+        ext.extend_from_slice(&flags.to_be_bytes());
+        ext.extend_from_slice(&0x4c50_0001u32.to_be_bytes());
+        let mut ip = vec![0x60, 0, 0, 0];
+        ip.extend_from_slice(&((ext.len() + part.len()) as u16).to_be_bytes());
+        ip.push(if dest_opts { 60 } else { 44 });
+        ip.push(255);
+        ip.extend_from_slice(&link_local(src));
+        ip.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        ip.extend_from_slice(&ext);
+        ip.extend_from_slice(part);
+        with_l3(IPV6_ALL_NODES_MAC, src, tags, ethertype::IPV6, &ip)
+    };
+    let first_len = first_len.min(upper.len());
+    (
+        make(&upper[..first_len], 0, true),
+        make(&upper[first_len..], first_len, false),
+    )
+}
+
+/// The ICMPv6 message (header and body) of a router advertisement, as in
+/// [`ipv6_ra`].
+pub fn ipv6_ra_message(src: MacAddr, router_lifetime: u16) -> Vec<u8> {
+    let frame = ipv6_ra(src, Tags::None, router_lifetime);
+    frame[14 + 40..].to_vec()
+}
+
 /// An ARP request from `src` (with `sender_ip`) for `target_ip`, broadcast.
 pub fn arp_request(src: MacAddr, tags: Tags, sender_ip: [u8; 4], target_ip: [u8; 4]) -> Vec<u8> {
     let mut l3 = vec![0, 1, 8, 0, 6, 4, 0, 1];

@@ -8,5 +8,5 @@ pub mod overlay;
 pub mod pcapng;
 
 pub use ethernet::{EthernetError, EthernetHeader, VlanTag, ethertype};
-pub use frame::{FrameView, L3Facts, L3Kind};
+pub use frame::{Fragment, FrameView, Judged, L3Facts, L3Kind};
 pub use mac::{MacAddr, MacError};
