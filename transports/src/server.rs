@@ -752,27 +752,20 @@ async fn handle(shared: &Shared, mut slot: HandshakeSlot) {
         return;
     };
     let remote = incoming.remote_address();
+    let failed = |e: quinn::ConnectionError| {
+        shared
+            .counters
+            .handshake_failures
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%remote, "handshake failed: {e}");
+    };
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
-        Err(e) => {
-            shared
-                .counters
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote, "handshake failed: {e}");
-            return;
-        }
+        Err(e) => return failed(e),
     };
     let conn = match tokio::time::timeout(shared.settings.handshake_timeout.0, connecting).await {
         Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            shared
-                .counters
-                .handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote, "handshake failed: {e}");
-            return;
-        }
+        Ok(Err(e)) => return failed(e),
         Err(_) => {
             // Dropping the handshake closes it and frees its state.
             shared

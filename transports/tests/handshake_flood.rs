@@ -1,0 +1,126 @@
+//! In-process QUIC: a flood of QUIC Initials that never complete their
+//! handshake (what a hostile host can send in a fraction of a second) does
+//! not lock players out. Above `retry_above` handshakes in progress the
+//! relay answers unproven addresses with a stateless Retry, so the flood
+//! gets back less than it sent and leaves no state behind, while a real
+//! player (who answers the Retry) still joins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use lanparty_transports::{net, tls};
+use support::*;
+
+/// Sends `count` QUIC Initials from one UDP socket, each of a new
+/// connection that will never answer; returns the socket and the bytes
+/// sent.
+fn flood(
+    relay: std::net::SocketAddr,
+    cert: &std::path::Path,
+    count: usize,
+) -> (std::net::UdpSocket, u64) {
+    let trust = tls::load_pinned(cert).unwrap();
+    let transport = net::transport(
+        Duration::from_secs(30),
+        None,
+        net::DEFAULT_INITIAL_MTU,
+        net::Congestion::default(),
+    );
+    let config = tls::quic_client_config(&trust, transport).unwrap();
+    // The attacker is another host than the players (another loopback address).
+    let socket = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let mut sent = 0u64;
+    let mut buf = Vec::new();
+    for _ in 0..count {
+        let now = Instant::now();
+        let (_, mut conn) = endpoint
+            .connect(now, config.clone(), relay, "lanparty-relay.local")
+            .unwrap();
+        buf.clear();
+        if let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
+            sent += socket.send_to(&buf[..t.size], relay).unwrap() as u64;
+        }
+    }
+    (socket, sent)
+}
+
+/// Bytes that arrive on `socket` until it has been quiet for `quiet`.
+fn drain(socket: &std::net::UdpSocket, quiet: Duration) -> u64 {
+    socket.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 65_536];
+    let mut got = 0u64;
+    while let Ok(n) = socket.recv(&mut buf) {
+        got += n as u64;
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_handshakes_do_not_lock_players_out() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "handshake_timeout: 1s").await;
+    let mut a = Peer::join(&relay, "FLOOD", "client", mac(2)).await;
+
+    let (addr, cert) = (relay.addr, relay.cert.clone());
+    let flooder = std::thread::spawn(move || {
+        let (socket, sent) = flood(addr, &cert, 5000);
+        let back = drain(&socket, Duration::from_millis(500));
+        (sent, back)
+    });
+    // A player joins while the flood is on, and frames keep flowing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let b = Peer::join(&relay, "FLOOD", "client", mac(3)).await;
+    eprintln!("joined during the flood in {:?}", started.elapsed());
+    b.send(frames_arp(b.mac));
+    assert!(a.recv(Duration::from_secs(3)).await.is_some());
+    let (sent, back) = tokio::task::spawn_blocking(move || flooder.join().unwrap())
+        .await
+        .unwrap();
+    let c = &relay.counters;
+    eprintln!(
+        "flood: {sent} bytes sent, {back} bytes back; retries {}, refused {}, timeouts {}",
+        c.retries.load(Ordering::Relaxed),
+        c.handshakes_refused.load(Ordering::Relaxed),
+        c.handshake_timeouts.load(Ordering::Relaxed)
+    );
+    assert!(sent >= 5000 * 1200, "the flood was sent: {sent}");
+    // Stateless Retry: the relay sends back less than the flood sent.
+    assert!(back <= sent, "amplification: {back} bytes back for {sent}");
+    assert!(c.retries.load(Ordering::Relaxed) > 4000);
+    // The few handshakes that got a slot before Retry kicked in time out
+    // and free their state.
+    wait_for(
+        "the half-open handshakes to time out",
+        Duration::from_secs(5),
+        || {
+            c.handshake_timeouts.load(Ordering::Relaxed)
+                + c.handshake_failures.load(Ordering::Relaxed)
+                >= 16
+        },
+    )
+    .await;
+    // Another player still gets in after the flood.
+    let _c = Peer::join(&relay, "FLOOD", "client", mac(4)).await;
+    relay.stop().await;
+}
+
+fn frames_arp(src: lanparty_core::wire::MacAddr) -> Vec<u8> {
+    lanparty_core::testing::frames::arp_request(
+        src,
+        lanparty_core::testing::frames::Tags::None,
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+    )
+}
