@@ -510,6 +510,34 @@ impl StatusSource for Shared {
 struct Handshakes {
     total: usize,
     per_address: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// Retries sent per source address in the current second.
+    retried: std::collections::HashMap<std::net::IpAddr, u32>,
+    retried_since: Option<Instant>,
+}
+
+/// Retries sent to one source address per second at most; beyond, its
+/// unproven attempts are ignored (a Retry costs the relay an encryption
+/// and a send, which a one-address flood must not buy by the thousand).
+pub const RETRIES_PER_ADDRESS_PER_SECOND: u32 = 32;
+/// Source addresses whose retries are counted at once (a spoofed flood
+/// from many addresses resets the table instead of growing it).
+const RETRY_TABLE_LIMIT: usize = 4096;
+
+impl Handshakes {
+    /// Whether `ip` may get another Retry this second.
+    fn may_retry(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self
+            .retried_since
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+            || self.retried.len() >= RETRY_TABLE_LIMIT
+        {
+            self.retried.clear();
+            self.retried_since = Some(now);
+        }
+        let n = self.retried.entry(ip).or_default();
+        *n += 1;
+        *n <= RETRIES_PER_ADDRESS_PER_SECOND
+    }
 }
 
 /// A handshake that holds its place in [`Handshakes`] until dropped.
@@ -569,7 +597,9 @@ impl Shared {
 
     /// Decides about a new connection attempt before any state is kept
     /// for it: above `retry_above` handshakes in progress an unproven
-    /// address gets a stateless Retry; above `max_handshakes` (or
+    /// address gets a stateless Retry (at most
+    /// [`RETRIES_PER_ADDRESS_PER_SECOND`] per address, then it is ignored);
+    /// above `max_handshakes` (or
     /// `max_handshakes_per_address` from its address) it is ignored (no
     /// reply: a flood gets nothing back to amplify). Otherwise it takes a
     /// handshake slot.
@@ -579,6 +609,14 @@ impl Shared {
         let mut h = self.handshakes();
         if h.total >= s.retry_above && !incoming.remote_address_validated() && incoming.may_retry()
         {
+            if !h.may_retry(ip, Instant::now()) {
+                drop(h);
+                self.counters
+                    .handshakes_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                incoming.ignore();
+                return None;
+            }
             drop(h);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             if incoming.retry().is_err() {
