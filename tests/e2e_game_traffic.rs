@@ -102,6 +102,8 @@ fn download_with_pings(discipline: &str) -> (Vec<f64>, f64, serde_json::Value) {
                 "cubic",
                 "-t",
                 "9",
+                "--connect-timeout",
+                "3000",
                 "-J",
             ])
             .output()

@@ -98,17 +98,37 @@ fn entries_age_out_on_the_simulated_clock() {
 #[test]
 fn a_moved_mac_is_relearned() {
     let mut h = three_links("router: { type: switch }");
+    // A LAN host's MAC, first behind the gateway …
+    h.send("gw", broadcast(mac(9)));
+    assert_eq!(
+        h.send("alice", unicast(mac(9), mac(1))).destinations(),
+        ["gw"]
+    );
+    // … now shows up behind bob's link (no mac-guard in this room).
+    h.send("bob", broadcast(mac(9)));
+    assert_eq!(
+        h.send("alice", unicast(mac(9), mac(1))).destinations(),
+        ["bob"]
+    );
+}
+
+#[test]
+fn an_admitted_clients_mac_never_moves() {
+    let mut h = three_links("router: { type: switch }");
     h.send("alice", broadcast(mac(1)));
+    // Neither the gateway's LAN nor another client can take alice's MAC,
+    // even with no filter in the room: the pipeline owns the rule.
+    for from in ["gw", "bob"] {
+        assert_eq!(
+            h.send(from, broadcast(mac(1))).drop_reason(),
+            Some("owned-mac")
+        );
+    }
     assert_eq!(
         h.send("gw", unicast(mac(1), mac(3))).destinations(),
         ["alice"]
     );
-    // The same MAC now shows up behind bob's link.
-    h.send("bob", broadcast(mac(1)));
-    assert_eq!(
-        h.send("gw", unicast(mac(1), mac(3))).destinations(),
-        ["bob"]
-    );
+    assert_eq!(h.stats().dropped("owned-mac"), 2);
 }
 
 #[test]

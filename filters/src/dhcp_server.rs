@@ -181,7 +181,8 @@ mod tests {
                 Some("fragment-header-chain")
             );
             // The gateway's fragments pass (it may serve).
-            let (first, _) = frames::ipv4_fragments(&offer, 64, None);
+            let from_lan = frames::dhcp_offer(G, tags, C);
+            let (first, _) = frames::ipv4_fragments(&from_lan, 64, None);
             assert!(h.send("gw", first).dropped.is_none());
         }
         // Fragmented UDP to any other port is a player's business.
