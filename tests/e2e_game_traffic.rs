@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use support::{
-    Netns, TempDir, client_sets, lanparty_in, ping, status_of, unique, veth, wait_until,
+    Netns, TempDir, client_sets, lanparty_in, ping, start_relay, status_of, unique, veth,
 };
 
 /// Ping RTTs (ms) and the download's Mbit/s on the shaped link, with the
@@ -42,18 +42,8 @@ fn download_with_pings(discipline: &str) -> (Vec<f64>, f64, serde_json::Value) {
     );
 
     let tls = dir.0.join("tls");
-    let relay_sets = vec![
-        format!("ports.relay.self_signed_dir={}", tls.display()),
-        format!("ports.relay.queue.discipline={discipline}"),
-    ];
-    let mut relay = lanparty_in(&r, &dir, "relay.log", "relay.yaml", &relay_sets);
-    assert!(
-        wait_until(Duration::from_secs(10), || tls
-            .join("relay-cert.der")
-            .exists()),
-        "relay made no certificate:\n{}",
-        relay.log_text()
-    );
+    let discipline_set = format!("ports.relay.queue.discipline={discipline}");
+    let mut relay = start_relay(&r, &dir, &tls, &[discipline_set]);
     let mut nodes = Vec::new();
     for (ns, relay_ip, mac, addr) in [
         (&a, "10.205.1.1", "02:00:00:00:0e:01", "10.206.0.1/24"),

@@ -45,15 +45,7 @@ fn a_tun_l2_client_leases_pings_and_discovers() {
     veth(&g, &glan, &l, &lg);
     l.ip(&["addr", "add", "192.168.77.1/24", "dev", &lg]);
 
-    let relay_sets = vec![format!("ports.relay.self_signed_dir={}", tls.display())];
-    let relay = lanparty_in(&r, &dir, "relay.log", "relay.yaml", &relay_sets);
-    assert!(
-        wait_until(Duration::from_secs(10), || tls
-            .join("relay-cert.der")
-            .exists()),
-        "relay made no certificate:\n{}",
-        relay.log_text()
-    );
+    let _relay = start_relay(&r, &dir, &tls, &[]);
     let _lan = lan_services(&l, &dir, &lg, 60);
     let _gateway = start_gateway(&g, &dir, &gateway_sets(&g_relay, &tls, "TUNPARTY", &glan));
 

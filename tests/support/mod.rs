@@ -445,6 +445,23 @@ fn relay_sets(relay_ip: &str, tls: &Path, room: &str) -> Vec<String> {
     ]
 }
 
+/// Starts the shipped relay config in `ns` with its TLS files in `tls`
+/// (plus `extra` `--set` values) and waits until it made its certificate.
+pub fn start_relay(ns: &Netns, dir: &TempDir, tls: &Path, extra: &[String]) -> Proc {
+    let mut sets = vec![format!("ports.relay.self_signed_dir={}", tls.display())];
+    sets.extend_from_slice(extra);
+    let relay = lanparty_in(ns, dir, "relay.log", "relay.yaml", &sets);
+    assert!(
+        wait_until(Duration::from_secs(10), || tls
+            .join("relay-cert.der")
+            .exists()),
+        "relay made no certificate:
+{}",
+        relay.log_text()
+    );
+    relay
+}
+
 /// Starts the shipped gateway config in `ns` and waits until it joined.
 pub fn start_gateway(ns: &Netns, dir: &TempDir, sets: &[String]) -> Proc {
     let gateway = lanparty_in(ns, dir, "gateway.log", "gateway.yaml", sets);
