@@ -19,6 +19,7 @@ use lanparty_core::registry::{
     FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
 };
 use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
+use lanparty_core::wire::checksum::update_checksum;
 use lanparty_core::wire::{FrameView, Judged, ethertype};
 use serde::Deserialize;
 
@@ -64,16 +65,6 @@ pub struct Ipv6Ra {
 const ROUTER_LIFETIME_OFFSET: usize = 6;
 /// Offset of the ICMPv6 checksum.
 const CHECKSUM_OFFSET: usize = 2;
-
-/// Updates a one's-complement checksum for a 16-bit word changing from
-/// `old` to `new` (RFC 1624, eqn. 3).
-pub fn update_checksum(checksum: u16, old: u16, new: u16) -> u16 {
-    let mut sum = u32::from(!checksum) + u32::from(!old) + u32::from(new);
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// Returns a copy of the RA in `frame` with router lifetime 0, or `None`
 /// if it already is 0 or the ICMPv6 message cannot be located.
@@ -259,12 +250,5 @@ mod tests {
             assert!(h.send("client", first).dropped.is_none());
             assert!(h.send("client", later).dropped.is_none());
         }
-    }
-
-    #[test]
-    fn checksum_update_matches_rfc1624_examples() {
-        // Changing a word and back restores the checksum.
-        let c = super::update_checksum(0x1234, 0x0708, 0);
-        assert_eq!(super::update_checksum(c, 0, 0x0708), 0x1234);
     }
 }

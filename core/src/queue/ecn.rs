@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::wire::checksum::update_checksum;
 use crate::wire::ethernet::{EthernetHeader, ethertype};
 
 /// The ECN field of an IP packet.
@@ -70,21 +71,12 @@ pub fn mark_ce(frame: Bytes) -> Result<Bytes, Bytes> {
             let new = u16::from_be_bytes([bytes[tos_at - 1], bytes[tos_at]]);
             let sum_at = tos_at + 9;
             let sum = u16::from_be_bytes([bytes[sum_at], bytes[sum_at + 1]]);
-            let updated = checksum_update(sum, old, new);
+            let updated = update_checksum(sum, old, new);
             bytes[sum_at..sum_at + 2].copy_from_slice(&updated.to_be_bytes());
         }
         EcnField::V6(at) => bytes[at + 1] |= CE << 4,
     }
     Ok(bytes.freeze())
-}
-
-/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m').
-fn checksum_update(sum: u16, old: u16, new: u16) -> u16 {
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 #[cfg(test)]

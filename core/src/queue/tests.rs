@@ -38,11 +38,8 @@ fn ect_udp(sport: u16, len: usize) -> Bytes {
     frame[15] |= 0b10;
     let new = u16::from_be_bytes([frame[14], frame[15]]);
     let sum = u16::from_be_bytes([frame[24], frame[25]]);
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    frame[24..26].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    let updated = crate::wire::checksum::update_checksum(sum, old, new);
+    frame[24..26].copy_from_slice(&updated.to_be_bytes());
     Bytes::from(frame)
 }
 

@@ -1,5 +1,6 @@
 //! Wire formats: one file per format, each a checked view over bytes.
 
+pub mod checksum;
 pub mod ethernet;
 pub mod frame;
 pub mod mac;
