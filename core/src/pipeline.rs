@@ -16,9 +16,8 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, ConfigErrors, RoomPolicy, RoomSpec, StageSpec};
 use crate::registry::{FilterFactory, Registry, RouterFactory, StageBuild, StageKind};
-use crate::stage::LinkRole;
 use crate::stage::{
-    DropReason, Filter, FilterContext, LinkId, LinkInfo, Router, StageCounters, Verdict,
+    DropReason, Filter, FilterContext, LinkId, LinkInfo, LinkRole, Router, StageCounters, Verdict,
 };
 use crate::time::Timestamp;
 use crate::wire::{FrameView, MacAddr};
@@ -507,16 +506,6 @@ impl Pipeline {
             self.pipeline_counters.record_drop(UNKNOWN_LINK);
             return Err(dropped(StageId::Pipeline, UNKNOWN_LINK));
         };
-        // An admitted client's MAC is theirs: nobody else sends as it, so
-        // nobody else can make the router move it (checked before any
-        // filter, whatever the room's configuration).
-        if let Some(src) = frame.get(6..12) {
-            let src = MacAddr([src[0], src[1], src[2], src[3], src[4], src[5]]);
-            if self.owners.get(&src).is_some_and(|owner| *owner != ingress) {
-                self.pipeline_counters.record_drop(OWNED_MAC);
-                return Err(dropped(StageId::Pipeline, OWNED_MAC));
-            }
-        }
         let mut frame = frame;
         let mut first = 0;
         // Ingress filters. A rewrite restarts parsing for the filters after it.
@@ -525,6 +514,19 @@ impl Pipeline {
                 self.pipeline_counters.record_drop(MALFORMED_L2);
                 return Err(dropped(StageId::Pipeline, MALFORMED_L2));
             };
+            // An admitted client's MAC is theirs: nobody else sends as it,
+            // so nobody else can make the router move it (checked on the
+            // frame as it arrived, before any filter, whatever the room's
+            // configuration).
+            if first == 0
+                && self
+                    .owners
+                    .get(&view.eth().src)
+                    .is_some_and(|owner| *owner != ingress)
+            {
+                self.pipeline_counters.record_drop(OWNED_MAC);
+                return Err(dropped(StageId::Pipeline, OWNED_MAC));
+            }
             let ctx = FilterContext {
                 now,
                 ingress: &self.links[link_index],
