@@ -195,9 +195,4 @@ impl Codel {
         stats.codel_drops += 1;
         Err(())
     }
-
-    /// Whether CoDel is in its dropping state (for tests and status).
-    pub fn is_dropping(&self) -> bool {
-        self.dropping
-    }
 }

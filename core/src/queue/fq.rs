@@ -62,10 +62,15 @@ impl FqCodel {
         }
     }
 
+    /// The flow queue `frame` hashes to.
+    fn flow_index(&self, frame: &[u8]) -> usize {
+        (self.hasher.hash(frame) % self.flows.len() as u64) as usize
+    }
+
     /// Queues a frame in its flow; drops from the fattest flow while over
     /// the limit.
     pub fn enqueue(&mut self, now: Timestamp, frame: Bytes, stats: &mut QueueStats) {
-        let index = (self.hasher.hash(&frame) % self.flows.len() as u64) as usize;
+        let index = self.flow_index(&frame);
         self.frames += 1;
         self.bytes += frame.len();
         self.memory += frame.len() + FRAME_COST;
@@ -172,8 +177,7 @@ impl FqCodel {
     /// Whether `frame`'s flow has nothing queued and is on neither list: a
     /// frame of it would be served first as a new flow.
     pub fn flow_is_idle(&self, frame: &[u8]) -> bool {
-        let index = (self.hasher.hash(frame) % self.flows.len() as u64) as usize;
-        !self.flows[index].listed
+        !self.flows[self.flow_index(frame)].listed
     }
 
     /// Drops everything; returns how many frames.

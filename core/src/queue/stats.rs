@@ -28,28 +28,3 @@ pub struct QueueStats {
     /// Flows with frames waiting (or on the scheduler's lists) now.
     pub active_flows: u64,
 }
-
-impl QueueStats {
-    /// Adds another scheduler's counters and gauges to these.
-    pub fn add(&mut self, other: &QueueStats) {
-        self.enqueued += other.enqueued;
-        self.dequeued += other.dequeued;
-        self.overflow_drops += other.overflow_drops;
-        self.codel_drops += other.codel_drops;
-        self.ce_marks += other.ce_marks;
-        self.flushed += other.flushed;
-        self.backlog_bytes += other.backlog_bytes;
-        self.backlog_frames += other.backlog_frames;
-        self.active_flows += other.active_flows;
-    }
-
-    /// The drop and mark counters by reason, as they appear in metrics.
-    pub fn reasons(&self) -> [(&'static str, u64); 4] {
-        [
-            ("overflow", self.overflow_drops),
-            ("codel", self.codel_drops),
-            ("ce-marked", self.ce_marks),
-            ("flushed", self.flushed),
-        ]
-    }
-}

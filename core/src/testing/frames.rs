@@ -247,7 +247,7 @@ pub fn ipv6_echo(dst: MacAddr, src: MacAddr, tags: Tags) -> Vec<u8> {
 /// later fragment, each a frame with the same L2 header. `first_len` cuts
 /// the first fragment's payload shorter (a "tiny fragment").
 pub fn ipv4_fragments(whole: &[u8], split: usize, first_len: Option<usize>) -> (Vec<u8>, Vec<u8>) {
-    let l2 = whole.len() - ipv4_len(whole);
+    let l2 = crate::wire::EthernetHeader::parse(whole).map_or(14, |h| h.header_len);
     let ip = &whole[l2..];
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let payload = &ip[ihl..];
@@ -264,15 +264,6 @@ pub fn ipv4_fragments(whole: &[u8], split: usize, first_len: Option<usize>) -> (
     };
     let first = &payload[..first_len.unwrap_or(split).min(split)];
     (make(first, 0, true), make(&payload[split..], split, false))
-}
-
-fn ipv4_len(frame: &[u8]) -> usize {
-    // The IPv4 header starts after the last ethertype 0x0800.
-    let at = (12..frame.len() - 1)
-        .step_by(2)
-        .find(|&i| frame[i] == 0x08 && frame[i + 1] == 0x00)
-        .map_or(14, |i| i + 2);
-    frame.len() - at
 }
 
 /// An IPv6 frame from `src` to the all-nodes group carrying `upper` (the
