@@ -104,8 +104,8 @@ pub struct ClientSettings {
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
     #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
-    /// `congestion`: the connection's congestion controller: `bbr`
-    /// (default), `cubic` or `newreno`.
+    /// `congestion`: the connection's congestion controller: `delay`
+    /// (default), `bbr`, `cubic` or `newreno`.
     #[serde(default)]
     pub congestion: net::Congestion,
     /// `queue`: the egress queue in front of the connection to the relay.
@@ -198,15 +198,16 @@ impl StatusSource for ClientStatus {
         let sessions = self.counters.sessions.load(Ordering::Relaxed);
         let (queue, send_rate) = self.sender.queue_status();
         let session = state.live.as_ref().map(|(conn, w, since)| {
+            let path = conn.stats().path;
             serde_json::json!({
                 "peer_id": w.peer_id.0,
                 "room_id": w.room_id,
                 "mtu": w.mtu,
                 "remote": conn.remote_address().to_string(),
                 "rtt_us": conn.rtt().as_micros() as u64,
-                "cwnd": conn.stats().path.cwnd,
-                "congestion_events": conn.stats().path.congestion_events,
-                "lost_packets": conn.stats().path.lost_packets,
+                "cwnd": path.cwnd,
+                "congestion_events": path.congestion_events,
+                "lost_packets": path.lost_packets,
                 "uptime_s": since.elapsed().as_secs(),
             })
         });
@@ -698,7 +699,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "reconnect_max", ty: "duration", default: "30s", doc: "longest reconnect delay" },
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
             KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU" },
-            KeyDoc { name: "congestion", ty: "bbr | cubic | newreno", default: "bbr", doc: "congestion controller of the connection; bbr keeps the uplink's queue short" },
+            KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of the connection; delay keeps the uplink's queue short" },
             KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
         ],
         example: "ports:\n  relay:\n    type: quic-client\n    relay: relay.example.org:443\n    server_name: lanparty-relay.local\n    trust: { pin: relay-cert.der }\n    room: ROOM1\n    role: client\n    mac: \"02:00:00:00:00:51\"",

@@ -210,7 +210,8 @@ impl DataPath {
 pub struct PeerSender {
     state: Mutex<SenderState>,
     counters: Arc<DatapathCounters>,
-    settings: QueueSettings,
+    /// `queue.quic_buffer`: each connection's feeder starts from it.
+    quic_buffer: Duration,
     clock: MonotonicClock,
     /// Wakes the pump.
     wake: Arc<Notify>,
@@ -258,13 +259,13 @@ impl PeerSender {
                 conn: None,
                 encoder: DatagramEncoder::default(),
                 queue: Scheduler::new(settings, MAX_FRAME),
-                feeder: Feeder::new(settings.quic_buffer.0, QUIC_DATAGRAM_BUFFER),
+                feeder: new_feeder(settings.quic_buffer.0),
                 empty_space: 0,
                 pump: Pump::Idle,
                 synced: QueueStats::default(),
             }),
             counters,
-            settings: settings.clone(),
+            quic_buffer: settings.quic_buffer.0,
             clock: MonotonicClock::start(),
             wake: Arc::new(Notify::new()),
             frames_tx: AtomicU64::new(0),
@@ -292,7 +293,7 @@ impl PeerSender {
     pub fn set_connection(&self, conn: Option<quinn::Connection>) {
         let mut state = self.lock();
         state.queue.flush();
-        state.feeder = Feeder::new(self.settings.quic_buffer.0, QUIC_DATAGRAM_BUFFER);
+        state.feeder = new_feeder(self.quic_buffer);
         state.empty_space = conn
             .as_ref()
             .map_or(0, quinn::Connection::datagram_send_buffer_space);
@@ -417,6 +418,11 @@ impl PeerSender {
         self.sync(&mut state);
         result
     }
+}
+
+/// A feeder for a new connection: no rate measured yet.
+fn new_feeder(quic_buffer: Duration) -> Feeder {
+    Feeder::new(quic_buffer, QUIC_DATAGRAM_BUFFER)
 }
 
 /// A full-size frame (CoDel never drops from a flow queue holding at most

@@ -152,6 +152,9 @@ impl quinn::ConnectionIdGenerator for RandomCids {
     }
 }
 
+/// The values of `congestion:`, for the stage docs.
+pub const CONGESTION_TYPE: &str = "delay | bbr | cubic | newreno";
+
 /// The congestion controller of a QUIC connection (`congestion:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

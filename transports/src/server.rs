@@ -94,8 +94,8 @@ pub struct ServerSettings {
     /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
     #[serde(default = "net::default_initial_mtu")]
     pub initial_mtu: u16,
-    /// `congestion`: the congestion controller of every connection: `bbr`
-    /// (default), `cubic` or `newreno`.
+    /// `congestion`: the congestion controller of every connection:
+    /// `delay` (default), `bbr`, `cubic` or `newreno`.
     #[serde(default)]
     pub congestion: net::Congestion,
     /// `queue`: the egress queue in front of every peer's connection.
@@ -347,11 +347,11 @@ impl QuicServer {
                 }
                 incoming = endpoint.accept() => match incoming {
                     Some(incoming) => {
-                        let Some(slot) = shared.handshake_slot(incoming) else {
+                        let Some((slot, incoming)) = shared.handshake_slot(incoming) else {
                             continue;
                         };
                         let shared = shared.clone();
-                        tokio::spawn(async move { handle(&shared, slot).await });
+                        tokio::spawn(async move { handle(&shared, slot, incoming).await });
                     }
                     None => break,
                 },
@@ -395,6 +395,7 @@ impl StatusSource for Shared {
             .map(|(id, p)| {
                 let (frames_tx, bytes_tx, dropped_tx) = p.sender.totals();
                 let (queue, send_rate) = p.sender.queue_status();
+                let path = p.conn.stats().path;
                 serde_json::json!({
                     "peer_id": id.0,
                     "room": p.room,
@@ -402,9 +403,9 @@ impl StatusSource for Shared {
                     "mac": p.mac,
                     "remote": p.conn.remote_address().to_string(),
                     "rtt_us": p.conn.rtt().as_micros() as u64,
-                "cwnd": p.conn.stats().path.cwnd,
-                "congestion_events": p.conn.stats().path.congestion_events,
-                "lost_packets": p.conn.stats().path.lost_packets,
+                    "cwnd": path.cwnd,
+                    "congestion_events": path.congestion_events,
+                    "lost_packets": path.lost_packets,
                     "mtu": p.mtu,
                     "uptime_s": p.since.elapsed().as_secs(),
                     "frames_tx": frames_tx,
@@ -544,7 +545,6 @@ impl Handshakes {
 struct HandshakeSlot {
     shared: Arc<Shared>,
     ip: std::net::IpAddr,
-    incoming: Option<quinn::Incoming>,
 }
 
 impl Drop for HandshakeSlot {
@@ -603,20 +603,31 @@ impl Shared {
     /// `max_handshakes_per_address` from its address) it is ignored (no
     /// reply: a flood gets nothing back to amplify). Otherwise it takes a
     /// handshake slot.
-    fn handshake_slot(self: &Arc<Self>, incoming: quinn::Incoming) -> Option<HandshakeSlot> {
+    fn handshake_slot(
+        self: &Arc<Self>,
+        incoming: quinn::Incoming,
+    ) -> Option<(HandshakeSlot, quinn::Incoming)> {
         let ip = incoming.remote_address().ip();
         let s = &self.settings;
         let mut h = self.handshakes();
-        if h.total >= s.retry_above && !incoming.remote_address_validated() && incoming.may_retry()
-        {
-            if !h.may_retry(ip, Instant::now()) {
-                drop(h);
-                self.counters
-                    .handshakes_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                incoming.ignore();
-                return None;
-            }
+        let retry = h.total >= s.retry_above
+            && !incoming.remote_address_validated()
+            && incoming.may_retry();
+        let refuse = if retry {
+            !h.may_retry(ip, Instant::now())
+        } else {
+            let from_here = h.per_address.get(&ip).copied().unwrap_or(0);
+            h.total >= s.max_handshakes || from_here >= s.max_handshakes_per_address
+        };
+        if refuse {
+            drop(h);
+            self.counters
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed);
+            incoming.ignore();
+            return None;
+        }
+        if retry {
             drop(h);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             if incoming.retry().is_err() {
@@ -626,22 +637,13 @@ impl Shared {
             }
             return None;
         }
-        let from_here = h.per_address.get(&ip).copied().unwrap_or(0);
-        if h.total >= s.max_handshakes || from_here >= s.max_handshakes_per_address {
-            drop(h);
-            self.counters
-                .handshakes_refused
-                .fetch_add(1, Ordering::Relaxed);
-            incoming.ignore();
-            return None;
-        }
         h.total += 1;
         *h.per_address.entry(ip).or_default() += 1;
-        Some(HandshakeSlot {
+        let slot = HandshakeSlot {
             shared: self.clone(),
             ip,
-            incoming: Some(incoming),
-        })
+        };
+        Some((slot, incoming))
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, PeerEntry>> {
@@ -785,10 +787,7 @@ impl Shared {
     }
 }
 
-async fn handle(shared: &Shared, mut slot: HandshakeSlot) {
-    let Some(incoming) = slot.incoming.take() else {
-        return;
-    };
+async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let failed = |e: quinn::ConnectionError| {
         shared
@@ -1104,7 +1103,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
             KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams, room MTU 1394)" },
-            KeyDoc { name: "congestion", ty: "bbr | cubic | newreno", default: "bbr", doc: "congestion controller of every connection; bbr keeps a slow player's bottleneck queue short" },
+            KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of every connection; delay keeps a slow player's bottleneck queue short" },
             KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
         ],
         example: "ports:\n  relay: { type: quic-server, listen: 443/udp }",
