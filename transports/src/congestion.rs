@@ -176,17 +176,13 @@ impl DelayController {
     /// about that ACK delay) — or over the standing RTT while the delay is
     /// known to be the sender's own.
     pub fn rate_floor(&self) -> u64 {
+        let path = self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY;
         let span = if self.delay_trusted {
-            self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY
+            path
         } else {
-            self.standing
-                .max(self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY)
+            self.standing.max(path)
         };
         ((self.long_max_rate() * span.as_secs_f64()) as u64).max(MIN_WINDOW_PACKETS * self.mtu)
-    }
-
-    fn min_window(&self) -> u64 {
-        self.rate_floor()
     }
 
     /// Takes one RTT sample; at the end of a round, judges the standing
@@ -237,7 +233,7 @@ impl DelayController {
         if self.above_target {
             let excess = (queueing - TARGET_DELAY).as_secs_f64() / TARGET_DELAY.as_secs_f64();
             let factor = 1.0 - 0.3 * excess.min(1.0);
-            self.window = ((self.window as f64 * factor) as u64).max(self.min_window());
+            self.window = ((self.window as f64 * factor) as u64).max(self.rate_floor());
         }
     }
 }
@@ -273,15 +269,15 @@ impl DelayController {
         self.recovery_start = Some(now);
         self.slow_start = false;
         self.window = if is_persistent_congestion {
-            self.min_window()
+            self.rate_floor()
         } else {
-            (self.window * 7 / 10).max(self.min_window())
+            (self.window * 7 / 10).max(self.rate_floor())
         };
     }
 
     /// Bytes that may be in flight now.
     pub fn current_window(&self) -> u64 {
-        let window = self.window.max(self.min_window());
+        let window = self.window.max(self.rate_floor());
         if self.probe.is_some() {
             (window as f64 * PROBE_GAIN) as u64
         } else {
@@ -314,7 +310,7 @@ impl Controller for DelayController {
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.mtu = u64::from(new_mtu);
-        self.window = self.window.max(self.min_window());
+        self.window = self.window.max(self.rate_floor());
     }
 
     fn window(&self) -> u64 {
