@@ -96,7 +96,7 @@ lanparty_client() {
   # shellcheck disable=SC2086
   bg "$1" "$4.log" "$bin" --log-level warn run configs/client.yaml \
     --set ports.relay.relay="$2:4433" --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
-    --set ports.relay.room=BENCH --set ports.relay.mac="$3" --set ports.adapter.mac="$3" \
+    --set ports.relay.room=BENCH --set ports.relay.mac="$3" \
     --set ports.adapter.device="$4" --set "ports.adapter.addresses=[$5]" \
     --set admin.socket="$dir/$4.sock" ${CLIENT_SETS:-}
 }

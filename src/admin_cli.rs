@@ -5,7 +5,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lanparty_core::config::{ConfigSources, default_admin_socket, load_node};
+use lanparty_core::config::{ADMIN_SOCKET_DIR, ConfigSources};
+use lanparty_core::runtime::Node;
 #[cfg(unix)]
 use lanparty_core::runtime::admin;
 use lanparty_transports::credentials::{DEFAULT_ITERATIONS, hash_password};
@@ -17,10 +18,15 @@ use crate::cli::ExitCode;
 /// Where to find a node's admin socket.
 #[derive(Debug, clap::Args)]
 pub struct SocketArgs {
-    /// The node's config files: its `admin.socket` (default
-    /// /run/lanparty/NODE_NAME.sock) is used.
+    /// The node's config files: its `admin.socket` is used (default
+    /// /run/lanparty/NODE_NAME.sock, NODE_NAME-MAC.sock for a client).
+    /// Without configs or --socket: the one node running here.
     #[arg(value_name = "CONFIG")]
     configs: Vec<PathBuf>,
+    /// The overrides the node was started with, if they change its name or
+    /// MAC (repeatable).
+    #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
+    sets: Vec<String>,
     /// The admin socket, instead of reading it from the config.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -32,13 +38,41 @@ impl SocketArgs {
             return Ok(path.clone());
         }
         if self.configs.is_empty() {
-            return Ok(default_admin_socket("lanparty"));
+            return only_socket_in(std::path::Path::new(ADMIN_SOCKET_DIR));
         }
-        let (_, node) = load_node(&ConfigSources::new(self.configs.clone(), Vec::new()))
+        let node = Node::build(&ConfigSources::new(self.configs.clone(), self.sets.clone()))
             .map_err(|e| e.to_string())?;
-        node.admin.socket_path(&node.node.name).ok_or_else(|| {
+        node.admin_socket.ok_or_else(|| {
             "the config turns the admin socket off (`admin.socket: off`)".to_string()
         })
+    }
+}
+
+/// The one admin socket in `dir`, or an error listing what is there.
+fn only_socket_in(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let mut sockets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    sockets.sort();
+    match sockets.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "no lanparty node runs here (no socket in {}); name the node's config or give --socket",
+            dir.display()
+        )),
+        many => Err(format!(
+            "several nodes run here; name one's config or give --socket: {}",
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use lanparty_core::config::{ConfigErrors, ConfigSources};
+use lanparty_core::config::{ConfigErrors, ConfigSources, RoomPolicy};
 use lanparty_core::registry::{Registry, StageBuild, StageRegistration, did_you_mean};
 use lanparty_core::runtime::{Node, shutdown_pair};
 use lanparty_core::testing::run_test_file;
@@ -210,13 +210,34 @@ fn print_config_errors(errors: &ConfigErrors) {
     }
 }
 
+/// A config that does not build: when one of the files is a room policy
+/// (given where a node config belongs), says so instead of listing its keys
+/// as unknown.
+fn config_failed(sources: &ConfigSources, errors: &ConfigErrors) -> ExitCode {
+    let policies: Vec<&PathBuf> = sources
+        .files
+        .iter()
+        .filter(|f| RoomPolicy::load(f).is_ok())
+        .collect();
+    if policies.is_empty() {
+        print_config_errors(errors);
+    } else {
+        for file in policies {
+            eprintln!(
+                "error: {} is a room policy (a ROOM.yaml in a relay's `rooms.policy_dir`), not a node config; check it with the relay config whose `rooms.policy_dir` is its folder: `lanparty check RELAY.yaml --set rooms.policy_dir={}`",
+                file.display(),
+                file.parent()
+                    .map_or(".".into(), |d| d.display().to_string())
+            );
+        }
+    }
+    ExitCode::ConfigError
+}
+
 fn run(sources: ConfigSources) -> ExitCode {
     let node = match Node::build(&sources) {
         Ok(node) => node,
-        Err(errors) => {
-            print_config_errors(&errors);
-            return ExitCode::ConfigError;
-        }
+        Err(errors) => return config_failed(&sources, &errors),
     };
     // One thread: a current-thread runtime, so no frame ever waits for a
     // wake-up on another thread (lowest latency for a client or gateway).
@@ -277,8 +298,13 @@ fn check(sources: ConfigSources) -> ExitCode {
                 ),
                 None => String::new(),
             };
+            let admin = node
+                .admin_socket
+                .as_ref()
+                .map(|p| format!(", admin socket {}", p.display()))
+                .unwrap_or_default();
             println!(
-                "ok: {} — node `{}`, ports [{}], room MTU {}{policies}",
+                "ok: {} — node `{}`, ports [{}], room MTU {}{policies}{admin}",
                 files.join(" + "),
                 node.name,
                 ports.join(", "),
@@ -286,10 +312,7 @@ fn check(sources: ConfigSources) -> ExitCode {
             );
             ExitCode::Ok
         }
-        Err(errors) => {
-            print_config_errors(&errors);
-            ExitCode::ConfigError
-        }
+        Err(errors) => config_failed(&sources, &errors),
     }
 }
 

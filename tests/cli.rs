@@ -375,3 +375,73 @@ fn relative_paths_stay_relative_to_the_config_file_when_set_overrides_a_sibling_
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_numeric_room_code_is_taken_as_written_and_set_typos_name_the_flag() {
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
+    let client = client.to_str().unwrap();
+    let out = run(&["check", client, "--set", "ports.relay.room=2024"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["check", client, "--set", "ports.relay.credential=123456"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Not a whole number: the error says to quote it.
+    let out = run(&["check", client, "--set", "ports.relay.room=1.5"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("quote"), "{}", text(&out));
+    // A misspelt key given on the command line is the flag's, not the file's.
+    let out = run(&["check", client, "--set", "ports.relay.rooom=X"]);
+    let t = text(&out);
+    assert!(
+        t.contains("--set ports.relay.rooom=X: `ports.relay.rooom`: unknown key")
+            && !t.contains("client.yaml:"),
+        "{t}"
+    );
+    // So is a misspelt port name.
+    let t = text(&run(&["check", client, "--set", "ports.relai.room=X"]));
+    assert!(
+        t.contains("--set ports.relai.room=X: `ports.relai`") && t.contains("misspelt"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_recognises_a_room_policy_given_as_a_node_config() {
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/policies/FRIDAY.yaml");
+    let out = run(&["check", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains("is a room policy")
+            && t.contains("rooms.policy_dir=")
+            && !t.contains("unknown key"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_path_given_by_set_is_relative_to_the_working_directory() {
+    let dir = TempDir::new("setpath");
+    let out = run(&["cert", "new", "--dir", dir.0.join("tls").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
+    // From the temporary folder, `tls/relay-cert.der` is that folder's file
+    // (in the file the same text means configs/tls/…).
+    let out = Command::new(lanparty())
+        .current_dir(&dir.0)
+        .args(["check", client.to_str().unwrap(), "--set"])
+        .arg("ports.relay.trust.pin=tls/relay-cert.der")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(lanparty())
+        .current_dir(&dir.0)
+        .args(["check", client.to_str().unwrap(), "--set"])
+        .arg("ports.relay.trust.pin=nope/relay-cert.der")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("cannot read pinned certificate nope/relay-cert.der"),
+        "{}",
+        text(&out)
+    );
+}

@@ -432,7 +432,10 @@ fn auxdata(header: &libc::msghdr) -> Aux {
 
 impl AfPacketPort {
     fn fail(&self, what: impl std::fmt::Display) -> PortError {
-        PortError::new(&self.settings.interface, what.to_string())
+        PortError::new(
+            &self.settings.interface,
+            format!("interface {}: {what}", self.settings.interface),
+        )
     }
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext};
-use lanparty_core::stage::{LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 use serde::Deserialize;
@@ -37,8 +37,9 @@ use crate::linux::tun::{Device, TunMode, open_tun};
 pub struct TapSettings {
     /// `device`: the device name, e.g. `lp0` (created if absent).
     pub device: String,
-    /// `mac`: the device MAC; default: keep the kernel's random one. A
-    /// client sets it to the MAC it joins the relay with.
+    /// `mac`: the device MAC; default: the MAC the node's `quic-client`
+    /// joins the relay with (a client has one identity), or the kernel's
+    /// random one when the node has no such session.
     #[serde(default)]
     pub mac: Option<MacAddr>,
     /// `mtu`: a fixed MTU; default: follow the room MTU.
@@ -114,7 +115,10 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
 
 impl TapPort {
     fn fail(&self, what: impl std::fmt::Display) -> PortError {
-        PortError::new(&self.settings.device, what.to_string())
+        PortError::new(
+            &self.settings.device,
+            format!("device {}: {what}", self.settings.device),
+        )
     }
 
     fn configure(&self, mtu: u16) -> Result<(), PortError> {
@@ -234,7 +238,16 @@ impl LinkSink for TapSink {
     }
 }
 
-lanparty_core::impl_port!(TapPort);
+impl TapPort {
+    fn mac_identity(&mut self) -> MacIdentity<'_> {
+        MacIdentity::Adapter {
+            mac: &mut self.settings.mac,
+            required: false,
+        }
+    }
+}
+
+lanparty_core::impl_port!(TapPort, mac_identity);
 
 lanparty_core::inventory::submit! {
     StageRegistration {
@@ -242,7 +255,7 @@ lanparty_core::inventory::submit! {
         summary: "Linux TAP device: the virtual Ethernet adapter (MTU follows the room; created and removed by the port)",
         keys: &[
             KeyDoc { name: "device", ty: "string", default: "required", doc: "device name, e.g. lp0; created if absent" },
-            KeyDoc { name: "mac", ty: "MAC", default: "kernel's random MAC", doc: "the adapter's MAC; a client uses the MAC it joins the relay with" },
+            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`, else the kernel's random MAC", doc: "the adapter's MAC; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
             KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a fixed MTU instead of following the room" },
             KeyDoc { name: "addresses", ty: "list of CIDR", default: "[]", doc: "static addresses, e.g. [10.77.0.2/24]; none means DHCP/SLAAC decide" },
             KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the device joins" },

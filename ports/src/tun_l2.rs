@@ -19,11 +19,12 @@ use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkSpec, PortContext};
-use lanparty_core::stage::{LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::MAX_MTU;
 use serde::Deserialize;
 
+use crate::emulation::driver::NO_MAC;
 use crate::emulation::driver::{
     AdapterKeys, AdapterStatus, IpAdapter, check_adapter_keys, drive, emulation_seed,
 };
@@ -38,9 +39,10 @@ use crate::linux::tun::{Device, TunMode, open_tun};
 pub struct TunL2Settings {
     /// `device`: the TUN device name, e.g. `lp0` (created if absent).
     pub device: String,
-    /// `mac`: the MAC the room sees for this adapter (the one the QUIC
-    /// client joins with).
-    pub mac: MacAddr,
+    /// `mac`: the MAC the room sees for this adapter; default: the one the
+    /// node's `quic-client` joins with (required without one).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
     /// `address`: `dhcp` (default) or a static `192.168.77.50/24`.
     #[serde(default = "default_address")]
     pub address: String,
@@ -178,10 +180,21 @@ impl IpAdapter for TunAdapter {
 
 impl TunL2Port {
     fn fail(&self, what: impl std::fmt::Display) -> PortError {
-        PortError::new(&self.settings.device, what.to_string())
+        PortError::new(
+            &self.settings.device,
+            format!("device {}: {what}", self.settings.device),
+        )
+    }
+
+    fn mac_identity(&mut self) -> MacIdentity<'_> {
+        MacIdentity::Adapter {
+            mac: &mut self.settings.mac,
+            required: true,
+        }
     }
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+        let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
         let name = self.settings.device.clone();
         let fd = open_tun(&name, TunMode::Tun).map_err(|e| self.fail(e))?;
         let device = Device::new(fd, &name).map_err(|e| {
@@ -194,7 +207,7 @@ impl TunL2Port {
             LinkSpec {
                 name: name.clone(),
                 role: LinkRole::Host,
-                macs: vec![self.settings.mac],
+                macs: vec![mac],
                 mtu: self.settings.mtu,
                 sink: None,
             },
@@ -204,11 +217,11 @@ impl TunL2Port {
         netdev::update_flags(&name, libc::IFF_UP as libc::c_short, 0)
             .map_err(|e| self.fail(format!("cannot bring the device up: {e}")))?;
         let mut emulation = Emulation::new(
-            EmulationConfig::new(self.settings.mac, self.addressing.clone()),
+            EmulationConfig::new(mac, self.addressing.clone()),
             emulation_seed(),
             Instant::now(),
         );
-        tracing::info!(device = %name, mac = %self.settings.mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
+        tracing::info!(device = %name, %mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
         let status = Arc::new(AdapterStatus::new("tun-l2", &name, &emulation));
         ctx.publish_status(status.clone());
         let mut adapter = TunAdapter {
@@ -231,7 +244,7 @@ impl TunL2Port {
     }
 }
 
-lanparty_core::impl_port!(TunL2Port);
+lanparty_core::impl_port!(TunL2Port, mac_identity);
 
 lanparty_core::inventory::submit! {
     StageRegistration {
@@ -239,7 +252,7 @@ lanparty_core::inventory::submit! {
         summary: "Linux TUN device with Ethernet emulation (ARP/ND answers, broadcast mapping, DHCP client): the Windows client's layer, on Linux",
         keys: &[
             KeyDoc { name: "device", ty: "string", default: "required", doc: "TUN device name, e.g. lp0; created if absent" },
-            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "the MAC the room sees (the quic-client's `mac`)" },
+            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`", doc: "the MAC the room sees; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
             KeyDoc { name: "address", ty: "dhcp | CIDR", default: "dhcp", doc: "lease from the LAN's DHCP server, or a static IPv4 address" },
             KeyDoc { name: "router", ty: "IPv4", default: "none", doc: "with a static address: next hop for destinations off the LAN" },
             KeyDoc { name: "hostname", ty: "string", default: "none", doc: "sent in DHCP requests" },

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
 use lanparty_core::runtime::{DEFAULT_ROOM, PortContext};
-use lanparty_core::stage::{Port, PortError};
+use lanparty_core::stage::{MacIdentity, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 
@@ -44,8 +44,10 @@ pub struct WintunSettings {
     /// search path.
     #[serde(default)]
     pub dll: Option<PathBuf>,
-    /// `mac`: the MAC the room sees (the quic-client's `mac`).
-    pub mac: MacAddr,
+    /// `mac`: the MAC the room sees; default: the one the node's
+    /// `quic-client` joins with (required without one).
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
     /// `address`: `dhcp` (default) or a static `192.168.77.50/24`.
     #[serde(default = "default_address")]
     pub address: String,
@@ -155,7 +157,10 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
 
 impl WintunPort {
     fn fail(&self, what: impl std::fmt::Display) -> PortError {
-        PortError::new(&self.settings.name, what.to_string())
+        PortError::new(
+            &self.settings.name,
+            format!("adapter {}: {what}", self.settings.name),
+        )
     }
 
     #[cfg(windows)]
@@ -184,7 +189,7 @@ mod imp {
     use tokio::sync::mpsc;
 
     use super::WintunPort;
-    use crate::emulation::driver::{AdapterStatus, IpAdapter, drive, emulation_seed};
+    use crate::emulation::driver::{AdapterStatus, IpAdapter, NO_MAC, drive, emulation_seed};
     use crate::emulation::{Emulation, EmulationConfig, Event};
     use crate::windows::{InterfaceMetric, PinnedRoute, PrivateProfile};
 
@@ -334,13 +339,14 @@ mod imp {
         }
 
         async fn run_windows(self, ctx: PortContext) -> Result<(), PortError> {
+            let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
             let adapter = self.open_adapter()?;
             let mut link = ctx.attach(
                 &self.settings.room,
                 LinkSpec {
                     name: self.settings.name.clone(),
                     role: LinkRole::Host,
-                    macs: vec![self.settings.mac],
+                    macs: vec![mac],
                     mtu: self.settings.mtu,
                     sink: None,
                 },
@@ -373,11 +379,11 @@ mod imp {
             spawn_reader(session.clone(), tx, dropped.clone())
                 .map_err(|e| self.fail(format!("cannot start the ring reader: {e}")))?;
             let mut emulation = Emulation::new(
-                EmulationConfig::new(self.settings.mac, self.addressing.clone()),
+                EmulationConfig::new(mac, self.addressing.clone()),
                 emulation_seed(),
                 Instant::now(),
             );
-            tracing::info!(adapter = %self.settings.name, mac = %self.settings.mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "Wintun adapter up with Ethernet emulation");
+            tracing::info!(adapter = %self.settings.name, %mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "Wintun adapter up with Ethernet emulation");
             let status = Arc::new(AdapterStatus::new(
                 "wintun",
                 &self.settings.name,
@@ -430,7 +436,16 @@ mod imp {
     }
 }
 
-lanparty_core::impl_port!(WintunPort);
+impl WintunPort {
+    fn mac_identity(&mut self) -> MacIdentity<'_> {
+        MacIdentity::Adapter {
+            mac: &mut self.settings.mac,
+            required: true,
+        }
+    }
+}
+
+lanparty_core::impl_port!(WintunPort, mac_identity);
 
 lanparty_core::inventory::submit! {
     StageRegistration {
@@ -440,7 +455,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "name", ty: "string", default: "lanparty", doc: "adapter name" },
             KeyDoc { name: "guid", ty: "GUID", default: "Wintun's", doc: "fixed adapter GUID (keeps Windows' network identity)" },
             KeyDoc { name: "dll", ty: "path", default: "next to lanparty.exe", doc: "wintun.dll" },
-            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "the MAC the room sees (the quic-client's `mac`)" },
+            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`", doc: "the MAC the room sees; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
             KeyDoc { name: "address", ty: "dhcp | CIDR", default: "dhcp", doc: "lease from the LAN's DHCP server, or a static IPv4 address" },
             KeyDoc { name: "router", ty: "IPv4", default: "none", doc: "with a static address: the LAN's router" },
             KeyDoc { name: "hostname", ty: "string", default: "none", doc: "sent in DHCP requests" },

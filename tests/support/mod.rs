@@ -321,8 +321,8 @@ pub fn status_of(dir: &TempDir, log: &str) -> serde_json::Value {
 pub fn client_sets(relay_ip: &str, tls: &Path, room: &str, mac: &str, dev: &str) -> Vec<String> {
     let mut sets = relay_sets(relay_ip, tls, room);
     sets.extend([
+        // The adapter takes the session's MAC (one identity per client).
         format!("ports.relay.mac={mac}"),
-        format!("ports.adapter.mac={mac}"),
         format!("ports.adapter.device={dev}"),
     ]);
     sets

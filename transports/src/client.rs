@@ -25,7 +25,7 @@ use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration
 use lanparty_core::runtime::{
     DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
 };
-use lanparty_core::stage::{LinkRole, Port, PortError};
+use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -62,14 +62,20 @@ pub struct ClientSettings {
     /// `trust`: how to trust the relay.
     #[serde(default)]
     pub trust: TrustSettings,
-    /// `room`: the room code to join.
+    /// `room`: the room code to join (case-insensitive: the relay files it
+    /// in upper case; a number such as `2024` is taken as written).
+    #[serde(deserialize_with = "lanparty_core::config::text_or_number")]
     pub room: String,
     /// `role`: `client` (a player) or `gateway` (the host's LAN).
     pub role: PeerRole,
-    /// `mac`: the MAC announced in the hello; a client's TAP must use it.
+    /// `mac`: the MAC announced in the hello: a client's one identity, which
+    /// its adapter takes.
     pub mac: MacAddr,
     /// `credential`: the room password or token, if the room asks for one.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "lanparty_core::config::optional_text_or_number"
+    )]
     pub credential: Option<String>,
     /// `datagram_budget`: a lower datagram size to advertise; default: what
     /// the path carries.
@@ -146,6 +152,8 @@ pub struct QuicClient {
     name: String,
     settings: ClientSettings,
     trust: Trust,
+    /// Which setting `trust` came from, for a certificate refusal's error.
+    trust_origin: String,
     server_name: String,
     counters: Arc<ClientCounters>,
 }
@@ -326,14 +334,28 @@ impl QuicClient {
             errors.push(config.error(&format!("queue.{key}"), e));
         }
         let t = &settings.trust;
-        let trust = match (&t.pin, &t.ca, t.system) {
-            (Some(pin), None, false) => tls::load_pinned(&config.resolve_path(pin)).map_err(|e| config.error("trust.pin", e.to_string())),
-            (None, Some(ca), false) => tls::load_ca_file(&config.resolve_path(ca)).map_err(|e| config.error("trust.ca", e.to_string())),
-            (None, None, true) => tls::load_system_roots().map_err(|e| config.error("trust.system", e.to_string())),
-            _ => Err(config.error(
-                "trust",
-                "give exactly one of `trust: { pin: relay-cert.der }` (the relay's self-signed certificate), `trust: { ca: ca.pem }` or `trust: { system: true }`",
-            )),
+        let (trust, trust_origin) = match (&t.pin, &t.ca, t.system) {
+            (Some(pin), None, false) => {
+                let path = config.resolve_path("trust.pin", pin);
+                let origin = format!("the pinned certificate {} (trust.pin)", path.display());
+                (tls::load_pinned(&path).map_err(|e| config.error("trust.pin", e.to_string())), origin)
+            }
+            (None, Some(ca), false) => {
+                let path = config.resolve_path("trust.ca", ca);
+                let origin = format!("the CA file {} (trust.ca)", path.display());
+                (tls::load_ca_file(&path).map_err(|e| config.error("trust.ca", e.to_string())), origin)
+            }
+            (None, None, true) => (
+                tls::load_system_roots().map_err(|e| config.error("trust.system", e.to_string())),
+                "the system's CAs (trust.system)".to_string(),
+            ),
+            _ => (
+                Err(config.error(
+                    "trust",
+                    "give exactly one of `trust: { pin: relay-cert.der }` (the relay's self-signed certificate), `trust: { ca: ca.pem }` or `trust: { system: true }`",
+                )),
+                String::new(),
+            ),
         };
         let trust = match trust {
             Ok(t) => Some(t),
@@ -352,6 +374,7 @@ impl QuicClient {
                     .unwrap_or_default(),
                 settings,
                 trust,
+                trust_origin,
                 counters: Arc::new(ClientCounters::default()),
             }),
             _ => Err(errors),
@@ -403,11 +426,18 @@ impl QuicClient {
         });
         ctx.publish_status(status.clone());
         let mut shutdown = ctx.shutdown();
+        tracing::info!(port = %self.name, relay = %self.settings.relay, room = %self.settings.room, role = %self.settings.role, "connecting to the relay");
         let mut backoff = self.settings.reconnect_min.0;
         let mut jitter = Jitter::new();
         loop {
             let started = Instant::now();
-            let end = match self.connect(&quic).await {
+            let attempt = tokio::select! {
+                biased;
+                // Stop at once, and never log a join after `shutting down`.
+                _ = shutdown.wait() => return Ok(()),
+                attempt = self.connect(&quic) => attempt,
+            };
+            let end = match attempt {
                 Ok((conn, control, welcome)) => {
                     link.set_room_mtu(welcome.mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +471,7 @@ impl QuicClient {
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff = self.settings.reconnect_min.0;
                     }
-                    let delay = jitter.apply(backoff);
+                    let delay = jitter.apply(backoff, self.settings.reconnect_max.0);
                     tracing::warn!(port = %self.name, relay = %self.settings.relay, retry_in = ?delay, "{why}");
                     if self
                         .wait_disconnected(delay, &mut link, &mut shutdown)
@@ -510,10 +540,18 @@ impl QuicClient {
                 ))
             })?;
         let timeout = self.settings.hello_timeout.0;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = match tokio::time::timeout_at(deadline, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(self.handshake_failed(&e, addr)),
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "the relay at {relay} ({addr}) does not answer: no QUIC handshake within {timeout:?}; is it running, and does UDP port {} reach it?",
+                    addr.port()
+                )));
+            }
+        };
         let attempt = async {
-            let conn = connecting.await.map_err(|e| {
-                Attempt::Retry(format!("cannot reach the relay at {relay} ({addr}): {e}"))
-            })?;
             let budget = conn.max_datagram_size().unwrap_or(0);
             let budget = self
                 .settings
@@ -538,13 +576,7 @@ impl QuicClient {
                 .await
                 .map_err(|e| Attempt::Retry(format!("bad answer from the relay: {e}")))?;
             match reply {
-                Some(ControlMessage::Welcome(w)) => {
-                    tracing::info!(
-                        port = %self.name, relay = %relay, room = %self.settings.room, role = %self.settings.role,
-                        peer = %w.peer_id, room_id = w.room_id, mtu = w.mtu, budget, "joined the room"
-                    );
-                    Ok((conn, send, recv, w))
-                }
+                Some(ControlMessage::Welcome(w)) => Ok((send, recv, w, budget)),
                 Some(ControlMessage::Reject(r)) => {
                     conn.close(close::NORMAL.into(), b"rejected");
                     let text = format!("the relay rejected us: {} ({})", r.message, r.code);
@@ -561,9 +593,17 @@ impl QuicClient {
                 None => Err(Attempt::Retry("the relay closed the control stream".into())),
             }
         };
-        let (conn, send, recv, welcome) = tokio::time::timeout(timeout, attempt)
+        let (send, recv, welcome, budget) = tokio::time::timeout_at(deadline, attempt)
             .await
-            .map_err(|_| Attempt::Retry(format!("no welcome from {relay} within {timeout:?}")))??;
+            .map_err(|_| {
+                Attempt::Retry(format!(
+                    "the relay at {relay} ({addr}) took the connection but sent no welcome within {timeout:?}"
+                ))
+            })??;
+        tracing::info!(
+            port = %self.name, relay = %relay, room = %self.settings.room, role = %self.settings.role,
+            peer = %welcome.peer_id, room_id = welcome.room_id, mtu = welcome.mtu, budget, "joined the room"
+        );
         let (out_tx, out_rx) = mpsc::channel(64);
         let incoming = crate::control_stream::spawn(
             send,
@@ -580,6 +620,25 @@ impl QuicClient {
             },
             welcome,
         ))
+    }
+
+    /// What a failed QUIC handshake means: the relay's certificate refused
+    /// by our trust settings is final (retrying cannot fix it); anything
+    /// else is retried.
+    fn handshake_failed(&self, e: &quinn::ConnectionError, addr: SocketAddr) -> Attempt {
+        let relay = &self.settings.relay;
+        match e {
+            // Raised here, by TLS: the certificate check (a TLS alert code).
+            quinn::ConnectionError::TransportError(t) if u64::from(t.code) & !0xff == 0x100 => {
+                Attempt::Final(format!(
+                    "the relay at {relay} ({addr}) is not the one we trust: {} (checked against {}, server name `{}`); ask the relay's operator for its current relay-cert.der (or fix `server_name`) and start again",
+                    t.reason.trim_start_matches("unexpected error: "),
+                    self.trust_origin,
+                    self.server_name
+                ))
+            }
+            _ => Attempt::Retry(format!("cannot reach the relay at {relay} ({addr}): {e}")),
+        }
     }
 
     async fn session(
@@ -662,12 +721,13 @@ impl Jitter {
         Jitter(seed | 1)
     }
 
-    fn apply(&mut self, delay: Duration) -> Duration {
+    /// `delay` times a random factor in 0.5..=1.5, never above `max`.
+    fn apply(&mut self, delay: Duration, max: Duration) -> Duration {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         let factor = 500 + (self.0 % 1001); // 500..=1500 per mille
-        delay * factor as u32 / 1000
+        (delay * factor as u32 / 1000).min(max)
     }
 }
 
@@ -675,7 +735,18 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     Ok(Box::new(QuicClient::from_config(config)?))
 }
 
-lanparty_core::impl_port!(QuicClient);
+impl QuicClient {
+    /// A player's session announces the node's one MAC; a gateway's MAC is
+    /// its own, not its LAN's.
+    fn mac_identity(&mut self) -> MacIdentity<'_> {
+        match self.settings.role {
+            PeerRole::Client => MacIdentity::Announces(self.settings.mac),
+            PeerRole::Gateway => MacIdentity::None,
+        }
+    }
+}
+
+lanparty_core::impl_port!(QuicClient, mac_identity);
 
 lanparty_core::inventory::submit! {
     StageRegistration {
@@ -687,7 +758,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "trust", ty: "{pin: path} | {ca: path} | {system: true}", default: "required", doc: "pin the relay's DER certificate, trust a CA file, or the system CAs" },
             KeyDoc { name: "room", ty: "string", default: "required", doc: "room code: 1-32 of A-Z a-z 0-9 . _ -" },
             KeyDoc { name: "role", ty: "client | gateway", default: "required", doc: "a player, or the host's LAN (one per room)" },
-            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "MAC announced in the hello; a client's TAP must use the same" },
+            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "MAC announced in the hello; a client's adapter (tap, tun-l2, wintun) takes it" },
             KeyDoc { name: "credential", ty: "string", default: "none", doc: "room password or token" },
             KeyDoc { name: "datagram_budget", ty: "integer", default: "what the path carries", doc: "advertise a smaller datagram size" },
             KeyDoc { name: "link_role", ty: "client | gateway | lan | host", default: "gateway for a client, client for a gateway", doc: "the relay link's role in the local room" },
@@ -723,12 +794,27 @@ mod tests {
     #[test]
     fn jitter_stays_in_range() {
         let mut j = Jitter::new();
+        let max = Duration::from_secs(30);
         for _ in 0..1000 {
-            let d = j.apply(Duration::from_millis(1000));
+            let d = j.apply(Duration::from_millis(1000), max);
             assert!(
                 d >= Duration::from_millis(500) && d <= Duration::from_millis(1500),
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn jitter_never_exceeds_the_maximum() {
+        let mut j = Jitter::new();
+        let max = Duration::from_secs(30);
+        let mut at_max = 0;
+        for _ in 0..1000 {
+            let d = j.apply(max, max);
+            assert!(d >= max / 2 && d <= max, "{d:?}");
+            at_max += usize::from(d == max);
+        }
+        // Half the draws would have gone above it.
+        assert!(at_max > 300, "{at_max}");
     }
 }

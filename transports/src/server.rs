@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
     CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
-    Reject, RejectCode, Welcome, read_message_unvalidated, write_message,
+    Reject, RejectCode, Welcome, read_message_unvalidated, room_key, write_message,
 };
 use lanparty_core::queue::QueueSettings;
 use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
@@ -194,7 +194,10 @@ impl QuicServer {
             net::parse_listen(&settings.listen).map_err(|e| vec![config.error("listen", e)]);
         let tls = match (&settings.cert, &settings.key) {
             (Some(cert), Some(key)) => {
-                let (cert, key) = (config.resolve_path(cert), config.resolve_path(key));
+                let (cert, key) = (
+                    config.resolve_path("cert", cert),
+                    config.resolve_path("key", key),
+                );
                 if let Err(e) = tls::load_pem_identity(&cert, &key).and_then(tls::server_config) {
                     errors.push(config.error("cert", e.to_string()));
                 }
@@ -208,7 +211,9 @@ impl QuicServer {
                     ));
                 }
                 Tls::SelfSigned(
-                    SelfSignedFiles::in_dir(&config.resolve_path(&settings.self_signed_dir)),
+                    SelfSignedFiles::in_dir(
+                        &config.resolve_path("self_signed_dir", &settings.self_signed_dir),
+                    ),
                     settings.names.clone(),
                 )
             }
@@ -872,7 +877,11 @@ async fn read_hello(
                 shared.protocol_error(conn, "control-closed", "control stream closed before hello");
                 None
             }
-            Ok(Ok((send, recv, Some(ControlMessage::Hello(hello))))) => Some((send, recv, hello)),
+            Ok(Ok((send, recv, Some(ControlMessage::Hello(mut hello))))) => {
+                // One room per code, whatever the case it was typed in.
+                hello.room = room_key(&hello.room);
+                Some((send, recv, hello))
+            }
             Ok(Ok((_, _, Some(other)))) => {
                 shared.protocol_error(conn, "expected-hello", &format!("expected hello, got {}", other.kind()));
                 None

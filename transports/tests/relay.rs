@@ -140,7 +140,7 @@ async fn malformed_hellos_get_precise_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_pin_fails_the_handshake() {
+async fn a_wrong_pin_fails_the_handshake_and_is_final() {
     let dir = TempDir::new();
     let relay = Relay::start(&dir, 0, "").await;
     let other = TempDir::new();
@@ -150,14 +150,23 @@ async fn a_wrong_pin_fails_the_handshake() {
         &relay.cert.display().to_string(),
         &files.cert_der.display().to_string(),
     );
-    let peer = Peer::start_with(&yaml, mac(1)).await;
-    let counters = peer.counters.clone();
-    wait_for("failed attempts", LONG, || {
-        counters.failed_attempts.load(Ordering::Relaxed) >= 2
+    let mut peer = Peer::start_with(&yaml, mac(1)).await;
+    // Retrying cannot fix a certificate: the port ends, saying which file.
+    let result = tokio::time::timeout(LONG, &mut peer.task)
+        .await
+        .expect("a refused certificate ends the port");
+    let e = result.unwrap().expect_err("refused").to_string();
+    assert!(
+        e.contains("not the one we trust") && e.contains(&files.cert_der.display().to_string()),
+        "{e}"
+    );
+    assert_eq!(peer.counters.failed_attempts.load(Ordering::Relaxed), 0);
+    assert_eq!(peer.counters.sessions.load(Ordering::Relaxed), 0);
+    let counters = relay.counters.clone();
+    wait_for("the relay's handshake failure", LONG, || {
+        counters.handshake_failures.load(Ordering::Relaxed) >= 1
     })
     .await;
-    assert_eq!(peer.counters.sessions.load(Ordering::Relaxed), 0);
-    assert!(relay.counters.handshake_failures.load(Ordering::Relaxed) >= 1);
     assert_eq!(relay.counters.admitted.load(Ordering::Relaxed), 0);
     relay.stop().await;
 }
@@ -424,5 +433,24 @@ async fn a_vanished_player_gets_its_seat_back_at_once() {
     let e = rejected(&relay, "BACK", "client", mac(2), "").await;
     assert!(e.contains("duplicate_mac"), "{e}");
     assert!(!a.task.is_finished(), "the live holder was replaced");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_codes_are_case_insensitive() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let a = Peer::join(&relay, "friday", "client", mac(2)).await;
+    let mut b = Peer::join(&relay, "FRIDAY", "client", mac(3)).await;
+    let mut c = Peer::join(&relay, "Friday", "client", mac(4)).await;
+    let frame = arp(a.mac);
+    a.send(frame.clone());
+    assert_eq!(&b.recv(LONG).await.unwrap()[..], &frame[..]);
+    assert_eq!(&c.recv(LONG).await.unwrap()[..], &frame[..]);
+    // One room, filed under its upper-case key; and one gateway for it.
+    assert_eq!(relay.rooms.room_names(), vec!["FRIDAY".to_string()]);
+    let _gw = Peer::join(&relay, "FRIDAY", "gateway", mac(1)).await;
+    let e = rejected(&relay, "friday", "gateway", mac(5), "").await;
+    assert!(e.contains("gateway_present"), "{e}");
     relay.stop().await;
 }

@@ -17,15 +17,16 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized};
-use figment::value::Value;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::policy::RoomsSection;
 use super::stage_spec::StageSpec;
 use super::yaml::Yaml;
+use crate::wire::MacAddr;
 
 /// The prefix of environment variables that override config keys:
 /// `LANPARTY_PORTS__RELAY__ROOM=ABC` sets `ports.relay.room`.
@@ -70,19 +71,45 @@ pub struct AdminSection {
 }
 
 impl AdminSection {
-    /// The socket path for a node named `node`, or `None` when disabled.
-    pub fn socket_path(&self, node: &str) -> Option<PathBuf> {
+    /// The socket path for a node named `node` that joins rooms as `mac`
+    /// (a client), or `None` when disabled.
+    pub fn socket_path(&self, node: &str, mac: Option<MacAddr>) -> Option<PathBuf> {
         match self.socket.as_deref() {
             Some("off") => None,
             Some(path) => Some(PathBuf::from(path)),
-            None => Some(default_admin_socket(node)),
+            None => Some(default_admin_socket(node, mac)),
         }
     }
 }
 
-/// Where a node's admin socket is when the config does not say.
-pub fn default_admin_socket(node: &str) -> PathBuf {
-    PathBuf::from(format!("/run/lanparty/{node}.sock"))
+/// The folder of default admin sockets.
+pub const ADMIN_SOCKET_DIR: &str = "/run/lanparty";
+
+/// Where a node's admin socket is when the config does not say:
+/// `/run/lanparty/NODE.sock`, and for a client `NODE-MAC.sock` (MAC with
+/// dashes), so two players on one machine never share one.
+pub fn default_admin_socket(node: &str, mac: Option<MacAddr>) -> PathBuf {
+    let name = match mac {
+        Some(mac) => format!("{node}-{}", mac.to_string().replace(':', "-")),
+        None => node.to_string(),
+    };
+    PathBuf::from(format!("{ADMIN_SOCKET_DIR}/{name}.sock"))
+}
+
+/// Checks an admin socket path's length (a Unix socket path has to fit
+/// in 108 bytes).
+pub fn check_admin_socket(path: &std::path::Path) -> Result<(), ConfigError> {
+    if path.as_os_str().len() > 100 {
+        return Err(ConfigError::new(
+            None,
+            "admin.socket",
+            format!(
+                "{} is too long: a Unix socket path must be under 100 bytes; set a shorter `admin.socket` (or `node.name`)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `metrics:` — the Prometheus endpoint.
@@ -292,11 +319,33 @@ impl ConfigSources {
         }
         for set in &self.sets {
             match parse_set(set) {
-                Ok((key, value)) => figment = figment.merge(Serialized::global(&key, value)),
+                Ok((key, value)) => {
+                    figment = figment.merge(SetOverride {
+                        text: set.clone(),
+                        value: Serialized::global(&key, value),
+                    });
+                }
                 Err(e) => errors.push(e),
             }
         }
         errors.into_result(figment)
+    }
+}
+
+/// One `--set` as a figment provider whose values say they came from
+/// `--set KEY=VALUE`, so an error about them names the flag, not a file.
+struct SetOverride {
+    text: String,
+    value: Serialized<Value>,
+}
+
+impl Provider for SetOverride {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("--set").source(Source::Custom(format!("--set {}", self.text)))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.value.data()
     }
 }
 
@@ -339,15 +388,6 @@ pub fn load_node(sources: &ConfigSources) -> Result<(Figment, NodeConfig), Confi
     node.rooms.validate(&mut errors);
     if let Err(e) = node.metrics.listen_addr() {
         errors.push(e);
-    }
-    if let Some(path) = node.admin.socket_path(&node.node.name)
-        && path.as_os_str().len() > 100
-    {
-        errors.push(ConfigError::new(
-            None,
-            "admin.socket",
-            "a Unix socket path must be under 100 bytes; pick a shorter one",
-        ));
     }
     if let Err(e) = crate::wire::mtu::validate_mtu(u32::from(node.room.mtu)) {
         errors.push(ConfigError::new(None, "room.mtu", e.to_string()));

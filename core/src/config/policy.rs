@@ -326,7 +326,8 @@ impl RoomPolicy {
 }
 
 /// The room code a policy file is for: its file name without `.yaml` /
-/// `.yml`; `None` for files that are not policies.
+/// `.yml`, as a room key (upper case: `friday.yaml` is room FRIDAY's);
+/// `None` for files that are not policies.
 pub fn policy_room_code(path: &Path) -> Option<String> {
     let ext = path.extension()?.to_str()?;
     if ext != "yaml" && ext != "yml" {
@@ -336,7 +337,7 @@ pub fn policy_room_code(path: &Path) -> Option<String> {
     if stem.starts_with('.') {
         return None;
     }
-    Some(stem.to_string())
+    Some(crate::control::room_key(stem))
 }
 
 #[cfg(test)]
@@ -373,7 +374,7 @@ mod tests {
             policy_room_code(Path::new("p/LAN-1.yaml")).as_deref(),
             Some("LAN-1")
         );
-        assert_eq!(policy_room_code(Path::new("p/x.yml")).as_deref(), Some("x"));
+        assert_eq!(policy_room_code(Path::new("p/x.yml")).as_deref(), Some("X"));
         assert_eq!(policy_room_code(Path::new("p/x.yaml~")), None);
         assert_eq!(policy_room_code(Path::new("p/.x.yaml.swp")), None);
         assert_eq!(policy_room_code(Path::new("p/README")), None);

@@ -178,10 +178,10 @@ fn stage_entries_need_a_type_and_keep_their_file() {
     let b = node.ports["b"].resolve(Some(&figment), "ports.b").unwrap();
     assert_eq!(b.kind, "tap");
     assert_eq!(b.file.as_deref(), Some(file.as_path()));
-    let resolved = b.resolve_path(std::path::Path::new("certs/relay.der"));
+    let resolved = b.resolve_path("cert", std::path::Path::new("certs/relay.der"));
     assert_eq!(resolved, dir.0.join("certs/relay.der"));
     assert_eq!(
-        b.resolve_path(std::path::Path::new("/abs")),
+        b.resolve_path("cert", std::path::Path::new("/abs")),
         PathBuf::from("/abs")
     );
 }

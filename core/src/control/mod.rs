@@ -8,7 +8,7 @@ pub use codec::{
     CodecError, MAX_CONTROL_FRAME, read_message, read_message_unvalidated, write_message,
 };
 pub use messages::*;
-pub use validate::{ValidationError, validate_room_code};
+pub use validate::{ValidationError, room_key, validate_room_code};
 
 #[cfg(test)]
 mod tests;

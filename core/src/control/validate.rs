@@ -36,6 +36,15 @@ fn invalid(
     }
 }
 
+/// The form a relay files a room under: room codes are case-insensitive
+/// (`friday` and `FRIDAY` are one room, the one players read out to each
+/// other), so the relay upper-cases the code of every hello, every policy
+/// file name and every capture request. Status, metrics and logs show this
+/// form.
+pub fn room_key(code: &str) -> String {
+    code.to_ascii_uppercase()
+}
+
 /// Checks a room code: 1 to 32 characters of `A–Z a–z 0–9 . _ -`.
 pub fn validate_room_code(room: &str) -> Result<(), String> {
     if room.is_empty() {

@@ -76,6 +76,18 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// Removes the admin socket file when dropped: the node holds one for as
+/// long as it runs, so the file goes on every exit path (a port failing at
+/// start, a panic unwinding), not only when [`serve`] sees the shutdown.
+#[derive(Debug)]
+pub struct SocketFile(pub PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Serves the admin socket until shutdown, then removes it.
 pub async fn serve(
     listener: UnixListener,
@@ -136,7 +148,14 @@ async fn handle(
             write.shutdown().await
         }
         AdminRequest::Capture { room, snaplen } => {
-            let Some(frames) = status.rooms.capture(&room, CAPTURE_QUEUE) else {
+            // A relay files rooms by their upper-case key; a client's or
+            // gateway's one local room is `default`.
+            let frames = status.rooms.capture(&room, CAPTURE_QUEUE).or_else(|| {
+                status
+                    .rooms
+                    .capture(&crate::control::room_key(&room), CAPTURE_QUEUE)
+            });
+            let Some(frames) = frames else {
                 let rooms = status.rooms.room_names().join(", ");
                 return reply(
                     &mut write,

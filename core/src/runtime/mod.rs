@@ -26,7 +26,10 @@ pub use rooms::{
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
 pub use status::{Metrics, NodeStatus, StatusBoard, StatusSource};
 
-use crate::config::{ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings, load_node};
+use crate::config::{
+    ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings, check_admin_socket, load_node,
+    origin_of,
+};
 use crate::pipeline::PipelineTemplate;
 use crate::registry::{Registry, StageBuild, StageKind};
 use crate::stage::{Port, PortError};
@@ -181,7 +184,15 @@ impl Node {
         let (figment, config) = load_node(sources)?;
         let mut errors = ConfigErrors::default();
         let template = PipelineTemplate::build(&config.room, Some(&figment), registry);
-        let ports = build_ports(&config, Some(&figment), registry, &mut errors);
+        let mut ports = build_ports(&config, Some(&figment), registry, &mut errors);
+        let mac =
+            crate::stage::identity::unify(&mut ports, |key| origin_of(&figment, key), &mut errors);
+        let admin_socket = config.admin.socket_path(&config.node.name, mac);
+        if let Some(path) = &admin_socket
+            && let Err(e) = check_admin_socket(path)
+        {
+            errors.push(e);
+        }
         let policies = PolicyStore::new(&config.rooms, config.room.clone());
         let policy_report = policies.scan(registry);
         match template {
@@ -192,7 +203,7 @@ impl Node {
                 settings: config.runtime,
                 policies,
                 policy_report,
-                admin_socket: config.admin.socket_path(&config.node.name),
+                admin_socket,
                 metrics: config.metrics.listen_addr().ok().flatten(),
             }),
             Err(e) => {
@@ -238,9 +249,12 @@ impl Node {
             ));
         }
         #[cfg(unix)]
+        let mut _admin_file = None;
+        #[cfg(unix)]
         if let Some(path) = &self.admin_socket {
             match admin::bind(path) {
                 Ok(listener) => {
+                    _admin_file = Some(admin::SocketFile(path.clone()));
                     tokio::spawn(admin::serve(
                         listener,
                         path.clone(),
@@ -258,7 +272,7 @@ impl Node {
                 .with_policies(self.policies.clone())
                 .with_status_board(board.clone());
             tasks.spawn(async move {
-                let result = port.run(ctx).await;
+                let result = port.run(ctx).await.map_err(|e| e.named(&name));
                 (name, result)
             });
         }
@@ -267,14 +281,14 @@ impl Node {
         let mut first_error = None;
         loop {
             tokio::select! {
-                reason = signal.wait() => {
-                    tracing::info!(node = %self.name, %reason, "shutting down");
-                    break;
-                }
+                // The trigger logged `shutting down` and the reason.
+                _ = signal.wait() => break,
                 joined = tasks.join_next() => match joined {
                     None => {
                         tracing::info!(node = %self.name, "every port stopped");
-                        return Ok(());
+                        // The last port may have failed (a one-port relay
+                        // that cannot listen): that is the node's result.
+                        return first_error.map_or(Ok(()), Err);
                     }
                     Some(Ok((name, Ok(())))) => tracing::info!(port = %name, "port stopped"),
                     Some(Ok((name, Err(e)))) => {

@@ -27,11 +27,13 @@ pub fn shutdown_pair() -> (ShutdownTrigger, ShutdownSignal) {
 
 impl ShutdownTrigger {
     /// Fires the signal with a reason that ports pass on to peers. Later
-    /// calls keep the first reason.
+    /// calls keep the first reason. The first call logs `shutting down`
+    /// before anyone is woken, so it comes before every port's last lines.
     pub fn trigger(&self, reason: impl Into<String>) {
         let reason = reason.into();
         self.tx.send_if_modified(|current| {
             if current.is_none() {
+                tracing::info!(%reason, "shutting down");
                 *current = Some(reason);
                 true
             } else {

@@ -2,12 +2,14 @@
 //! counters the pipeline keeps for each stage.
 
 mod counters;
+pub mod identity;
 mod link;
 mod port;
 
 use bytes::Bytes;
 
 pub use counters::{DropReason, StageCounters};
+pub use identity::MacIdentity;
 pub use link::{LinkId, LinkInfo, LinkRole};
 pub use port::{BoxFuture, Port, PortError};
 

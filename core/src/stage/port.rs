@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use super::identity::MacIdentity;
 use crate::runtime::PortContext;
 
 /// A boxed, sendable future.
@@ -37,12 +38,26 @@ impl PortError {
             message: message.into(),
         }
     }
+
+    /// The same error under the port's config name: the runtime calls this
+    /// on every error a port returns, so the first line a user reads names
+    /// the key they wrote (`adapter`), whatever a port put there.
+    pub fn named(mut self, port: &str) -> PortError {
+        self.port = port.to_string();
+        self
+    }
 }
 
 /// A configured port, ready to run.
 pub trait Port: Send + 'static {
     /// Runs the port until `ctx`'s shutdown signal fires or it fails.
     fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>>;
+
+    /// The port's part in the node's one MAC identity (see
+    /// [`crate::stage::identity`]). Default: none.
+    fn mac_identity(&mut self) -> MacIdentity<'_> {
+        MacIdentity::None
+    }
 }
 
 /// Implements [`Port`] for a type that has an inherent
@@ -51,9 +66,22 @@ pub trait Port: Send + 'static {
 /// ```text
 /// lanparty_core::impl_port!(TapPort);
 /// ```
+///
+/// `impl_port!(TapPort, mac_identity)` also forwards
+/// [`Port::mac_identity`] to an inherent method of that name.
 #[macro_export]
 macro_rules! impl_port {
     ($ty:ty) => {
+        $crate::impl_port!(@impl $ty, {});
+    };
+    ($ty:ty, mac_identity) => {
+        $crate::impl_port!(@impl $ty, {
+            fn mac_identity(&mut self) -> $crate::stage::MacIdentity<'_> {
+                <$ty>::mac_identity(self)
+            }
+        });
+    };
+    (@impl $ty:ty, { $($extra:tt)* }) => {
         impl $crate::stage::Port for $ty {
             fn run(
                 self: Box<Self>,
@@ -61,6 +89,8 @@ macro_rules! impl_port {
             ) -> $crate::stage::BoxFuture<'static, Result<(), $crate::stage::PortError>> {
                 Box::pin((*self).run(ctx))
             }
+
+            $($extra)*
         }
     };
 }

@@ -57,10 +57,15 @@ pub fn parse_addressing(
     }
 }
 
+/// An emulated adapter's run error when it was built without a MAC
+/// (outside a node, which gives it its session's).
+pub const NO_MAC: &str =
+    "no MAC: set `mac`, or run the adapter in a node with a quic-client whose MAC it takes";
+
 /// The settings every emulated adapter port has.
 pub struct AdapterKeys<'a> {
-    /// `mac`.
-    pub mac: lanparty_core::wire::MacAddr,
+    /// `mac` (`None`: taken from the node's session later).
+    pub mac: Option<lanparty_core::wire::MacAddr>,
     /// `mtu`.
     pub mtu: Option<u16>,
     /// `room`.
@@ -80,7 +85,7 @@ pub fn check_adapter_keys(
     keys: AdapterKeys<'_>,
     errors: &mut Vec<lanparty_core::config::ConfigError>,
 ) -> Addressing {
-    if let Err(e) = keys.mac.validate_adapter_mac() {
+    if let Some(Err(e)) = keys.mac.map(|mac| mac.validate_adapter_mac()) {
         errors.push(config.error("mac", e.to_string()));
     }
     if let Some(mtu) = keys.mtu
