@@ -192,14 +192,46 @@ rooms: {{ policy_dir: {policies}, reload_interval: 200ms }}
         m.contains("lanparty_relay_peers{port=\"relay\",room=\"BENCH0\"} 2"),
         "{m}"
     );
+    // OpenMetrics text (the prometheus-client crate's encoder).
     assert!(
-        m.contains("# TYPE lanparty_link_rx_frames_total counter"),
+        m.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
         "{m}"
     );
+    assert!(m.contains("# TYPE lanparty_link_rx_frames counter"), "{m}");
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
     assert!(
         m.contains("lanparty_relay_admitted_total{port=\"relay\"} 2"),
         "{m}"
     );
+
+    // Bounded: other methods and paths, an oversized head, a silent client.
+    let answer = |request: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        let _ = stream.write_all(request);
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    };
+    assert!(answer(b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let refused = answer(huge.as_bytes());
+    assert!(
+        refused.is_empty() || refused.starts_with("HTTP/1.1 431"),
+        "{refused}"
+    );
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server hangs up on a client that sends no request.
+    assert!(silent.read_to_end(&mut rest).is_ok());
+    // And serves the next scrape as before.
+    assert!(metrics(metrics_port).starts_with("HTTP/1.1 200 OK"));
 
     // A live capture through the admin socket, read back by tshark.
     let live = dir.0.join("live.pcapng");

@@ -1,32 +1,71 @@
-//! The Prometheus endpoint: `GET /metrics` over plain HTTP/1.1, one
-//! request per connection. Meant for 127.0.0.1 or a private network.
+//! The Prometheus endpoint: `GET /metrics` over HTTP/1.1 (hyper), meant for
+//! 127.0.0.1 or a private network.
+//!
+//! Bounded on every side: at most [`MAX_CONNECTIONS`] scrapes at once (more
+//! wait in the kernel's accept queue), a request head of at most
+//! [`HEAD_LIMIT`] bytes that must arrive within [`HEAD_TIMEOUT`], one request
+//! per connection, and a connection never lives longer than
+//! [`CONNECTION_TIMEOUT`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use super::metrics;
 use super::shutdown::ShutdownSignal;
 use super::status::NodeStatus;
 
-const HEAD_LIMIT: usize = 8192;
+/// Scrapes served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The largest request head read (hyper's smallest read buffer).
+pub const HEAD_LIMIT: usize = 8192;
+/// How long a client has to send its request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection lives, answer included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `GET /metrics` on `listener` until shutdown.
 pub async fn serve(listener: TcpListener, status: Arc<NodeStatus>, mut shutdown: ShutdownSignal) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "metrics endpoint ready (GET /metrics)");
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         tokio::select! {
             _ = shutdown.wait() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let status = status.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &status).await {
-                            tracing::debug!(%peer, "metrics request: {e}");
+                        let _slot = slot;
+                        let service = service_fn(move |request| {
+                            let status = status.clone();
+                            async move { Ok::<_, Infallible>(respond(&request, &status).await) }
+                        });
+                        let connection = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEAD_TIMEOUT)
+                            .max_buf_size(HEAD_LIMIT)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), service);
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::debug!(%peer, "metrics request: {e}"),
+                            Err(_) => tracing::debug!(%peer, "metrics request took longer than {CONNECTION_TIMEOUT:?}"),
                         }
                     });
                 }
@@ -39,46 +78,36 @@ pub async fn serve(listener: TcpListener, status: Arc<NodeStatus>, mut shutdown:
     }
 }
 
-async fn handle(mut stream: TcpStream, status: &NodeStatus) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HEAD_LIMIT {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok::<_, std::io::Error>(())
+/// The answer to one request.
+async fn respond(request: &Request<Incoming>, status: &NodeStatus) -> Response<Full<Bytes>> {
+    let (code, kind, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            status.metrics().await,
+        ),
+        (_, "/metrics") => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET /metrics\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "lanparty serves GET /metrics only\n".to_string(),
+        ),
     };
-    if tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .is_err()
-    {
-        return Ok(());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(kind));
+    if code == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET"));
     }
-    let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let (code, kind, body) =
-        if request_line.starts_with(b"GET /metrics ") || request_line == b"GET /metrics" {
-            (
-                "200 OK",
-                "text/plain; version=0.0.4",
-                status.metrics().await,
-            )
-        } else {
-            (
-                "404 Not Found",
-                "text/plain",
-                "lanparty serves GET /metrics only\n".to_string(),
-            )
-        };
-    let response = format!(
-        "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    response
 }
 
 /// Binds the endpoint.

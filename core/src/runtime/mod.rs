@@ -7,6 +7,7 @@
 
 #[cfg(unix)]
 pub mod admin;
+mod metrics;
 mod metrics_http;
 mod policy;
 mod rooms;

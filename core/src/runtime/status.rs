@@ -2,12 +2,12 @@
 //! report the admin socket (`lanparty status`) and the Prometheus endpoint
 //! are built from.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use serde_json::{Value, json};
 
+pub use super::metrics::Metrics;
 use super::policy::PolicyStore;
 use super::rooms::Rooms;
 
@@ -186,87 +186,5 @@ impl NodeStatus {
             source.metrics(&mut m);
         }
         m.finish()
-    }
-}
-
-/// A Prometheus text-format writer: `# HELP` / `# TYPE` once per metric.
-#[derive(Default)]
-pub struct Metrics {
-    families: Vec<(String, String, &'static str, String)>,
-}
-
-impl Metrics {
-    fn sample(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: &'static str,
-        labels: &[(&str, &str)],
-        value: u64,
-    ) {
-        let index = match self.families.iter().position(|f| f.0 == name) {
-            Some(i) => i,
-            None => {
-                self.families
-                    .push((name.to_string(), help.to_string(), kind, String::new()));
-                self.families.len() - 1
-            }
-        };
-        let body = &mut self.families[index].3;
-        body.push_str(name);
-        if !labels.is_empty() {
-            body.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    body.push(',');
-                }
-                let escaped = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(body, "{k}=\"{escaped}\"");
-            }
-            body.push('}');
-        }
-        let _ = writeln!(body, " {value}");
-    }
-
-    /// A monotonically increasing count.
-    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
-        self.sample(name, help, "counter", labels, value);
-    }
-
-    /// A value that goes up and down.
-    pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
-        self.sample(name, help, "gauge", labels, value);
-    }
-
-    /// The exposition text.
-    pub fn finish(self) -> String {
-        let mut out = String::new();
-        for (name, help, kind, body) in self.families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            out.push_str(&body);
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_group_samples_under_one_header_and_escape_labels() {
-        let mut m = Metrics::default();
-        m.counter("x_total", "X", &[("room", "a\"b")], 1);
-        m.gauge("y", "Y", &[], 2);
-        m.counter("x_total", "X", &[("room", "c")], 3);
-        let text = m.finish();
-        assert_eq!(
-            text,
-            "# HELP x_total X\n# TYPE x_total counter\nx_total{room=\"a\\\"b\"} 1\nx_total{room=\"c\"} 3\n# HELP y Y\n# TYPE y gauge\ny 2\n"
-        );
     }
 }
