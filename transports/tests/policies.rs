@@ -267,3 +267,46 @@ async fn gateway_rules_mac_lists_and_mtu_from_policies() {
     }
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_applies_when_the_file_changes_not_at_the_next_poll() {
+    use lanparty_core::registry::Registry;
+    use lanparty_core::runtime::shutdown_pair;
+    let dir = TempDir::new();
+    write_policy(&dir, "WATCHED", "max_peers: 1\n");
+    // A poll an hour away: only the folder watch can apply the edit.
+    let relay =
+        Relay::with_policies(&dir, "", &rooms_section(&dir, false, "reload_interval: 1h")).await;
+    let (trigger, signal) = shutdown_pair();
+    tokio::spawn(relay.policies.clone().watch(
+        Registry::global().unwrap(),
+        relay.rooms.clone(),
+        signal,
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let max_peers = |room: &str| relay.policies.get(room).and_then(|p| p.policy.max_peers);
+    let written = std::time::Instant::now();
+    write_policy(&dir, "WATCHED", "max_peers: 2\n");
+    wait_for("the edit to apply", Duration::from_secs(5), || {
+        max_peers("WATCHED") == Some(2)
+    })
+    .await;
+    eprintln!(
+        "policy edit applied {:?} after the write",
+        written.elapsed()
+    );
+    // A new file, named in lower case, is the upper-case room's policy.
+    write_policy(&dir, "late", "max_peers: 3\n");
+    wait_for("the new file to apply", Duration::from_secs(5), || {
+        max_peers("LATE") == Some(3)
+    })
+    .await;
+    // A deleted file goes as soon.
+    std::fs::remove_file(dir.0.join("policies/late.yaml")).unwrap();
+    wait_for("the deletion to apply", Duration::from_secs(5), || {
+        relay.policies.get("LATE").is_none()
+    })
+    .await;
+    trigger.trigger("test over");
+    relay.stop().await;
+}

@@ -42,8 +42,9 @@ pub struct RoomsSection {
     /// (`no_such_room`): a closed relay. Default false.
     #[serde(default)]
     pub require_policy: bool,
-    /// `rooms.reload_interval`: how often the folder is checked for edited,
-    /// new and deleted files. Default 2s.
+    /// `rooms.reload_interval`: how often the folder is read again besides
+    /// the watch that applies edits at once (the fallback where watching is
+    /// unavailable or misses an event). Default 2s.
     #[serde(default = "default_reload_interval")]
     pub reload_interval: ConfigDuration,
     /// `rooms.auth_failures_per_minute`: failed credential checks allowed

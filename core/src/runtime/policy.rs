@@ -1,5 +1,6 @@
 //! A relay's room policies at run time: loaded from the policy folder,
-//! checked again every `rooms.reload_interval`, applied without a restart.
+//! read again when the folder changes (watched through `notify`) and every
+//! `rooms.reload_interval`, applied without a restart.
 //!
 //! - an edited or new file replaces the room's policy: new limits and
 //!   credentials apply to the next admissions, filter parameters at once in
@@ -307,16 +308,31 @@ impl PolicyStore {
         }
     }
 
-    /// Re-reads the folder every `rooms.reload_interval` until shutdown.
+    /// Re-reads the folder whenever the kernel says something in it changed
+    /// (inotify through the `notify` crate: an edit applies within
+    /// [`SETTLE`] plus the scan), and every `rooms.reload_interval` as a
+    /// fallback where watching is unavailable or misses an event (a folder
+    /// deleted and made again, a network file system), until shutdown.
     pub async fn watch(
         self: Arc<Self>,
         registry: &'static Registry,
         rooms: Arc<Rooms>,
         mut shutdown: ShutdownSignal,
     ) {
-        if self.dir.is_none() {
+        let Some(dir) = self.dir.clone() else {
             return;
-        }
+        };
+        let (changed_tx, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+        let _watcher = match folder_watcher(&dir, changed_tx) {
+            Ok(watcher) => {
+                tracing::debug!(dir = %dir.display(), "watching the policy folder");
+                Some(watcher)
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), every = ?self.section.reload_interval.0, "cannot watch the policy folder ({e}); checking it periodically instead");
+                None
+            }
+        };
         // `Node::build` read the folder just now: the first look is one
         // interval away.
         let period = self
@@ -329,18 +345,39 @@ impl PolicyStore {
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
-                _ = ticker.tick() => {
-                    let store = self.clone();
-                    let report = match tokio::task::spawn_blocking(move || store.scan(registry)).await {
-                        Ok(report) => report,
-                        Err(e) => {
-                            tracing::error!("policy reload failed: {e}");
-                            continue;
-                        }
-                    };
-                    self.apply(&report, &rooms);
+                _ = ticker.tick() => {}
+                Some(()) = changed.recv() => {
+                    // An editor's save is several events (write, rename):
+                    // let them settle, then read once.
+                    tokio::time::sleep(SETTLE).await;
+                    while changed.try_recv().is_ok() {}
                 }
+            }
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.scan(registry)).await {
+                Ok(report) => self.apply(&report, &rooms),
+                Err(e) => tracing::error!("policy reload failed: {e}"),
             }
         }
     }
+}
+
+/// How long a burst of folder events is given to settle before the folder
+/// is read.
+pub const SETTLE: Duration = Duration::from_millis(20);
+
+/// A watcher that sends on `changed` whenever something in `dir` changes
+/// (dropping the signal when one is already pending).
+fn folder_watcher(
+    dir: &Path,
+    changed: tokio::sync::mpsc::Sender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = changed.try_send(());
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
 }
