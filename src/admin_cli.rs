@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lanparty_core::config::{ADMIN_SOCKET_DIR, ConfigSources};
+use lanparty_core::config::{ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, check_argon2_costs};
 use lanparty_core::runtime::Node;
 #[cfg(unix)]
 use lanparty_core::runtime::admin;
-use lanparty_transports::credentials::{DEFAULT_ITERATIONS, hash_password};
+use lanparty_transports::credentials::{Argon2Cost, hash_password};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
@@ -111,12 +112,16 @@ pub struct CaptureArgs {
 /// `lanparty room` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum RoomAction {
-    /// Read a password or token on stdin and print the hash to put in a
-    /// room policy's `credentials` (never the password itself).
+    /// Read a password or token on stdin and print the Argon2id hash to put
+    /// in a room policy's `credentials` (never the password itself).
     HashPassword {
-        /// PBKDF2 iterations (at least 10000).
-        #[arg(long, default_value_t = DEFAULT_ITERATIONS)]
-        iterations: u32,
+        /// Argon2id memory per check, KiB (at least 7168, with memory ×
+        /// passes at least 35840; at most 262144).
+        #[arg(long, default_value_t = ARGON2_MEMORY_KIB)]
+        memory_kib: u32,
+        /// Argon2id passes (at most 16).
+        #[arg(long, default_value_t = ARGON2_PASSES)]
+        passes: u32,
     },
 }
 
@@ -455,12 +460,21 @@ impl BlockCounter {
 /// Runs `lanparty room …`.
 pub fn room(action: &RoomAction) -> ExitCode {
     match action {
-        RoomAction::HashPassword { iterations } => {
+        RoomAction::HashPassword { memory_kib, passes } => {
+            // Say so before asking for a password the costs would refuse.
+            if let Err(e) = check_argon2_costs(*memory_kib, *passes, ARGON2_LANES) {
+                eprintln!("error: {e}");
+                return ExitCode::ConfigError;
+            }
             let password = match read_password() {
                 Ok(p) => p,
                 Err(e) => return fail(&e),
             };
-            match hash_password(&password, *iterations) {
+            let cost = Argon2Cost {
+                memory_kib: *memory_kib,
+                passes: *passes,
+            };
+            match hash_password(&password, cost) {
                 Ok(hash) => {
                     println!("{hash}");
                     ExitCode::Ok

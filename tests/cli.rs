@@ -317,7 +317,7 @@ fn check_validates_the_policy_folder() {
 fn hash_password_prints_a_hash_that_a_policy_accepts() {
     use std::io::Write;
     let mut child = Command::new(lanparty())
-        .args(["room", "hash-password", "--iterations", "10000"])
+        .args(["room", "hash-password"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -328,7 +328,7 @@ fn hash_password_prints_a_hash_that_a_policy_accepts() {
     let hash = String::from_utf8(out.stdout).unwrap();
     let hash = hash.trim();
     assert!(
-        hash.starts_with("pbkdf2-sha256$10000$") && !hash.contains("hunter2"),
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$") && !hash.contains("hunter2"),
         "{hash}"
     );
     let parsed: lanparty_core::config::PasswordHash = hash.parse().unwrap();
@@ -336,6 +336,14 @@ fn hash_password_prints_a_hash_that_a_policy_accepts() {
         &[parsed],
         "hunter2"
     ));
+    // Costs below the floor are refused with what to use.
+    let out = Command::new(lanparty())
+        .args(["room", "hash-password", "--memory-kib", "1024"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too cheap"));
 }
 
 #[cfg(not(windows))]

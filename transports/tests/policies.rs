@@ -9,13 +9,24 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use lanparty_core::config::MIN_ITERATIONS;
 use lanparty_core::control::{ControlMessage, Credential, RejectCode};
-use lanparty_transports::credentials::hash_password;
+use lanparty_transports::credentials::{Argon2Cost, hash_password, hash_password_pbkdf2};
 use support::*;
 
+/// An Argon2id hash at the cheapest costs a policy accepts (tests hash a lot).
 fn hash(password: &str) -> String {
-    hash_password(password, MIN_ITERATIONS).unwrap().to_string()
+    let cheapest = Argon2Cost {
+        memory_kib: lanparty_core::config::ARGON2_MIN_MEMORY_KIB,
+        passes: 5,
+    };
+    hash_password(password, cheapest).unwrap().to_string()
+}
+
+/// A PBKDF2 hash, as policies written before Argon2id hold.
+fn old_hash(password: &str) -> String {
+    hash_password_pbkdf2(password, lanparty_core::config::MIN_ITERATIONS)
+        .unwrap()
+        .to_string()
 }
 
 fn write_policy(dir: &TempDir, room: &str, yaml: &str) {
@@ -44,7 +55,7 @@ async fn credentials_keep_strangers_out_and_players_off_the_gateway_seat() {
         &format!(
             "credentials:\n  players: ['{}', '{}']\n  gateway: ['{}']\n",
             hash("room password"),
-            hash("alice token"),
+            old_hash("alice token"),
             hash("gateway secret")
         ),
     );

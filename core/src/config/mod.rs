@@ -6,6 +6,7 @@
 mod duration;
 mod error;
 mod node;
+mod password;
 mod policy;
 mod size;
 mod stage_spec;
@@ -19,10 +20,12 @@ pub use node::{
     MetricsSection, NodeConfig, NodeSection, RoomSpec, RuntimeSettings, check_admin_socket,
     default_admin_socket, load_node, origin_of, parse_set,
 };
-pub use policy::{
-    Credentials, GatewayRule, MIN_ITERATIONS, PASSWORD_SCHEME, PasswordHash, RoomPolicy,
-    RoomsSection, policy_room_code,
+pub use password::{
+    ARGON2_LANES, ARGON2_MAX_LANES, ARGON2_MAX_MEMORY_KIB, ARGON2_MAX_PASSES, ARGON2_MEMORY_KIB,
+    ARGON2_MIN_MEMORY_KIB, ARGON2_MIN_WORK_KIB, ARGON2_PASSES, Argon2idHash, MIN_ITERATIONS,
+    PBKDF2_SCHEME, PasswordHash, Pbkdf2Hash, check_argon2_costs,
 };
+pub use policy::{Credentials, GatewayRule, RoomPolicy, RoomsSection, policy_room_code};
 pub use size::{ConfigSize, parse_size};
 pub use stage_spec::{StageConfig, StageSpec};
 pub use text::{optional_text_or_number, text_or_number};

@@ -9,14 +9,13 @@
 //! gateway: required            # required | allowed | forbidden
 //! allowed_macs: [02:00:00:00:00:01]
 //! credentials:
-//!   players: ["pbkdf2-sha256$100000$…$…"]   # from `lanparty room hash-password`
-//!   gateway: ["pbkdf2-sha256$100000$…$…"]
+//!   players: ["$argon2id$v=19$m=19456,t=2,p=1$…$…"]   # from `lanparty room hash-password`
+//!   gateway: ["$argon2id$v=19$m=19456,t=2,p=1$…$…"]
 //! ingress:                     # same type as a template filter: retunes it
 //!   - { type: storm, rate: 200, burst: 400 }
 //! egress: []                   # a new type: appended after the template's
 //! ```
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::duration::ConfigDuration;
 use super::error::{ConfigError, ConfigErrors};
+use super::password::PasswordHash;
 use super::stage_spec::StageSpec;
 use super::yaml::Yaml;
 use crate::wire::MacAddr;
@@ -115,100 +115,6 @@ pub enum GatewayRule {
     Allowed,
     /// No gateway may join (`role_forbidden`): a clients-only room.
     Forbidden,
-}
-
-/// A slow salted password hash: `pbkdf2-sha256$ITERATIONS$SALT$HASH`, salt
-/// and hash in lowercase hex. Made by `lanparty room hash-password`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash {
-    /// PBKDF2 iterations.
-    pub iterations: u32,
-    /// The salt.
-    pub salt: Vec<u8>,
-    /// The derived key.
-    pub hash: Vec<u8>,
-}
-
-/// The scheme name in [`PasswordHash`] strings.
-pub const PASSWORD_SCHEME: &str = "pbkdf2-sha256";
-/// Fewest PBKDF2 iterations a policy may use.
-pub const MIN_ITERATIONS: u32 = 10_000;
-
-impl fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PasswordHash({PASSWORD_SCHEME}, {} iterations)",
-            self.iterations
-        )
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-impl fmt::Display for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{PASSWORD_SCHEME}${}${}${}",
-            self.iterations,
-            hex(&self.salt),
-            hex(&self.hash)
-        )
-    }
-}
-
-impl std::str::FromStr for PasswordHash {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<PasswordHash, String> {
-        let expected = "expected pbkdf2-sha256$ITERATIONS$SALT$HASH as printed by `lanparty room hash-password` (never the password itself)";
-        let parts: Vec<&str> = text.split('$').collect();
-        let [scheme, iterations, salt, hash] = parts.as_slice() else {
-            return Err(expected.into());
-        };
-        if *scheme != PASSWORD_SCHEME {
-            return Err(format!("unknown hash scheme `{scheme}`; {expected}"));
-        }
-        let iterations: u32 = iterations
-            .parse()
-            .map_err(|_| format!("iterations `{iterations}` is not a number; {expected}"))?;
-        if iterations < MIN_ITERATIONS {
-            return Err(format!(
-                "{iterations} iterations is too fast to guess against; use at least {MIN_ITERATIONS}"
-            ));
-        }
-        let salt = unhex(salt)
-            .filter(|s| s.len() >= 16)
-            .ok_or_else(|| format!("the salt must be at least 16 bytes of hex; {expected}"))?;
-        let hash = unhex(hash)
-            .filter(|h| h.len() == 32)
-            .ok_or_else(|| format!("the hash must be 32 bytes of hex; {expected}"))?;
-        Ok(PasswordHash {
-            iterations,
-            salt,
-            hash,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for PasswordHash {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// `credentials:` — what a hello must carry to be admitted.
@@ -344,30 +250,6 @@ pub fn policy_room_code(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn password_hashes_round_trip_and_bad_ones_say_what_to_do() {
-        let text = format!(
-            "pbkdf2-sha256$100000${}${}",
-            "ab".repeat(16),
-            "cd".repeat(32)
-        );
-        let hash: PasswordHash = text.parse().unwrap();
-        assert_eq!(hash.to_string(), text);
-        assert!(
-            !format!("{hash:?}").contains("cdcd"),
-            "Debug shows no hash bytes"
-        );
-        for bad in [
-            "hunter2",
-            "pbkdf2-sha256$100$aa$bb",
-            "bcrypt$1$2$3",
-            "pbkdf2-sha256$100000$zz$cd",
-        ] {
-            let e = bad.parse::<PasswordHash>().unwrap_err();
-            assert!(e.contains("hash") || e.contains("iterations"), "{e}");
-        }
-    }
 
     #[test]
     fn policy_file_names_give_room_codes() {
