@@ -52,6 +52,7 @@ fn stages_lists_exactly_the_linked_stage_kinds() {
             "switch",
             "switch-control",
             "tap",
+            "tcp-mss",
             "tun-l2",
             "wintun",
         ]

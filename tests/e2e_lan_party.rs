@@ -160,8 +160,8 @@ fn lan_party_end_to_end() {
     assert!(na.wait_for_link(&dev_a, Duration::from_secs(5)));
     let link = String::from_utf8(na.ip(&["link", "show", &dev_a]).stdout).unwrap();
     assert!(
-        link.contains("mtu 1394") && link.contains(mac_a),
-        "TAP follows the welcome: {link}"
+        link.contains("mtu 1500") && link.contains(mac_a),
+        "TAP follows the welcome (Ethernet's MTU, whatever the path): {link}"
     );
 
     // C listens to everything during the rest of the test.
@@ -197,6 +197,31 @@ fn lan_party_end_to_end() {
         "IPv6 link-local A → B"
     );
     eprintln!("2. ping: A ↔ LAN host, A ↔ B over IPv4, A → B over IPv6 link-local");
+
+    // 2b. Full 1500-byte frames: DF pings with 1472 bytes of payload both
+    // ways between a player and the LAN host and between players (the
+    // QUIC path carries 1414-byte datagrams: each goes as two fragments),
+    // and a 1472-byte UDP datagram (DF) to the LAN's game server and back.
+    let full = |from: &Netns, to: &str| {
+        from.exec(&[
+            "ping", "-M", "do", "-s", "1472", "-c", "3", "-i", "0.2", "-W", "2", to,
+        ])
+        .status
+        .success()
+    };
+    assert!(full(na, "192.168.77.1"), "A → LAN host, 1500-byte DF ping");
+    assert!(full(&l, &ip_a), "LAN host → A, 1500-byte DF ping");
+    assert!(full(na, &ip_b), "A → B, 1500-byte DF ping");
+    assert!(full(nb, &ip_a), "B → A, 1500-byte DF ping");
+    let big = "x".repeat(1472 - "DISCOVER ".len());
+    let answer = discover(na, &dev_a, "192.168.77.1", &big);
+    assert!(
+        answer.contains(&format!("192.168.77.1 HERE {big}")),
+        "a 1472-byte UDP datagram to the LAN's game server and its 1468-byte answer: {answer}"
+    );
+    eprintln!(
+        "2b. full frames: 1472-byte DF pings A ↔ LAN host and A ↔ B, a 1472-byte UDP datagram each way"
+    );
 
     // 3. UDP broadcast discovery reaches the LAN's game server and B; the answer comes back.
     let (_b_listen, b_udp) = udp_listener(nb, &dir, "b", 20);

@@ -169,7 +169,7 @@ rooms: {{ policy_dir: {policies}, reload_interval: 200ms }}
     assert_eq!(peer["room"], "BENCH0");
     assert_eq!(peer["role"], "client");
     assert!(
-        peer["rtt_us"].as_u64().is_some() && peer["mtu"].as_u64() == Some(1394),
+        peer["rtt_us"].as_u64().is_some() && peer["mtu"].as_u64() == Some(1500),
         "{peer}"
     );
     assert_eq!(report["node"], "test-relay");

@@ -13,6 +13,7 @@
 //! | `storm` | ingress | broadcast/multicast floods (token bucket per link) |
 //! | `ethertype` | ingress | ethertypes outside an allow-list or inside a deny-list |
 //! | `capture` | both | nothing: writes what passes to rotating pcapng files |
+//! | `tcp-mss` | ingress | nothing: clamps the MSS of TCP SYNs so segments fit one QUIC datagram |
 
 pub mod capture;
 pub mod dhcp_server;
@@ -24,3 +25,4 @@ pub mod reflection;
 pub mod roles;
 pub mod storm;
 pub mod switch_control;
+pub mod tcp_mss;

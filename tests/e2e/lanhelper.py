@@ -57,9 +57,16 @@ def inject(iface, hexframe, count=1):
         time.sleep(0.01)
 
 
+# IP_MTU_DISCOVER = IP_PMTUDISC_DO: every datagram leaves with DF set and
+# is never fragmented by the sender, so a full-size one proves the path
+# carries MTU 1500.
+IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
+
+
 def game_server(port, seconds):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
     s.bind(("0.0.0.0", int(port)))
     s.settimeout(0.2)
     end = time.time() + float(seconds)
@@ -95,6 +102,7 @@ def discover(dev, bcast, port, ident):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+    s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
     s.settimeout(0.5)
     for _ in range(10):
         s.sendto(b"DISCOVER " + ident.encode(), (bcast, int(port)))

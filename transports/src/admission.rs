@@ -5,10 +5,12 @@
 //!   leaves; at most `max_rooms` at once;
 //! - at most `max_peers` per room; at most one gateway per room;
 //! - no two peers in a room with the same MAC;
-//! - the room MTU is fixed when the room is created — the configured
-//!   ceiling, lowered to what the first peer's datagram budget carries —
-//!   and never changes while the room exists; a later peer whose budget
-//!   cannot carry it is rejected with `budget_too_small`;
+//! - the room MTU is the configured one (the relay's `room.mtu`, or the
+//!   room policy's `mtu`), whatever the peers' paths carry: a frame larger
+//!   than a path's datagram travels in fragments. It is fixed when the room
+//!   is created; a peer whose datagram budget cannot carry a full frame
+//!   even in the most fragments allowed is rejected with
+//!   `budget_too_small`;
 //! - a room's policy, when it has one, overrides `max_peers` and the MTU
 //!   ceiling, decides the gateway seat (required / allowed / forbidden) and
 //!   may list the only client MACs admitted. Credentials are checked before
@@ -21,7 +23,8 @@ use lanparty_core::control::{
     ControlMessage, Hello, PROTOCOL_VERSION, PeerId, PeerRole, Reject, RejectCode,
 };
 use lanparty_core::wire::MacAddr;
-use lanparty_core::wire::mtu::{datagram_budget_for_mtu, mtu_for_budget};
+use lanparty_core::wire::fragment::MAX_FRAGMENTS;
+use lanparty_core::wire::mtu::budget_carries;
 use tokio::sync::mpsc;
 
 /// Limits of a relay.
@@ -187,12 +190,9 @@ impl Admissions {
                     ),
                 ));
             }
-            let carried = mtu_for_budget(budget)
-                .map_err(|e| reject(RejectCode::BudgetTooSmall, e.to_string()))?;
-            let ceiling = policy.and_then(|p| p.mtu).unwrap_or(self.limits.mtu);
             let room = RoomState {
                 room_id: self.next_room,
-                mtu: ceiling.min(carried),
+                mtu: policy.and_then(|p| p.mtu).unwrap_or(self.limits.mtu),
                 members: BTreeMap::new(),
             };
             self.next_room += 1;
@@ -250,12 +250,11 @@ impl Admissions {
                 ),
             ));
         }
-        let needed = datagram_budget_for_mtu(room.mtu);
-        if budget < needed {
+        if !budget_carries(budget, room.mtu) {
             return Err(reject(
                 RejectCode::BudgetTooSmall,
                 format!(
-                    "room {} runs at MTU {} which needs {needed}-byte datagrams; this path carries {budget}",
+                    "room {} runs at MTU {}: {budget}-byte datagrams cannot carry its frames even in {MAX_FRAGMENTS} fragments",
                     hello.room, room.mtu
                 ),
             ));
@@ -415,11 +414,11 @@ mod tests {
             RejectCode::RelayFull
         );
         assert_eq!(
-            code(a.admit(&hello("S", PeerRole::Client, 5), 1300, events().0, None)),
+            code(a.admit(&hello("S", PeerRole::Client, 5), 80, events().0, None)),
             RejectCode::BudgetTooSmall
         );
         let mut h = hello("S", PeerRole::Client, 6);
-        h.protocol_version = 2;
+        h.protocol_version = PROTOCOL_VERSION + 1;
         assert_eq!(
             code(a.admit(&h, 1414, events().0, None)),
             RejectCode::VersionMismatch
@@ -441,36 +440,51 @@ mod tests {
     }
 
     #[test]
-    fn room_mtu_is_fixed_by_the_first_peer() {
+    fn the_room_mtu_is_the_configured_one_whatever_the_path_carries() {
         let mut a = Admissions::new(Limits {
             max_rooms: 4,
             max_peers: 8,
             mtu: 1500,
         });
+        // A path fresh out of the handshake (1162-byte datagrams) joins a
+        // room of MTU 1500: its larger frames travel in fragments.
         let first = a
             .admit(&hello("R", PeerRole::Client, 1), 1162, events().0, None)
             .unwrap();
-        assert_eq!(first.mtu, 1142, "lowered to what 1162-byte datagrams carry");
+        assert_eq!(first.mtu, 1500);
         let second = a
             .admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
-        assert_eq!(second.mtu, 1142, "never changes under a peer");
-        // The ceiling applies when the path carries more.
-        let mut big = hello("S", PeerRole::Client, 1);
-        big.datagram_budget = 9000;
-        assert_eq!(a.admit(&big, 9000, events().0, None).unwrap().mtu, 1500);
-        // A budget that cannot carry the minimum MTU creates no room.
+        assert_eq!(second.mtu, 1500);
+        // Jumbo rooms too, as long as 16 fragments carry a frame.
+        let mut jumbo = Admissions::new(Limits {
+            max_rooms: 4,
+            max_peers: 8,
+            mtu: 9000,
+        });
         assert_eq!(
-            code(a.admit(&hello("T", PeerRole::Client, 1), 500, events().0, None)),
-            RejectCode::BudgetTooSmall
-        );
-        assert_eq!(a.room_count(), 2);
-        // The path budget bounds the advertised one.
-        assert_eq!(
-            a.admit(&hello("U", PeerRole::Client, 1), 1162, events().0, None)
+            jumbo
+                .admit(&hello("J", PeerRole::Client, 1), 1162, events().0, None)
                 .unwrap()
                 .mtu,
-            1142
+            9000
+        );
+        assert_eq!(
+            code(jumbo.admit(&hello("J", PeerRole::Client, 2), 500, events().0, None)),
+            RejectCode::BudgetTooSmall
+        );
+        // A budget that cannot carry a frame even in fragments creates no room.
+        assert_eq!(
+            code(a.admit(&hello("T", PeerRole::Client, 1), 80, events().0, None)),
+            RejectCode::BudgetTooSmall
+        );
+        assert_eq!(a.room_count(), 1);
+        // The path budget bounds the advertised one.
+        let mut claims = hello("U", PeerRole::Client, 1);
+        claims.datagram_budget = 9000;
+        assert_eq!(
+            code(a.admit(&claims, 80, events().0, None)),
+            RejectCode::BudgetTooSmall
         );
     }
 
@@ -500,7 +514,7 @@ mod tests {
         let first = a
             .admit(&hello("P", PeerRole::Client, 1), 1414, events().0, Some(&p))
             .unwrap();
-        assert_eq!(first.mtu, 1280, "the policy's MTU is the room's ceiling");
+        assert_eq!(first.mtu, 1280, "the policy's MTU is the room's");
         assert_eq!(
             code(a.admit(&hello("P", PeerRole::Client, 2), 1414, events().0, Some(&p))),
             RejectCode::RoomFull

@@ -30,7 +30,9 @@ use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::datapath::{DataPath, DatapathCounters, PeerSender, datapath_metrics};
+use crate::datapath::{
+    DataPath, DatapathCounters, PeerSender, datapath_metrics, reassembly_limits,
+};
 use crate::net::{self, close};
 use crate::tls::{self, Trust};
 
@@ -77,8 +79,8 @@ pub struct ClientSettings {
         deserialize_with = "lanparty_core::config::optional_text_or_number"
     )]
     pub credential: Option<String>,
-    /// `datagram_budget`: a lower datagram size to advertise; default: what
-    /// the path carries.
+    /// `datagram_budget`: the largest datagram to send and to ask the relay
+    /// for (larger frames go in fragments); default: what the path carries.
     #[serde(default)]
     pub datagram_budget: Option<u32>,
     /// `link_role`: the role of the relay link in the local room; default
@@ -405,6 +407,9 @@ impl QuicClient {
             PeerRole::Gateway => LinkRole::Client,
         });
         let sender = PeerSender::new(self.counters.datapath.clone(), &self.settings.queue);
+        if let Some(max) = self.settings.datagram_budget {
+            sender.limit_datagrams(max as usize);
+        }
         let mut link = ctx.attach(
             &self.settings.local_room,
             LinkSpec {
@@ -439,12 +444,13 @@ impl QuicClient {
             };
             let end = match attempt {
                 Ok((conn, control, welcome)) => {
-                    link.set_room_mtu(welcome.mtu);
+                    let mtu = welcome.mtu;
+                    link.set_room_mtu(mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
                     sender.set_connection(Some(conn.clone()));
                     status.connected(&conn, welcome);
                     let end = self
-                        .session(&conn, control, &mut link, &sender, &mut shutdown)
+                        .session(&conn, control, mtu, &mut link, &sender, &mut shutdown)
                         .await;
                     sender.set_connection(None);
                     status.disconnected(match &end {
@@ -645,11 +651,12 @@ impl QuicClient {
         &self,
         conn: &quinn::Connection,
         mut control: Control,
+        mtu: u16,
         link: &mut LinkHandle,
         sender: &PeerSender,
         shutdown: &mut ShutdownSignal,
     ) -> SessionEnd {
-        let mut data = DataPath::default();
+        let mut data = DataPath::new(reassembly_limits(mtu), None);
         let counters = &self.counters.datapath;
         loop {
             tokio::select! {
@@ -760,7 +767,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "role", ty: "client | gateway", default: "required", doc: "a player, or the host's LAN (one per room)" },
             KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "MAC announced in the hello; a client's adapter (tap, tun-l2, wintun) takes it" },
             KeyDoc { name: "credential", ty: "string", default: "none", doc: "room password or token" },
-            KeyDoc { name: "datagram_budget", ty: "integer", default: "what the path carries", doc: "advertise a smaller datagram size" },
+            KeyDoc { name: "datagram_budget", ty: "integer", default: "what the path carries", doc: "the largest datagram sent and asked of the relay (a path known to carry less); larger frames go in fragments" },
             KeyDoc { name: "link_role", ty: "client | gateway | lan | host", default: "gateway for a client, client for a gateway", doc: "the relay link's role in the local room" },
             KeyDoc { name: "local_room", ty: "string", default: "default", doc: "local room to join" },
             KeyDoc { name: "hello_timeout", ty: "duration", default: "10s", doc: "connect + welcome deadline" },

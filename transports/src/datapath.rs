@@ -12,98 +12,91 @@ use lanparty_core::control::PeerStats;
 use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
 use lanparty_core::time::MonotonicClock;
+use lanparty_core::wire::fragment::{
+    self, FragmentHeader, Reassembled, Reassembler, ReassemblyBudget, ReassemblyLimits,
+    ReassemblyStats,
+};
 use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::net::DatagramEncoder;
 
-/// Datagram counters of one port (all its connections).
-#[derive(Debug, Default)]
-pub struct DatapathCounters {
+/// Declares [`DatapathCounters`] (atomics a port's connections add to) and
+/// [`DatapathSnapshot`] (a plain copy) from one list, so the two never
+/// drift.
+macro_rules! datapath_counters {
+    ($( $(#[doc = $doc:literal])+ $name:ident, )+) => {
+        /// Datagram counters of one port (all its connections).
+        #[derive(Debug, Default)]
+        pub struct DatapathCounters {
+            $( $(#[doc = $doc])+ pub $name: AtomicU64, )+
+        }
+
+        /// A plain copy of [`DatapathCounters`].
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        pub struct DatapathSnapshot {
+            $( $(#[doc = $doc])+ pub $name: u64, )+
+        }
+
+        impl DatapathCounters {
+            /// A snapshot.
+            pub fn snapshot(&self) -> DatapathSnapshot {
+                DatapathSnapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )+
+                }
+            }
+        }
+    };
+}
+
+datapath_counters! {
     /// Datagrams received.
-    pub datagrams_in: AtomicU64,
+    datagrams_in,
     /// Datagrams sent.
-    pub datagrams_out: AtomicU64,
+    datagrams_out,
     /// Received datagrams with a truncated overlay header.
-    pub overlay_truncated: AtomicU64,
+    overlay_truncated,
     /// Received datagrams with an unknown overlay version.
-    pub overlay_unknown_version: AtomicU64,
+    overlay_unknown_version,
     /// Received datagrams with an unknown overlay context.
-    pub overlay_unknown_context: AtomicU64,
+    overlay_unknown_context,
     /// Frames not sent because the peer's QUIC datagram send buffer was full
     /// (a slow or stalled peer).
-    pub send_buffer_full: AtomicU64,
-    /// Frames larger than the peer's path can carry.
-    pub too_large: AtomicU64,
+    send_buffer_full,
+    /// Frames larger than the peer's path can carry, even in fragments.
+    too_large,
     /// Frames not sent because the connection was gone or datagrams are
     /// disabled.
-    pub send_failed: AtomicU64,
+    send_failed,
     /// Frames for the relay dropped while no session was up (a client
     /// between reconnects).
-    pub not_connected: AtomicU64,
+    not_connected,
     /// Frames the egress queue dropped because it was over its byte limit.
-    pub queue_overflow: AtomicU64,
+    queue_overflow,
     /// Frames CoDel dropped from a standing queue.
-    pub queue_codel: AtomicU64,
+    queue_codel,
     /// Frames still queued when their connection went away.
-    pub queue_flushed: AtomicU64,
+    queue_flushed,
     /// ECN-capable frames CoDel marked CE instead of dropping (sent, not
     /// dropped).
-    pub queue_ce_marked: AtomicU64,
-}
-
-/// A plain copy of [`DatapathCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct DatapathSnapshot {
-    /// See [`DatapathCounters::datagrams_in`].
-    pub datagrams_in: u64,
-    /// See [`DatapathCounters::datagrams_out`].
-    pub datagrams_out: u64,
-    /// See [`DatapathCounters::overlay_truncated`].
-    pub overlay_truncated: u64,
-    /// See [`DatapathCounters::overlay_unknown_version`].
-    pub overlay_unknown_version: u64,
-    /// See [`DatapathCounters::overlay_unknown_context`].
-    pub overlay_unknown_context: u64,
-    /// See [`DatapathCounters::send_buffer_full`].
-    pub send_buffer_full: u64,
-    /// See [`DatapathCounters::too_large`].
-    pub too_large: u64,
-    /// See [`DatapathCounters::send_failed`].
-    pub send_failed: u64,
-    /// See [`DatapathCounters::not_connected`].
-    pub not_connected: u64,
-    /// See [`DatapathCounters::queue_overflow`].
-    pub queue_overflow: u64,
-    /// See [`DatapathCounters::queue_codel`].
-    pub queue_codel: u64,
-    /// See [`DatapathCounters::queue_flushed`].
-    pub queue_flushed: u64,
-    /// See [`DatapathCounters::queue_ce_marked`].
-    pub queue_ce_marked: u64,
-}
-
-impl DatapathCounters {
-    /// A snapshot.
-    pub fn snapshot(&self) -> DatapathSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        DatapathSnapshot {
-            datagrams_in: g(&self.datagrams_in),
-            datagrams_out: g(&self.datagrams_out),
-            overlay_truncated: g(&self.overlay_truncated),
-            overlay_unknown_version: g(&self.overlay_unknown_version),
-            overlay_unknown_context: g(&self.overlay_unknown_context),
-            send_buffer_full: g(&self.send_buffer_full),
-            too_large: g(&self.too_large),
-            send_failed: g(&self.send_failed),
-            not_connected: g(&self.not_connected),
-            queue_overflow: g(&self.queue_overflow),
-            queue_codel: g(&self.queue_codel),
-            queue_flushed: g(&self.queue_flushed),
-            queue_ce_marked: g(&self.queue_ce_marked),
-        }
-    }
+    queue_ce_marked,
+    /// Frames sent as fragments (larger than one datagram).
+    fragmented_out,
+    /// Frames put back together from received fragments.
+    reassembled,
+    /// Partial frames whose other fragments did not come in time.
+    fragment_timeout,
+    /// Partial frames dropped for lack of room (the peer's or the relay's
+    /// reassembly bound).
+    fragment_overflow,
+    /// Fragments with a header no sender writes.
+    fragment_malformed,
+    /// Fragments that disagree with their frame's others (the frame is
+    /// dropped).
+    fragment_inconsistent,
+    /// Fragments received twice.
+    fragment_duplicate,
 }
 
 /// The data path counters as Prometheus samples labelled `labels`.
@@ -120,7 +113,24 @@ pub fn datapath_metrics(out: &mut Metrics, d: &DatapathSnapshot, labels: &[(&str
         labels,
         d.datagrams_out,
     );
+    out.counter(
+        "lanparty_frames_fragmented_total",
+        "Frames sent as several datagrams (larger than the path's datagram)",
+        labels,
+        d.fragmented_out,
+    );
+    out.counter(
+        "lanparty_frames_reassembled_total",
+        "Frames put back together from received fragments",
+        labels,
+        d.reassembled,
+    );
     for (reason, n) in [
+        (fragment::reason::TIMEOUT, d.fragment_timeout),
+        (fragment::reason::OVERFLOW, d.fragment_overflow),
+        (fragment::reason::MALFORMED, d.fragment_malformed),
+        (fragment::reason::INCONSISTENT, d.fragment_inconsistent),
+        (fragment::reason::DUPLICATE, d.fragment_duplicate),
         ("overlay-truncated", d.overlay_truncated),
         ("overlay-unknown-version", d.overlay_unknown_version),
         ("overlay-unknown-context", d.overlay_unknown_context),
@@ -153,20 +163,96 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The peer → room direction of one connection.
-#[derive(Debug, Default)]
+/// Reassembly bounds for a connection to a room of `mtu`: the default
+/// counts and timeout, frames no longer than the room carries.
+pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {
+    ReassemblyLimits {
+        max_frame: lanparty_core::wire::mtu::max_frame_len(mtu),
+        ..ReassemblyLimits::default()
+    }
+}
+
+/// Bytes of partial frames a whole relay holds at most (every peer's
+/// reassembly together).
+pub const RELAY_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The peer → room direction of one connection: whole frames go to the
+/// room as slices of their datagram; fragments are put back together first,
+/// so the room (its filters and switch) only ever sees whole frames.
+#[derive(Debug)]
 pub struct DataPath {
     /// This connection's received traffic, for `stats` replies.
     pub stats: PeerStats,
+    reassembler: Reassembler,
+    /// Reassembly counters already added to the port's counters.
+    synced: ReassemblyStats,
+    clock: MonotonicClock,
 }
 
 impl DataPath {
+    /// The receiving side of a connection, reassembling within `limits`
+    /// (and the relay's `shared` budget, on a relay).
+    pub fn new(limits: ReassemblyLimits, shared: Option<Arc<ReassemblyBudget>>) -> DataPath {
+        DataPath {
+            stats: PeerStats::default(),
+            reassembler: Reassembler::new(limits, shared),
+            synced: ReassemblyStats::default(),
+            clock: MonotonicClock::start(),
+        }
+    }
+
+    /// A fragment from the peer: hands the frame to the room once it is
+    /// whole.
+    fn fragment(
+        &mut self,
+        header: FragmentHeader,
+        payload: &[u8],
+        link: &LinkHandle,
+        counters: &DatapathCounters,
+    ) {
+        let outcome = self.reassembler.push(self.clock.now(), header, payload);
+        let now = self.reassembler.stats();
+        let old = std::mem::replace(&mut self.synced, now);
+        for (counter, new, old) in [
+            (&counters.reassembled, now.reassembled, old.reassembled),
+            (&counters.fragment_timeout, now.timeout, old.timeout),
+            (&counters.fragment_overflow, now.overflow, old.overflow),
+            (&counters.fragment_malformed, now.malformed, old.malformed),
+            (
+                &counters.fragment_inconsistent,
+                now.inconsistent,
+                old.inconsistent,
+            ),
+            (&counters.fragment_duplicate, now.duplicate, old.duplicate),
+        ] {
+            if new > old {
+                counter.fetch_add(new - old, Ordering::Relaxed);
+            }
+        }
+        match outcome {
+            Reassembled::Frame(frame) => {
+                self.stats.frames_rx += 1;
+                self.stats.bytes_rx += frame.len() as u64;
+                if !link.send(frame) {
+                    self.stats.dropped += 1;
+                }
+            }
+            Reassembled::Pending => {}
+            Reassembled::Dropped(_) => self.stats.dropped += 1,
+        }
+    }
+
     /// A datagram from the peer: decode the overlay and hand the frame to
-    /// the room (a slice of the datagram, no copy).
+    /// the room (a slice of the datagram, no copy), or a fragment to the
+    /// reassembly.
     pub fn from_peer(&mut self, datagram: Bytes, link: &LinkHandle, counters: &DatapathCounters) {
         bump(&counters.datagrams_in);
         let offset = match overlay::decode(&datagram) {
             Ok(OverlayPayload::Ethernet(frame)) => datagram.len() - frame.len(),
+            Ok(OverlayPayload::Fragment(header, payload)) => {
+                self.fragment(header, payload, link, counters);
+                return;
+            }
             Err(e) => {
                 self.stats.dropped += 1;
                 bump(match e {
@@ -238,6 +324,12 @@ struct SenderState {
     feeder: Feeder,
     /// quinn's free datagram buffer space when it holds nothing.
     empty_space: usize,
+    /// The number of the next frame sent in fragments.
+    next_frame_id: u32,
+    /// The largest datagram the peer asked for (its hello's
+    /// `datagram_budget`, or a client's own setting); the path may carry
+    /// less.
+    max_datagram: usize,
     pump: Pump,
     /// Queue counters already added to the port's counters.
     synced: QueueStats,
@@ -261,6 +353,8 @@ impl PeerSender {
                 queue: Scheduler::new(settings, MAX_FRAME),
                 feeder: new_feeder(settings.quic_buffer.0),
                 empty_space: 0,
+                next_frame_id: 0,
+                max_datagram: usize::MAX,
                 pump: Pump::Idle,
                 synced: QueueStats::default(),
             }),
@@ -276,15 +370,24 @@ impl PeerSender {
         sender
     }
 
-    /// A sender bound to `conn`.
+    /// A sender bound to `conn`, sending datagrams of at most
+    /// `max_datagram` bytes (fewer if the path carries fewer).
     pub fn connected(
         counters: Arc<DatapathCounters>,
         settings: &QueueSettings,
         conn: quinn::Connection,
+        max_datagram: usize,
     ) -> Arc<PeerSender> {
         let sender = PeerSender::new(counters, settings);
+        sender.limit_datagrams(max_datagram);
         sender.set_connection(Some(conn));
         sender
+    }
+
+    /// Sends datagrams of at most `max` bytes from now on (frames larger
+    /// go in fragments).
+    pub fn limit_datagrams(&self, max: usize) {
+        self.lock().max_datagram = max;
     }
 
     /// Binds the sender to a (new) connection, or to none between sessions.
@@ -348,32 +451,54 @@ impl PeerSender {
         }
     }
 
-    /// Hands one frame to the connection (the feeder said there is room).
+    /// Hands one frame to the connection (the feeder said there is room):
+    /// in one datagram when it fits, else in as few fragments as the path's
+    /// datagram size allows.
     fn push(&self, state: &mut SenderState, frame: &[u8]) -> bool {
         let counters = &*self.counters;
         let SenderState {
             conn,
             encoder,
             feeder,
+            next_frame_id,
+            max_datagram,
             ..
         } = state;
         let Some(conn) = conn else {
             return self.drop_frame(&counters.not_connected);
         };
-        let need = overlay::ETHERNET_HEADER_LEN + frame.len();
-        if conn.max_datagram_size().is_none_or(|max| need > max) {
+        let budget = conn.max_datagram_size().unwrap_or(0).min(*max_datagram);
+        let Some((count, size)) = fragment::plan(frame.len(), budget, overlay::ETHERNET_HEADER_LEN)
+        else {
             return self.drop_frame(&counters.too_large);
-        }
+        };
+        let need = if count == 1 {
+            overlay::ETHERNET_HEADER_LEN + frame.len()
+        } else {
+            count * fragment::FRAGMENT_HEADER_LEN + frame.len()
+        };
         if conn.datagram_send_buffer_space() < need {
             return self.drop_frame(&counters.send_buffer_full);
         }
-        match conn.send_datagram(encoder.encode(frame)) {
+        let sent = if count == 1 {
+            conn.send_datagram(encoder.encode(frame))
+        } else {
+            let id = *next_frame_id;
+            *next_frame_id = id.wrapping_add(1);
+            bump(&counters.fragmented_out);
+            fragment::split(frame, count, size, id).try_for_each(|(header, payload)| {
+                conn.send_datagram(encoder.encode_fragment(&header, payload))
+            })
+        };
+        match sent {
             Ok(()) => {
                 feeder.pushed(need);
                 bump(&self.frames_tx);
                 self.bytes_tx
                     .fetch_add(frame.len() as u64, Ordering::Relaxed);
-                bump(&counters.datagrams_out);
+                counters
+                    .datagrams_out
+                    .fetch_add(count as u64, Ordering::Relaxed);
                 true
             }
             Err(quinn::SendDatagramError::TooLarge) => self.drop_frame(&counters.too_large),
@@ -428,7 +553,7 @@ fn new_feeder(quic_buffer: Duration) -> Feeder {
 /// A full-size frame (CoDel never drops from a flow queue holding at most
 /// one: its `max_packet`).
 const MAX_FRAME: usize =
-    lanparty_core::config::DEFAULT_MTU as usize + lanparty_core::wire::mtu::L2_OVERHEAD;
+    lanparty_core::wire::mtu::max_frame_len(lanparty_core::config::DEFAULT_MTU);
 
 impl Drop for PeerSender {
     fn drop(&mut self) {

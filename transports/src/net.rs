@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use lanparty_core::wire::fragment::FragmentHeader;
 use lanparty_core::wire::overlay::ETHERNET_HEADER;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -13,7 +14,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// kernel's receive buffer (NOTES.md: 4 MiB took loss from ~1–5 % to ~0).
 pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// Default initial QUIC MTU: datagrams of 1414 bytes from the first packet,
-/// so that the room MTU (1394) is known at the handshake.
+/// so that IP packets up to 1394 bytes (what `tcp-mss` clamps TCP to) go
+/// whole from the start; larger frames go in fragments.
 pub const DEFAULT_INITIAL_MTU: u16 = 1452;
 
 /// Serde default of `socket_buffer`.
@@ -238,15 +240,24 @@ impl Default for DatagramEncoder {
 }
 
 impl DatagramEncoder {
-    /// The datagram for an Ethernet frame.
-    pub fn encode(&mut self, frame: &[u8]) -> Bytes {
-        let need = ETHERNET_HEADER.len() + frame.len();
+    fn datagram(&mut self, header: &[u8], payload: &[u8]) -> Bytes {
+        let need = header.len() + payload.len();
         if self.buf.capacity() - self.buf.len() < need {
             self.buf = BytesMut::with_capacity(ENCODER_CHUNK.max(need));
         }
-        self.buf.extend_from_slice(&ETHERNET_HEADER);
-        self.buf.extend_from_slice(frame);
+        self.buf.extend_from_slice(header);
+        self.buf.extend_from_slice(payload);
         self.buf.split().freeze()
+    }
+
+    /// The datagram for a whole Ethernet frame.
+    pub fn encode(&mut self, frame: &[u8]) -> Bytes {
+        self.datagram(&ETHERNET_HEADER, frame)
+    }
+
+    /// The datagram for one fragment of a frame.
+    pub fn encode_fragment(&mut self, header: &FragmentHeader, payload: &[u8]) -> Bytes {
+        self.datagram(&header.encode(), payload)
     }
 }
 

@@ -26,9 +26,13 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::admission::{Admissions, Limits};
 use crate::credentials::{self, FailureLimiter};
-use crate::datapath::{DataPath, DatapathCounters, PeerSender, datapath_metrics};
+use crate::datapath::{
+    DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, datapath_metrics,
+    reassembly_limits,
+};
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
+use lanparty_core::wire::fragment::ReassemblyBudget;
 
 /// `quic-server` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -335,6 +339,7 @@ impl QuicServer {
                 ctx.policies().auth_failures_per_minute(),
             )),
             credential_checks: tokio::sync::Semaphore::new(CONCURRENT_CREDENTIAL_CHECKS),
+            reassembly: ReassemblyBudget::new(RELAY_REASSEMBLY_BYTES),
             peers: Mutex::new(BTreeMap::new()),
         });
         ctx.publish_status(shared.clone());
@@ -386,6 +391,8 @@ struct Shared {
     /// queues here (each still bound by `hello_timeout`) instead of taking
     /// every core.
     credential_checks: tokio::sync::Semaphore,
+    /// Bytes of partial frames every peer's reassembly may hold together.
+    reassembly: Arc<ReassemblyBudget>,
     peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
 }
 
@@ -965,6 +972,7 @@ async fn session(
         shared.counters.datapath.clone(),
         &shared.settings.queue,
         conn.clone(),
+        hello.datagram_budget as usize,
     );
     let link = shared.ctx.attach(
         &hello.room,
@@ -1025,7 +1033,10 @@ async fn session(
     let mut control =
         crate::control_stream::spawn(send, recv, shared.settings.max_control_frame, events_rx);
     let mut link = link;
-    let mut data = DataPath::default();
+    let mut data = DataPath::new(
+        reassembly_limits(admitted.mtu),
+        Some(shared.reassembly.clone()),
+    );
     let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
     let counters = &shared.counters.datapath;
     let reason: String = loop {
@@ -1111,7 +1122,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "drop peers silent for this long" },
             KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
-            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams, room MTU 1394)" },
+            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams: IP packets up to 1394 bytes go whole, larger in fragments)" },
             KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of every connection; delay keeps a slow player's bottleneck queue short" },
             KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
         ],

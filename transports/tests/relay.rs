@@ -78,7 +78,7 @@ async fn final_rejects_stop_the_client_with_their_code() {
     assert!(e.contains("gateway_present"), "{e}");
     let e = rejected(&relay, "R", "client", mac(2), "").await;
     assert!(e.contains("duplicate_mac"), "{e}");
-    let e = rejected(&relay, "R", "client", mac(3), "datagram_budget: 700").await;
+    let e = rejected(&relay, "R", "client", mac(3), "datagram_budget: 60").await;
     assert!(e.contains("budget_too_small"), "{e}");
     assert_eq!(relay.counters.rejects.get("gateway_present"), 1);
     assert_eq!(relay.counters.rejects.get("duplicate_mac"), 1);
@@ -133,7 +133,7 @@ async fn malformed_hellos_get_precise_codes() {
     );
     let (_conn, _send, reply) = raw_hello(&relay, hello("R", mac(1))).await;
     assert!(
-        matches!(reply, Some(ControlMessage::Welcome(w)) if w.mtu == 1394 && w.peer_id.0 > 0),
+        matches!(reply, Some(ControlMessage::Welcome(w)) if w.mtu == 1500 && w.peer_id.0 > 0),
         "{reply:?}"
     );
     relay.stop().await;

@@ -6,7 +6,7 @@
 //! ports:                      # by name; each a stage with a `type:`
 //!   tap0: { type: tap, device: lp0 }
 //! room:                       # the room template
-//!   mtu: 1394
+//!   mtu: 1500
 //!   ingress: [ { type: jumbo } ]
 //!   router: { type: switch }
 //!   egress: [ { type: reflection } ]
@@ -166,8 +166,9 @@ impl Default for NodeSection {
 #[serde(deny_unknown_fields)]
 pub struct RoomSpec {
     /// `room.mtu`: the room MTU (L3 bytes per frame). On a client or
-    /// gateway the relay's welcome sets it; on a relay it is the ceiling.
-    /// Default 1394, what a 1414-byte QUIC datagram carries.
+    /// gateway the relay's welcome sets it; on a relay it is every room's
+    /// (a policy may set its room's). Default 1500; frames larger than a
+    /// path's QUIC datagram travel in fragments.
     #[serde(default = "default_mtu")]
     pub mtu: u16,
     /// `room.ingress`: filters run on every frame before routing, in order.
@@ -181,8 +182,9 @@ pub struct RoomSpec {
     pub egress: Vec<StageSpec>,
 }
 
-/// The default room MTU.
-pub const DEFAULT_MTU: u16 = 1394;
+/// The default room MTU: Ethernet's 1500, so a room is a port on the
+/// host's LAN. Frames larger than a path's datagram travel in fragments.
+pub const DEFAULT_MTU: u16 = 1500;
 
 fn default_mtu() -> u16 {
     DEFAULT_MTU

@@ -1,7 +1,7 @@
 //! The control-plane messages carried on the first bidirectional QUIC stream.
 //!
 //! Each message is a JSON object whose `type` key names it, e.g.
-//! `{"type":"hello","protocol_version":1,"role":"client","room":"ROOM1",
+//! `{"type":"hello","protocol_version":2,"role":"client","room":"ROOM1",
 //! "mac":"02:00:00:00:00:51","datagram_budget":1414}`.
 
 use std::fmt;
@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::stage::LinkRole;
 use crate::wire::MacAddr;
 
-/// The control protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The control protocol version this build speaks. Version 2: frames
+/// larger than a datagram travel as overlay fragments and rooms run at
+/// MTU 1500 whatever the path (a version 1 peer would drop the fragments,
+/// so it gets `version_mismatch`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The role a peer asks for in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -233,6 +233,51 @@ pub fn ipv6_ra(src: MacAddr, tags: Tags, router_lifetime: u16) -> Vec<u8> {
     with_l3(IPV6_ALL_NODES_MAC, src, tags, ethertype::IPV6, &l3)
 }
 
+/// A TCP segment between 10.0.0.1 and 10.0.0.2 (IPv4) or two link-local
+/// addresses (IPv6), with valid checksums: `syn`/`ack` flags, an MSS option
+/// when given (after a NOP and a window scale, as Linux writes them), and
+/// `payload`.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_segment(
+    dst: MacAddr,
+    src: MacAddr,
+    tags: Tags,
+    ipv6: bool,
+    syn: bool,
+    ack: bool,
+    mss: Option<u16>,
+    payload: &[u8],
+) -> Vec<u8> {
+    use etherparse::TcpOptionElement::{MaximumSegmentSize, Noop, WindowScale};
+    let ip = if ipv6 {
+        PacketBuilder::ipv6(link_local(src), link_local(dst), 64)
+    } else {
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+    };
+    let mut tcp = ip.tcp(40000, 5201, 1000, 64240);
+    if syn {
+        tcp = tcp.syn();
+    }
+    if ack {
+        tcp = tcp.ack(2000);
+    }
+    if let Some(mss) = mss {
+        // Options always fit in a builder's 40 bytes.
+        tcp = match tcp.options(&[Noop, WindowScale(7), MaximumSegmentSize(mss)]) {
+            Ok(with) => with,
+            Err(_) => return Vec::new(),
+        };
+    }
+    let mut l3 = Vec::new();
+    let _ = tcp.write(&mut l3, payload);
+    let ethertype = if ipv6 {
+        ethertype::IPV6
+    } else {
+        ethertype::IPV4
+    };
+    with_l3(dst, src, tags, ethertype, &l3)
+}
+
 /// An ICMPv6 echo request between link-local addresses.
 pub fn ipv6_echo(dst: MacAddr, src: MacAddr, tags: Tags) -> Vec<u8> {
     let mut l3 = Vec::new();

@@ -2,6 +2,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod fragment;
 pub mod frame;
 pub mod mac;
 pub mod mtu;

@@ -59,9 +59,24 @@ pub fn mtu_for_budget(budget: usize) -> Result<u16, MtuError> {
     Ok(u16::try_from(mtu).unwrap_or(MAX_MTU).min(MAX_MTU))
 }
 
-/// The datagram budget a peer needs to carry frames of `mtu`.
+/// The datagram budget a peer needs to carry frames of `mtu` whole.
 pub fn datagram_budget_for_mtu(mtu: u16) -> usize {
     usize::from(mtu) + L2_OVERHEAD + OVERLAY_LEN
+}
+
+/// Bytes of Ethernet framing around the longest frame a room carries:
+/// header plus two VLAN tags (QinQ).
+pub const MAX_L2_OVERHEAD: usize = ETH_HEADER_LEN + 2 * VLAN_TAG_LEN;
+
+/// The longest frame a room of `mtu` carries: 1522 bytes at MTU 1500.
+pub const fn max_frame_len(mtu: u16) -> usize {
+    mtu as usize + MAX_L2_OVERHEAD
+}
+
+/// True when datagrams of `budget` bytes carry every frame of a room of
+/// `mtu`, whole or in at most [`super::fragment::MAX_FRAGMENTS`] fragments.
+pub fn budget_carries(budget: usize, mtu: u16) -> bool {
+    super::fragment::plan(max_frame_len(mtu), budget, OVERLAY_LEN).is_some()
 }
 
 #[cfg(test)]

@@ -11,15 +11,19 @@
 //! - `version` (1 byte) is [`OVERLAY_VERSION`]. A datagram with another
 //!   version is counted and dropped, never parsed.
 //! - `context id` is a QUIC variable-length integer (RFC 9000 §16), as in the
-//!   MASQUE Ethernet proxying draft: context 0 is a whole Ethernet frame.
-//!   Other contexts are reserved for later payload kinds — the opt-in
-//!   fragmentation mode will use its own context id with a fragment
-//!   sub-header. Unknown contexts are counted and dropped.
+//!   MASQUE Ethernet proxying draft: context 0 is a whole Ethernet frame,
+//!   context 1 a fragment of a frame larger than one datagram (its
+//!   sub-header and rules: [`super::fragment`]). Unknown contexts are
+//!   counted and dropped.
+
+use super::fragment::FragmentHeader;
 
 /// The overlay version this build speaks.
 pub const OVERLAY_VERSION: u8 = 1;
 /// Context id of a whole Ethernet frame.
 pub const CONTEXT_ETHERNET: u64 = 0;
+/// Context id of a fragment of an Ethernet frame.
+pub const CONTEXT_FRAGMENT: u64 = 1;
 /// Bytes of overlay header in front of an Ethernet frame.
 pub const ETHERNET_HEADER_LEN: usize = 2;
 /// The header bytes in front of an Ethernet frame.
@@ -30,6 +34,8 @@ pub const ETHERNET_HEADER: [u8; ETHERNET_HEADER_LEN] = [OVERLAY_VERSION, 0];
 pub enum OverlayPayload<'a> {
     /// A whole Ethernet frame (context 0).
     Ethernet(&'a [u8]),
+    /// A fragment of a frame (context 1): its header and payload.
+    Fragment(FragmentHeader, &'a [u8]),
 }
 
 /// Why a datagram was not accepted.
@@ -96,6 +102,9 @@ pub fn decode(datagram: &[u8]) -> Result<OverlayPayload<'_>, OverlayError> {
     let payload = &rest[len..];
     match context {
         CONTEXT_ETHERNET => Ok(OverlayPayload::Ethernet(payload)),
+        CONTEXT_FRAGMENT => FragmentHeader::decode(payload)
+            .map(|(header, payload)| OverlayPayload::Fragment(header, payload))
+            .ok_or(OverlayError::Truncated),
         other => Err(OverlayError::UnknownContext(other)),
     }
 }
@@ -125,6 +134,8 @@ mod tests {
         assert_eq!(decode(&[1]), Err(OverlayError::Truncated));
         assert_eq!(decode(&[2, 0, 9]), Err(OverlayError::UnknownVersion(2)));
         assert_eq!(decode(&[1, 5, 9]), Err(OverlayError::UnknownContext(5)));
+        // A fragment sub-header cut short.
+        assert_eq!(decode(&[1, 1, 0, 0, 0, 7, 0]), Err(OverlayError::Truncated));
         // Two-byte varint context 0x1234, cut short and whole.
         assert_eq!(decode(&[1, 0x52]), Err(OverlayError::Truncated));
         assert_eq!(

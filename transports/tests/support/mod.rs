@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 /// The relay's room pipeline in these tests: the shipped relay chain.
 pub const RELAY_ROOM: &str = "
-mtu: 1394
+mtu: 1500
 ingress:
   - { type: mac-guard }
   - { type: switch-control }
