@@ -3,7 +3,8 @@
 # A — relay — B topology of shared/NOTES.md: three network namespaces, A and
 # B reach each other only through the relay in R (UDP underlay), over TAP
 # adapters, plus a gateway (AF_PACKET) with a LAN host behind it. Reports TCP
-# throughput, UDP throughput and loss, 64-byte packet rate and ping RTT. Needs root, iproute2, iperf3, ping, and a release
+# throughput, UDP throughput and loss (1300-byte and full 1472-byte
+# datagrams), 64-byte packet rate and ping RTT. Needs root, iproute2, iperf3, ping, and a release
 # build (cargo build --release).
 #
 #   bash bench/e2e.sh [SECONDS]   (LP_BIN runs another lanparty binary)
@@ -42,6 +43,14 @@ python3 - "$dir/udp.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["end"]["sum"]
 print("UDP A→B (1300 B):    %.0f Mbit/s received, %.2f %% lost" % (s["bits_per_second"] / 1e6 * (1 - s["lost_percent"] / 100), s["lost_percent"]))
+PY
+# Full-size datagrams: 1472 bytes of UDP payload make 1514-byte frames,
+# each two fragment datagrams on the 1414-byte QUIC path.
+ip netns exec "$na" iperf3 -c 10.77.0.2 -u -b 2G -l 1472 -t "$secs" -J > "$dir/udp1472.json"
+python3 - "$dir/udp1472.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["end"]["sum"]
+print("UDP A→B (1472 B):    %.0f Mbit/s received, %.2f %% lost (1514-byte frames: 2 fragments each)" % (s["bits_per_second"] / 1e6 * (1 - s["lost_percent"] / 100), s["lost_percent"]))
 PY
 ip netns exec "$na" iperf3 -c 10.77.0.2 -u -b 0 -l 18 -t "$secs" -J > "$dir/small.json"
 python3 - "$dir/small.json" "$secs" <<'PY'

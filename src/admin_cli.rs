@@ -102,8 +102,8 @@ pub struct CaptureArgs {
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this many seconds.
-    #[arg(long)]
-    seconds: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    seconds: Option<Duration>,
     /// Bytes kept per frame.
     #[arg(long, default_value_t = 65535)]
     snaplen: u32,
@@ -382,9 +382,7 @@ async fn capture_inner(args: &CaptureArgs, path: &std::path::Path) -> Result<u64
                 .map_err(|e| format!("cannot create {}: {e}", args.write.display()))?,
         ))
     };
-    let deadline = args
-        .seconds
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline = args.seconds.map(|d| tokio::time::Instant::now() + d);
     let mut blocks = BlockCounter::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -455,6 +453,15 @@ impl BlockCounter {
         }
         self.pending.drain(..at).collect()
     }
+}
+
+/// Parses a number of seconds (`--seconds 2.5`): positive, at most a day.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| *s > 0.0 && *s <= 86_400.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds in (0, 86400]"))
 }
 
 /// Runs `lanparty room …`.

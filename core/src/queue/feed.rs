@@ -129,7 +129,12 @@ impl Feeder {
             return self.target / 2;
         }
         let excess = occupancy.saturating_sub(self.allowance / 2) as f64;
-        Duration::from_secs_f64(excess / self.rate).clamp(MIN_WAIT, self.target)
+        // A stalled path decays the rate towards zero: the wait it implies
+        // may be too long for a Duration (a panic in from_secs_f64), and is
+        // capped at the target anyway.
+        Duration::try_from_secs_f64(excess / self.rate)
+            .unwrap_or(self.target)
+            .clamp(MIN_WAIT, self.target)
     }
 }
 
@@ -190,6 +195,28 @@ mod tests {
         let (feeder, _, sent) = simulate(125e6, Duration::from_millis(2), 1000);
         assert!(feeder.allowance() >= 125_000, "{}", feeder.allowance());
         assert!(sent as f64 >= 0.9 * 125e6, "sent {sent}");
+    }
+
+    #[test]
+    fn a_stalled_path_never_breaks_the_feeder() {
+        // The buffer stops draining (a peer that stops reading): every
+        // measurement sees nothing sent, and the rate decays towards zero
+        // (it reached a subnormal value and made the wait overflow a
+        // Duration, a panic in the relay's pump, before the fix).
+        let mut feeder = Feeder::new(Duration::from_millis(1), 1 << 20);
+        let mut t = 0.0;
+        feeder.pushed(100_000);
+        let _ = feeder.decide(at(t), 100_000);
+        t += 1.0;
+        let _ = feeder.decide(at(t), 50_000); // 50 kB drained: a real rate
+        for _ in 0..100_000 {
+            t += 1.0;
+            match feeder.decide(at(t), 50_000) {
+                Feed::Wait(d) => assert!(d <= Duration::from_millis(1)),
+                Feed::Push => {}
+            }
+        }
+        assert!(feeder.rate() < 1e-100, "{}", feeder.rate());
     }
 
     #[test]
