@@ -14,6 +14,7 @@ pub mod congestion;
 pub mod control_stream;
 pub mod credentials;
 pub mod datapath;
+pub mod gate;
 pub mod net;
 pub mod server;
 pub mod tls;

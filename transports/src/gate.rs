@@ -1,0 +1,210 @@
+//! The relay's UDP socket gate: a per-source limit on QUIC long-header
+//! packets (Initial, Handshake, 0-RTT — what a handshake is made of),
+//! applied to every datagram before quinn parses or decrypts it.
+//!
+//! Each Initial costs quinn key derivation and a decryption before the
+//! relay's own admission rules (`handshake_slot`) can ignore it, so a
+//! one-address flood of Initials (thousands per second) took a share of the
+//! relay's thread and delayed admitted players' frames by several
+//! milliseconds. A real handshake needs a handful of long-header packets;
+//! beyond `handshake_packets_per_address` per second from one address, the
+//! rest are dropped here at the cost of a table lookup and counted.
+//! Short-header packets (every frame of an admitted peer) are never looked
+//! at beyond their first byte.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+
+/// Source addresses tracked at once; a spoofed flood from more addresses
+/// starts the table over instead of growing it.
+const TABLE_LIMIT: usize = 65_536;
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Long-header packets per source address per second, sans-IO.
+#[derive(Debug)]
+pub struct LongHeaderLimiter {
+    per_second: u32,
+    windows: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl LongHeaderLimiter {
+    /// A limiter allowing `per_second` long-header packets per address
+    /// and second.
+    pub fn new(per_second: u32) -> LongHeaderLimiter {
+        LongHeaderLimiter {
+            per_second,
+            windows: HashMap::new(),
+        }
+    }
+
+    /// Whether a long-header packet from `ip` may go on to quinn.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.windows.len() >= TABLE_LIMIT && !self.windows.contains_key(&ip) {
+            self.windows
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
+            if self.windows.len() >= TABLE_LIMIT {
+                self.windows.clear();
+            }
+        }
+        let (start, count) = self.windows.entry(ip).or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+        *count <= self.per_second
+    }
+}
+
+/// True for a QUIC long-header packet (RFC 9000 §17.2: the first bit set).
+pub fn is_long_header(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & 0x80 != 0)
+}
+
+/// A UDP socket that drops long-header packets over the per-source limit
+/// before quinn sees them.
+pub struct GatedSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    limiter: Mutex<LongHeaderLimiter>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for GatedSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatedSocket")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatedSocket {
+    /// Gates `inner` at `per_second` long-header packets per address;
+    /// drops are added to `dropped`.
+    pub fn new(
+        inner: Arc<dyn AsyncUdpSocket>,
+        per_second: u32,
+        dropped: Arc<AtomicU64>,
+    ) -> GatedSocket {
+        GatedSocket {
+            inner,
+            limiter: Mutex::new(LongHeaderLimiter::new(per_second)),
+            dropped,
+        }
+    }
+
+    /// Keeps the received entries that pass the gate, moved to the front;
+    /// returns how many.
+    fn filter(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let mut kept = 0;
+        let mut limiter = None;
+        let now = Instant::now();
+        for i in 0..n {
+            let len = meta[i].len;
+            let pass = !is_long_header(&bufs[i][..len]) || {
+                let limiter = limiter.get_or_insert_with(|| {
+                    self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+                });
+                limiter.admit(meta[i].addr.ip(), now)
+            };
+            if !pass {
+                // A GRO batch is one source's same-size datagrams: all go.
+                let segments = len.div_ceil(meta[i].stride.max(1)) as u64;
+                self.dropped.fetch_add(segments, Ordering::Relaxed);
+                continue;
+            }
+            if kept != i {
+                let (front, back) = bufs.split_at_mut(i);
+                front[kept][..len].copy_from_slice(&back[0][..len]);
+                meta[kept] = meta[i];
+            }
+            kept += 1;
+        }
+        kept
+    }
+}
+
+impl AsyncUdpSocket for GatedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            let kept = self.filter(bufs, meta, n);
+            if kept > 0 || n == 0 {
+                return Poll::Ready(Ok(kept));
+            }
+            // Everything was dropped: read on (the socket registers the
+            // waker when it has nothing more).
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_headers_are_limited_per_address_and_second() {
+        let mut l = LongHeaderLimiter::new(3);
+        let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let t = Instant::now();
+        assert!((0..3).all(|_| l.admit(a, t)));
+        assert!(!l.admit(a, t), "the fourth in the same second is dropped");
+        assert!(l.admit(b, t), "other addresses are not affected");
+        assert!(l.admit(a, t + WINDOW), "a new second starts over");
+    }
+
+    #[test]
+    fn a_spoofed_flood_does_not_grow_the_table_past_its_limit() {
+        let mut l = LongHeaderLimiter::new(1);
+        let t = Instant::now();
+        for i in 0..(TABLE_LIMIT as u32 + 10) {
+            assert!(l.admit(IpAddr::from(i.to_be_bytes()), t));
+        }
+        assert!(l.windows.len() <= TABLE_LIMIT);
+    }
+
+    #[test]
+    fn only_long_headers_are_judged() {
+        assert!(is_long_header(&[0xc0, 0, 0, 0, 1]));
+        assert!(!is_long_header(&[0x40, 1, 2]));
+        assert!(!is_long_header(&[]));
+    }
+}
