@@ -1,7 +1,7 @@
 //! Every registered stage kind, checked against its own documentation: the
 //! keys `lanparty stages NAME` documents are exactly the keys its settings
 //! accept (asked of the parser itself, with a key nobody accepts), and its
-//! example parses into an entry of its kind.
+//! example names its kind and builds in a node config.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,14 +70,11 @@ fn documented_keys_are_exactly_the_accepted_keys() {
 }
 
 #[test]
-fn every_example_names_its_own_kind_and_parses() {
+fn every_example_names_its_own_kind() {
     let registry = Registry::global().unwrap();
     for r in registry.iter() {
-        let value: serde_norway::Value = serde_norway::from_str(r.example)
-            .unwrap_or_else(|e| panic!("{}: example is not YAML: {e}\n{}", r.name, r.example));
-        let text = serde_norway::to_string(&value).unwrap();
         assert!(
-            text.contains(&format!("type: {}", r.name)),
+            r.example.contains(&format!("type: {}", r.name)),
             "{}: the example does not show `type: {}`:\n{}",
             r.name,
             r.name,
