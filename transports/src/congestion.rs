@@ -20,11 +20,17 @@
 //! A loss cuts it to 70 %, once per recovery period. The window never goes
 //! below [`MIN_WINDOW_PACKETS`] datagrams, nor below what the best delivery
 //! rate of the last second needs across the base RTT plus the peer's ACK
-//! delay. One round in [`RATE_ROUNDS`] probes with a quarter
-//! more window (as BBR probes for bandwidth): when that delivers clearly
-//! more, the delay is not a queue at the path's bottleneck but the sender's
-//! own (a busy sender processes ACKs late, which looks like queueing), and
-//! it stops shrinking the window until a probe finds the path full again.
+//! delay. Delivery rates are measured over [`RATE_ROUNDS`] rounds together,
+//! never over one: a round is half an RTT (a millisecond on a fast path),
+//! and ACKs arriving in bunches (ACK frequency, a shaper's burst allowance)
+//! make single rounds "deliver" many times the link rate — a floor built on
+//! those held 100 KB windows on a 20 Mbit/s link. One round in
+//! [`RATE_ROUNDS`] probes with a quarter more window (as BBR probes for
+//! bandwidth): when its last two rounds deliver clearly more than the eight
+//! before it *without* raising the standing delay, the delay is not a queue
+//! at the path's bottleneck but the sender's own (a busy sender processes
+//! ACKs late, which looks like queueing), and it stops shrinking the window
+//! until a probe finds the path full again.
 //! The base is replaced by the
 //! minimum of the last [`BASE_WINDOW`] when that stays more than four
 //! targets above it (a route change).
@@ -47,10 +53,11 @@ pub const TARGET_DELAY: Duration = Duration::from_micros(1500);
 /// acknowledgements and a busy sender's late ACK processing (which look
 /// like queueing) cannot starve a fast path.
 pub const MIN_WINDOW_PACKETS: u64 = 2;
-/// Rounds over which the delivery rate's maximum is kept; one round in
-/// this many probes for more.
+/// Rounds a delivery rate is measured over; one round in this many probes
+/// for more.
 pub const RATE_ROUNDS: usize = 8;
-/// The floor remembers the best delivery rate per bucket of this long ...
+/// The floor remembers the best delivery rate (over [`RATE_ROUNDS`]
+/// rounds) per bucket of this long ...
 pub const RATE_BUCKET: Duration = Duration::from_millis(250);
 /// ... over this many buckets (one second).
 pub const RATE_BUCKETS: usize = 4;
@@ -58,8 +65,8 @@ pub const RATE_BUCKETS: usize = 4;
 pub const PROBE_GAIN: f64 = 1.25;
 /// Rounds a probe lasts after the one that starts it.
 pub const PROBE_ROUNDS: u32 = 3;
-/// A probe round delivering this much more than the best before it shows
-/// that the delay is not the path's.
+/// A probe delivering this much more than the rounds before it (without
+/// raising the standing delay) shows that the delay is not the path's.
 pub const PROBE_SUCCESS: f64 = 1.1;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
@@ -97,21 +104,24 @@ pub struct DelayController {
     above_target: bool,
     /// Bytes acknowledged in the current round.
     round_acked: u64,
-    /// Delivery rates (bytes per second) of the last rounds.
-    rates: [f64; RATE_ROUNDS],
+    /// Bytes acknowledged and time taken by each of the last rounds.
+    spans: [(u64, Duration); RATE_ROUNDS],
     next_rate: usize,
     /// Rounds so far.
     rounds: u64,
-    /// While probing: the best delivery rate before the probe, and the
-    /// rounds left (the gain acts on the acknowledgements a round trip
-    /// later, and a round is half a round trip).
-    probe: Option<(f64, u32)>,
+    /// While probing: the delivery rate of the last [`RATE_ROUNDS`] rounds
+    /// and the standing RTT before
+    /// the probe, and the rounds left (the gain acts on the
+    /// acknowledgements a round trip later, and a round is half a round
+    /// trip).
+    probe: Option<(f64, Duration, u32)>,
     /// Whether the standing queue is the path's (false after a probe showed
     /// that more window delivers more: the delay is the sender's own).
     delay_trusted: bool,
     /// The last round's standing RTT.
     standing: Duration,
-    /// The best round delivery rate per [`RATE_BUCKET`], newest last.
+    /// The best delivery rate over [`RATE_ROUNDS`] consecutive rounds per
+    /// [`RATE_BUCKET`], newest last.
     buckets: [f64; RATE_BUCKETS],
     bucket_start: Instant,
 }
@@ -135,7 +145,7 @@ impl DelayController {
             round_start: now,
             above_target: false,
             round_acked: 0,
-            rates: [0.0; RATE_ROUNDS],
+            spans: [(0, Duration::ZERO); RATE_ROUNDS],
             next_rate: 0,
             rounds: 0,
             probe: None,
@@ -146,28 +156,46 @@ impl DelayController {
         }
     }
 
-    /// The best delivery rate of the last [`RATE_ROUNDS`] rounds, bytes/s.
-    fn max_rate(&self) -> f64 {
-        self.rates.iter().copied().fold(0.0, f64::max)
+    /// The delivery rate of the last `n` rounds together, bytes/s.
+    fn recent_rate(&self, n: usize) -> f64 {
+        let (bytes, time) = (1..=n.min(RATE_ROUNDS))
+            .map(|back| self.spans[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS])
+            .fold((0u64, Duration::ZERO), |(b, t), (ab, at)| (b + ab, t + at));
+        if time.is_zero() {
+            0.0
+        } else {
+            bytes as f64 / time.as_secs_f64()
+        }
     }
 
-    /// The best round delivery rate of the last second, bytes/s: what the
+    /// The best delivery rate of the last second, bytes/s: what the
     /// floor keeps, so a false delay signal cannot starve a fast path
     /// faster than this forgets.
     fn long_max_rate(&self) -> f64 {
         self.buckets.iter().copied().fold(0.0, f64::max)
     }
 
-    fn record_rate(&mut self, now: Instant, rate: f64) {
-        self.rates[self.next_rate] = rate;
+    fn record_rate(&mut self, now: Instant, acked: u64, elapsed: Duration) {
+        self.spans[self.next_rate] = (acked, elapsed);
         self.next_rate = (self.next_rate + 1) % RATE_ROUNDS;
         if now.saturating_duration_since(self.bucket_start) >= RATE_BUCKET {
             self.buckets.rotate_left(1);
             self.buckets[RATE_BUCKETS - 1] = 0.0;
             self.bucket_start = now;
         }
-        let last = &mut self.buckets[RATE_BUCKETS - 1];
-        *last = last.max(rate);
+        // The floor keeps the delivery rate of the last RATE_ROUNDS rounds
+        // together, not of the best single round: a round is half an RTT
+        // (a millisecond on a fast path), and ACKs that arrive in bunches
+        // (ACK frequency, a shaper's burst allowance) make single rounds
+        // "deliver" many times the link rate; a floor built on those held
+        // 100 KB windows on a 20 Mbit/s link, 40 ms of queue.
+        // Only whole windows of rounds: the first rounds alone are as
+        // bunched as single ones.
+        if self.rounds + 1 >= RATE_ROUNDS as u64 {
+            let rate = self.recent_rate(RATE_ROUNDS);
+            let last = &mut self.buckets[RATE_BUCKETS - 1];
+            *last = last.max(rate);
+        }
     }
 
     /// The window floor: at least [`MIN_WINDOW_PACKETS`] datagrams, and
@@ -208,22 +236,31 @@ impl DelayController {
         let standing = self.round_min.take().unwrap_or(sample);
         self.standing = standing;
         let elapsed = now.saturating_duration_since(self.round_start);
-        let rate = self.round_acked as f64 / elapsed.as_secs_f64();
+        self.record_rate(now, self.round_acked, elapsed);
         // A probe round that delivered clearly more than the best before it:
         // more window means more throughput, so the standing delay is not a
         // queue at the path's bottleneck (it is e.g. a busy sender's late
         // ACK processing) and must not shrink the window.
+        // It must also not have raised the standing delay: a shaper's burst
+        // allowance (tbf's `burst`) lets a probe deliver more for a moment
+        // at a real bottleneck too, but only by queueing there; the sender's
+        // own late ACK processing does not grow with the window.
         match self.probe.take() {
-            Some((before, 0)) => self.delay_trusted = rate < before * PROBE_SUCCESS,
-            Some((before, left)) => self.probe = Some((before, left - 1)),
+            Some((before, standing_before, 0)) => {
+                // The probe's last two rounds: where its extra window shows.
+                self.delay_trusted = self.recent_rate(2) < before * PROBE_SUCCESS
+                    || standing > standing_before + TARGET_DELAY;
+            }
+            Some((before, standing_before, left)) => {
+                self.probe = Some((before, standing_before, left - 1));
+            }
             None => {}
         }
-        self.record_rate(now, rate);
         self.round_acked = 0;
         self.round_start = now;
         self.rounds += 1;
         if self.rounds % RATE_ROUNDS as u64 == 0 && !self.slow_start && self.probe.is_none() {
-            self.probe = Some((self.max_rate(), PROBE_ROUNDS));
+            self.probe = Some((self.recent_rate(RATE_ROUNDS), standing, PROBE_ROUNDS));
         }
         let queueing = standing.saturating_sub(self.base.unwrap_or(base));
         self.above_target = queueing > TARGET_DELAY && self.delay_trusted;
@@ -429,6 +466,33 @@ mod tests {
         assert!(out.rate >= 0.7 * rate, "{} B/s", out.rate);
         // Without the probes the window shrinks until only the floor holds
         // it, and the floor forgets a third of the rate every second.
+    }
+
+    #[test]
+    fn acks_in_bunches_do_not_inflate_the_floor() {
+        // A 20 Mbit/s path (2.5 MB/s), 0.5 ms of base RTT, whose ACKs come
+        // in bunches: every fourth 2 ms round acknowledges 32 KB at once (a
+        // shaper's burst allowance), the others 5.6 KB. Judged on single
+        // rounds that is 16 MB/s, and a floor of 40 KB: 16 ms of queue at
+        // this rate. Over eight rounds it is the rate the path has.
+        let t0 = Instant::now();
+        let mut c = DelayController::new(t0, MTU as u16);
+        let mut now = t0;
+        for round in 0..500u32 {
+            let acks = if round % 4 == 0 { 23 } else { 4 };
+            for _ in 0..acks {
+                c.acked(
+                    now,
+                    now - Duration::from_micros(500),
+                    MTU,
+                    false,
+                    Duration::from_millis(2),
+                );
+            }
+            now += Duration::from_millis(2);
+        }
+        let floor = c.rate_floor();
+        assert!(floor < 20_000, "floor {floor} bytes");
     }
 
     #[test]
