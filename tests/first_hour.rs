@@ -167,7 +167,7 @@ fn a_wrong_pinned_certificate_is_final_and_says_which_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(
-        last.contains("not the one we trust")
+        last.contains("TLS with the relay")
             && last.contains(&pin.display().to_string())
             && last.contains("trust.pin"),
         "{err}"

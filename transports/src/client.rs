@@ -637,7 +637,7 @@ impl QuicClient {
             // Raised here, by TLS: the certificate check (a TLS alert code).
             quinn::ConnectionError::TransportError(t) if u64::from(t.code) & !0xff == 0x100 => {
                 Attempt::Final(format!(
-                    "the relay at {relay} ({addr}) is not the one we trust: {} (checked against {}, server name `{}`); ask the relay's operator for its current relay-cert.der (or fix `server_name`) and start again",
+                    "TLS with the relay at {relay} ({addr}) failed: {} (its certificate was checked against {}, server name `{}`); if the relay made a new certificate, ask its operator for the current relay-cert.der (or fix `server_name`), then start again",
                     t.reason.trim_start_matches("unexpected error: "),
                     self.trust_origin,
                     self.server_name

@@ -157,7 +157,7 @@ async fn a_wrong_pin_fails_the_handshake_and_is_final() {
         .expect("a refused certificate ends the port");
     let e = result.unwrap().expect_err("refused").to_string();
     assert!(
-        e.contains("not the one we trust") && e.contains(&files.cert_der.display().to_string()),
+        e.contains("TLS with the relay") && e.contains(&files.cert_der.display().to_string()),
         "{e}"
     );
     assert_eq!(peer.counters.failed_attempts.load(Ordering::Relaxed), 0);
