@@ -368,7 +368,8 @@ impl QuicClient {
         };
         match (trust, errors.is_empty()) {
             (Some(trust), true) => Ok(QuicClient {
-                name: config.path.trim_start_matches("ports.").to_string(),
+                // Named by the runtime when it runs (`PortContext::port_name`).
+                name: String::new(),
                 server_name: settings
                     .server_name
                     .clone()
@@ -398,7 +399,8 @@ impl QuicClient {
         tls::quic_client_config(&self.trust, transport).map_err(|e| e.to_string())
     }
 
-    async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+    async fn run(mut self, ctx: PortContext) -> Result<(), PortError> {
+        self.name = ctx.port_name().to_string();
         let quic = self
             .client_config()
             .map_err(|e| PortError::new(&self.name, e))?;

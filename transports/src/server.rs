@@ -282,7 +282,8 @@ impl QuicServer {
             return Err(errors);
         }
         Ok(QuicServer {
-            name: config.path.trim_start_matches("ports.").to_string(),
+            // Named by the runtime when it runs (`PortContext::port_name`).
+            name: String::new(),
             settings,
             listen,
             tls,
@@ -312,7 +313,8 @@ impl QuicServer {
         }
     }
 
-    async fn run(self, ctx: PortContext) -> Result<(), PortError> {
+    async fn run(mut self, ctx: PortContext) -> Result<(), PortError> {
+        self.name = ctx.port_name().to_string();
         let fail = |m: String| PortError::new(&self.name, m);
         let identity = self.identity()?;
         let reset_secret = identity.key.secret_der().to_vec();
