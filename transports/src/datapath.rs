@@ -163,6 +163,16 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Adds to each port counter what a connection's own counter gained since
+/// it was last synced: `(port counter, now, then)`.
+fn add_deltas<const N: usize>(deltas: [(&AtomicU64, u64, u64); N]) {
+    for (counter, now, then) in deltas {
+        if now > then {
+            counter.fetch_add(now - then, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Reassembly bounds for a connection to a room of `mtu`: the default
 /// counts and timeout, frames no longer than the room carries.
 pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {
@@ -213,7 +223,7 @@ impl DataPath {
         let outcome = self.reassembler.push(self.clock.now(), header, payload);
         let now = self.reassembler.stats();
         let old = std::mem::replace(&mut self.synced, now);
-        for (counter, new, old) in [
+        add_deltas([
             (&counters.reassembled, now.reassembled, old.reassembled),
             (&counters.fragment_timeout, now.timeout, old.timeout),
             (&counters.fragment_overflow, now.overflow, old.overflow),
@@ -224,21 +234,20 @@ impl DataPath {
                 old.inconsistent,
             ),
             (&counters.fragment_duplicate, now.duplicate, old.duplicate),
-        ] {
-            if new > old {
-                counter.fetch_add(new - old, Ordering::Relaxed);
-            }
-        }
+        ]);
         match outcome {
-            Reassembled::Frame(frame) => {
-                self.stats.frames_rx += 1;
-                self.stats.bytes_rx += frame.len() as u64;
-                if !link.send(frame) {
-                    self.stats.dropped += 1;
-                }
-            }
+            Reassembled::Frame(frame) => self.deliver(frame, link),
             Reassembled::Pending => {}
             Reassembled::Dropped(_) => self.stats.dropped += 1,
+        }
+    }
+
+    /// Hands a whole frame to the room, counted.
+    fn deliver(&mut self, frame: Bytes, link: &LinkHandle) {
+        self.stats.frames_rx += 1;
+        self.stats.bytes_rx += frame.len() as u64;
+        if !link.send(frame) {
+            self.stats.dropped += 1;
         }
     }
 
@@ -263,11 +272,7 @@ impl DataPath {
                 return;
             }
         };
-        self.stats.frames_rx += 1;
-        self.stats.bytes_rx += (datagram.len() - offset) as u64;
-        if !link.send(datagram.slice(offset..)) {
-            self.stats.dropped += 1;
-        }
+        self.deliver(datagram.slice(offset..), link);
     }
 
     /// The stats to answer a `stats_request` with: this direction's
@@ -434,16 +439,12 @@ impl PeerSender {
         let now = state.queue.stats();
         let old = std::mem::replace(&mut state.synced, now);
         let c = &*self.counters;
-        for (counter, new, old) in [
+        add_deltas([
             (&c.queue_overflow, now.overflow_drops, old.overflow_drops),
             (&c.queue_codel, now.codel_drops, old.codel_drops),
             (&c.queue_flushed, now.flushed, old.flushed),
             (&c.queue_ce_marked, now.ce_marks, old.ce_marks),
-        ] {
-            if new > old {
-                counter.fetch_add(new - old, Ordering::Relaxed);
-            }
-        }
+        ]);
         let dropped = (now.overflow_drops + now.codel_drops + now.flushed)
             .saturating_sub(old.overflow_drops + old.codel_drops + old.flushed);
         if dropped > 0 {
@@ -468,8 +469,7 @@ impl PeerSender {
             return self.drop_frame(&counters.not_connected);
         };
         let budget = conn.max_datagram_size().unwrap_or(0).min(*max_datagram);
-        let Some((count, size)) = fragment::plan(frame.len(), budget, overlay::ETHERNET_HEADER_LEN)
-        else {
+        let Some((count, size)) = fragment::plan(frame.len(), budget) else {
             return self.drop_frame(&counters.too_large);
         };
         let need = if count == 1 {
