@@ -8,13 +8,12 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use lanparty_core::time::Timestamp;
 use lanparty_core::wire::fragment::{Reassembled, Reassembler, ReassemblyLimits, plan, split};
-use lanparty_core::wire::overlay::ETHERNET_HEADER_LEN;
 
 fn fragments(c: &mut Criterion) {
     let mut group = c.benchmark_group("fragment");
     for (len, budget) in [(1514usize, 1414usize), (1522, 600), (9018, 1414)] {
         let frame: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        let Some((count, size)) = plan(len, budget, ETHERNET_HEADER_LEN) else {
+        let Some((count, size)) = plan(len, budget) else {
             continue;
         };
         group.throughput(Throughput::Elements(1));

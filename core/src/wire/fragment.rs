@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::overlay::{CONTEXT_FRAGMENT, OVERLAY_VERSION};
+use super::overlay::{CONTEXT_FRAGMENT, ETHERNET_HEADER_LEN, OVERLAY_VERSION};
 use crate::time::Timestamp;
 
 /// Bytes of overlay header in front of a fragment's payload.
@@ -89,9 +89,10 @@ impl FragmentHeader {
 /// How a frame of `len` bytes is split for datagrams of `budget` bytes:
 /// `(count, size)` — `count` fragments of `size` bytes, the last one the
 /// rest. `None` when it would take more than [`MAX_FRAGMENTS`] (or the
-/// budget holds no payload at all); `Some((1, len))` when it fits whole.
-pub fn plan(len: usize, budget: usize, whole_header: usize) -> Option<(usize, usize)> {
-    if len + whole_header <= budget {
+/// budget holds no payload at all); `Some((1, len))` when it fits whole
+/// (behind the overlay's Ethernet header).
+pub fn plan(len: usize, budget: usize) -> Option<(usize, usize)> {
+    if len + ETHERNET_HEADER_LEN <= budget {
         return Some((1, len));
     }
     let room = budget.checked_sub(FRAGMENT_HEADER_LEN).filter(|r| *r > 0)?;
@@ -431,14 +432,13 @@ impl Drop for Reassembler {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::wire::overlay::ETHERNET_HEADER_LEN;
 
     fn frame(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
     }
 
     fn pieces(frame: &[u8], budget: usize, id: u32) -> Vec<(FragmentHeader, Vec<u8>)> {
-        let (count, size) = plan(frame.len(), budget, ETHERNET_HEADER_LEN).unwrap();
+        let (count, size) = plan(frame.len(), budget).unwrap();
         assert!(count >= 2);
         split(frame, count, size, id)
             .map(|(h, p)| {
@@ -462,7 +462,7 @@ mod tests {
             let whole = budget - ETHERNET_HEADER_LEN;
             for len in [whole - 1, whole, whole + 1, 1514, 1518, 1522, 9018, 9022] {
                 let f = frame(len);
-                let (count, _) = plan(len, budget, ETHERNET_HEADER_LEN).unwrap();
+                let (count, _) = plan(len, budget).unwrap();
                 if count == 1 {
                     assert!(len <= whole, "{len} fits whole in {budget}");
                     continue;
@@ -499,8 +499,8 @@ mod tests {
             }
         }
         // Too many fragments: the budget cannot carry the frame.
-        assert_eq!(plan(9022, 400, ETHERNET_HEADER_LEN), None);
-        assert_eq!(plan(1522, FRAGMENT_HEADER_LEN, ETHERNET_HEADER_LEN), None);
+        assert_eq!(plan(9022, 400), None);
+        assert_eq!(plan(1522, FRAGMENT_HEADER_LEN), None);
     }
 
     #[test]

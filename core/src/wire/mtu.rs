@@ -1,18 +1,16 @@
-//! MTU arithmetic between a QUIC datagram budget, the overlay payload and
-//! the MTU a TAP adapter is given.
+//! Room MTU bounds, and what a QUIC datagram budget must carry for a room.
 //!
 //! ```text
 //! QUIC datagram budget (max_datagram_size)
-//! └─ overlay header (2 bytes for an Ethernet frame)
-//!    └─ Ethernet frame: 14-byte header + one 4-byte VLAN tag reserved
-//!       └─ TAP MTU (the IP packet)
+//! └─ overlay header (2 bytes for a whole frame, 10 for a fragment)
+//!    └─ Ethernet frame: 14-byte header + up to two 4-byte VLAN tags
+//!       └─ room MTU (the IP packet; the TAP adapter's MTU)
 //! ```
 //!
-//! One VLAN tag is reserved so that a tagged frame of full MTU from a
-//! gateway's LAN still fits in one datagram.
+//! A frame larger than the budget travels in fragments
+//! ([`super::fragment`]), so the room MTU does not depend on the path.
 
 use super::ethernet::{ETH_HEADER_LEN, VLAN_TAG_LEN};
-use super::overlay::ETHERNET_HEADER_LEN as OVERLAY_LEN;
 
 /// The smallest room MTU accepted (the IPv4 minimum datagram size).
 pub const MIN_MTU: u16 = 576;
@@ -20,19 +18,13 @@ pub const MIN_MTU: u16 = 576;
 pub const MAX_MTU: u16 = 9000;
 /// The MTU below which IPv6 cannot run on an interface.
 pub const IPV6_MIN_MTU: u16 = 1280;
-/// Bytes of Ethernet framing that the MTU does not count: header plus one
-/// reserved VLAN tag.
-pub const L2_OVERHEAD: usize = ETH_HEADER_LEN + VLAN_TAG_LEN;
 
-/// Why an MTU or budget is unusable.
+/// Why an MTU is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MtuError {
     /// The MTU is outside [`MIN_MTU`]..=[`MAX_MTU`].
     #[error("MTU {0} is outside {MIN_MTU}..={MAX_MTU}")]
     OutOfRange(u32),
-    /// The datagram budget cannot carry a frame of the minimum MTU.
-    #[error("a datagram budget of {0} bytes cannot carry an Ethernet frame of MTU {MIN_MTU} (needs {needed})", needed = datagram_budget_for_mtu(MIN_MTU))]
-    BudgetTooSmall(usize),
 }
 
 /// Checks that `mtu` is a usable room MTU.
@@ -41,27 +33,6 @@ pub fn validate_mtu(mtu: u32) -> Result<u16, MtuError> {
         Ok(m) if (MIN_MTU..=MAX_MTU).contains(&m) => Ok(m),
         _ => Err(MtuError::OutOfRange(mtu)),
     }
-}
-
-/// The largest Ethernet frame (header and tags included) that fits in a
-/// datagram of `budget` bytes.
-pub fn frame_capacity(budget: usize) -> usize {
-    budget.saturating_sub(OVERLAY_LEN)
-}
-
-/// The TAP MTU that a datagram budget supports, clamped to [`MAX_MTU`];
-/// an error if it is below [`MIN_MTU`].
-pub fn mtu_for_budget(budget: usize) -> Result<u16, MtuError> {
-    let mtu = frame_capacity(budget).saturating_sub(L2_OVERHEAD);
-    if mtu < usize::from(MIN_MTU) {
-        return Err(MtuError::BudgetTooSmall(budget));
-    }
-    Ok(u16::try_from(mtu).unwrap_or(MAX_MTU).min(MAX_MTU))
-}
-
-/// The datagram budget a peer needs to carry frames of `mtu` whole.
-pub fn datagram_budget_for_mtu(mtu: u16) -> usize {
-    usize::from(mtu) + L2_OVERHEAD + OVERLAY_LEN
 }
 
 /// Bytes of Ethernet framing around the longest frame a room carries:
@@ -76,7 +47,7 @@ pub const fn max_frame_len(mtu: u16) -> usize {
 /// True when datagrams of `budget` bytes carry every frame of a room of
 /// `mtu`, whole or in at most [`super::fragment::MAX_FRAGMENTS`] fragments.
 pub fn budget_carries(budget: usize, mtu: u16) -> bool {
-    super::fragment::plan(max_frame_len(mtu), budget, OVERLAY_LEN).is_some()
+    super::fragment::plan(max_frame_len(mtu), budget).is_some()
 }
 
 #[cfg(test)]
@@ -84,26 +55,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_round_trip() {
-        // Settled quinn path on loopback: 1414 bytes (NOTES.md).
-        assert_eq!(mtu_for_budget(1414), Ok(1394));
-        assert_eq!(datagram_budget_for_mtu(1394), 1414);
-        // Right after the handshake: 1162.
-        assert_eq!(mtu_for_budget(1162), Ok(1142));
-        for mtu in [MIN_MTU, 1280, 1394, 1500, MAX_MTU] {
-            assert_eq!(mtu_for_budget(datagram_budget_for_mtu(mtu)), Ok(mtu));
-        }
-        assert_eq!(frame_capacity(1414), 1412);
-    }
-
-    #[test]
-    fn too_small_and_out_of_range() {
-        assert_eq!(mtu_for_budget(0), Err(MtuError::BudgetTooSmall(0)));
-        assert_eq!(
-            mtu_for_budget(datagram_budget_for_mtu(MIN_MTU) - 1),
-            Err(MtuError::BudgetTooSmall(595))
-        );
-        assert_eq!(mtu_for_budget(usize::MAX), Ok(MAX_MTU));
+    fn budgets_and_out_of_range() {
+        assert_eq!(max_frame_len(1500), 1522);
+        // Right after the handshake (1162) and settled (1414): MTU 1500 in
+        // two fragments; jumbo in eight.
+        assert!(budget_carries(1162, 1500) && budget_carries(1414, 1500));
+        assert!(budget_carries(1162, MAX_MTU));
+        assert!(!budget_carries(500, MAX_MTU) && !budget_carries(80, 1500));
         assert_eq!(validate_mtu(575), Err(MtuError::OutOfRange(575)));
         assert_eq!(validate_mtu(9001), Err(MtuError::OutOfRange(9001)));
         assert_eq!(validate_mtu(u32::MAX), Err(MtuError::OutOfRange(u32::MAX)));
