@@ -25,34 +25,37 @@ use std::time::{Duration, Instant};
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-/// Source addresses tracked at once; a spoofed flood from more addresses
-/// starts the table over instead of growing it.
+/// Source addresses the gate tracks at once; a spoofed flood from more
+/// addresses starts the table over instead of growing it.
 const TABLE_LIMIT: usize = 65_536;
 const WINDOW: Duration = Duration::from_secs(1);
 
-/// Long-header packets per source address per second, sans-IO.
+/// Events per source address per second, sans-IO: the gate's long-header
+/// packets, and the relay's Retries (`server.rs`).
 #[derive(Debug)]
-pub struct LongHeaderLimiter {
+pub struct PerAddressRate {
     per_second: u32,
+    table_limit: usize,
     windows: HashMap<IpAddr, (Instant, u32)>,
 }
 
-impl LongHeaderLimiter {
-    /// A limiter allowing `per_second` long-header packets per address
-    /// and second.
-    pub fn new(per_second: u32) -> LongHeaderLimiter {
-        LongHeaderLimiter {
+impl PerAddressRate {
+    /// Allows `per_second` events per address and second, tracking at
+    /// most `table_limit` addresses.
+    pub fn new(per_second: u32, table_limit: usize) -> PerAddressRate {
+        PerAddressRate {
             per_second,
+            table_limit,
             windows: HashMap::new(),
         }
     }
 
-    /// Whether a long-header packet from `ip` may go on to quinn.
+    /// Counts an event from `ip`; whether it is within the rate.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.windows.len() >= TABLE_LIMIT && !self.windows.contains_key(&ip) {
+        if self.windows.len() >= self.table_limit && !self.windows.contains_key(&ip) {
             self.windows
                 .retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
-            if self.windows.len() >= TABLE_LIMIT {
+            if self.windows.len() >= self.table_limit {
                 self.windows.clear();
             }
         }
@@ -75,7 +78,7 @@ pub fn is_long_header(datagram: &[u8]) -> bool {
 /// before quinn sees them.
 pub struct GatedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
-    limiter: Mutex<LongHeaderLimiter>,
+    limiter: Mutex<PerAddressRate>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -97,7 +100,7 @@ impl GatedSocket {
     ) -> GatedSocket {
         GatedSocket {
             inner,
-            limiter: Mutex::new(LongHeaderLimiter::new(per_second)),
+            limiter: Mutex::new(PerAddressRate::new(per_second, TABLE_LIMIT)),
             dropped,
         }
     }
@@ -182,7 +185,7 @@ mod tests {
 
     #[test]
     fn long_headers_are_limited_per_address_and_second() {
-        let mut l = LongHeaderLimiter::new(3);
+        let mut l = PerAddressRate::new(3, TABLE_LIMIT);
         let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
         let t = Instant::now();
         assert!((0..3).all(|_| l.admit(a, t)));
@@ -193,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_spoofed_flood_does_not_grow_the_table_past_its_limit() {
-        let mut l = LongHeaderLimiter::new(1);
+        let mut l = PerAddressRate::new(1, TABLE_LIMIT);
         let t = Instant::now();
         for i in 0..(TABLE_LIMIT as u32 + 10) {
             assert!(l.admit(IpAddr::from(i.to_be_bytes()), t));

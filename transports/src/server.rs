@@ -30,6 +30,7 @@ use crate::datapath::{
     DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, datapath_metrics,
     reassembly_limits,
 };
+use crate::gate::PerAddressRate;
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
 use lanparty_core::wire::fragment::ReassemblyBudget;
@@ -550,13 +551,22 @@ impl StatusSource for Shared {
 }
 
 /// Handshakes in progress.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Handshakes {
     total: usize,
     per_address: std::collections::HashMap<std::net::IpAddr, usize>,
-    /// Retries sent per source address in the current second.
-    retried: std::collections::HashMap<std::net::IpAddr, u32>,
-    retried_since: Option<Instant>,
+    /// Retries sent per source address and second.
+    retried: PerAddressRate,
+}
+
+impl Default for Handshakes {
+    fn default() -> Self {
+        Handshakes {
+            total: 0,
+            per_address: std::collections::HashMap::new(),
+            retried: PerAddressRate::new(RETRIES_PER_ADDRESS_PER_SECOND, RETRY_TABLE_LIMIT),
+        }
+    }
 }
 
 /// Retries sent to one source address per second at most; beyond, its
@@ -564,25 +574,8 @@ struct Handshakes {
 /// and a send, which a one-address flood must not buy by the thousand).
 pub const RETRIES_PER_ADDRESS_PER_SECOND: u32 = 32;
 /// Source addresses whose retries are counted at once (a spoofed flood
-/// from many addresses resets the table instead of growing it).
+/// from many addresses starts the table over instead of growing it).
 const RETRY_TABLE_LIMIT: usize = 4096;
-
-impl Handshakes {
-    /// Whether `ip` may get another Retry this second.
-    fn may_retry(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
-        if self
-            .retried_since
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
-            || self.retried.len() >= RETRY_TABLE_LIMIT
-        {
-            self.retried.clear();
-            self.retried_since = Some(now);
-        }
-        let n = self.retried.entry(ip).or_default();
-        *n += 1;
-        *n <= RETRIES_PER_ADDRESS_PER_SECOND
-    }
-}
 
 /// A handshake that holds its place in [`Handshakes`] until dropped.
 struct HandshakeSlot {
@@ -663,7 +656,7 @@ impl Shared {
             && !incoming.remote_address_validated()
             && incoming.may_retry();
         let refuse = if retry {
-            !h.may_retry(ip, Instant::now())
+            !h.retried.admit(ip, Instant::now())
         } else {
             h.total >= s.max_handshakes || from_here >= s.max_handshakes_per_address
         };
