@@ -19,7 +19,7 @@ use lanparty_core::registry::{
     FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
 };
 use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
-use lanparty_core::wire::checksum::update_checksum;
+use lanparty_core::wire::checksum::with_word;
 use lanparty_core::wire::{FrameView, Judged, ethertype};
 use serde::Deserialize;
 
@@ -74,19 +74,14 @@ pub fn zero_router_lifetime(frame: &FrameView<'_>) -> Option<Vec<u8>> {
     let Some(TransportSlice::Icmpv6(icmp)) = packet.transport else {
         return None;
     };
-    let start = (icmp.slice().as_ptr() as usize).checked_sub(frame.bytes().as_ptr() as usize)?;
+    let start = frame.offset_of(icmp.slice())?;
     let bytes = frame.bytes();
     let field = start + ROUTER_LIFETIME_OFFSET;
     let lifetime = u16::from_be_bytes([*bytes.get(field)?, *bytes.get(field + 1)?]);
     if lifetime == 0 {
         return None;
     }
-    let sum_at = start + CHECKSUM_OFFSET;
-    let checksum = u16::from_be_bytes([bytes[sum_at], bytes[sum_at + 1]]);
-    let mut out = bytes.to_vec();
-    out[field..field + 2].copy_from_slice(&0u16.to_be_bytes());
-    out[sum_at..sum_at + 2].copy_from_slice(&update_checksum(checksum, lifetime, 0).to_be_bytes());
-    Some(out)
+    with_word(bytes, field, 0, start + CHECKSUM_OFFSET)
 }
 
 impl Filter for Ipv6Ra {

@@ -24,7 +24,7 @@ use lanparty_core::registry::{
     FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
 };
 use lanparty_core::stage::{Filter, FilterContext, FilterSides, Verdict};
-use lanparty_core::wire::checksum::update_checksum;
+use lanparty_core::wire::checksum::with_word;
 use lanparty_core::wire::{Fragment, FrameView, ethertype};
 use serde::Deserialize;
 
@@ -87,8 +87,7 @@ impl TcpMss {
         if !tcp.syn() {
             return None;
         }
-        let bytes = frame.bytes();
-        let start = (tcp.slice().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+        let start = frame.offset_of(tcp.slice())?;
         let options_at = start + 20;
         let options = tcp.options();
         let mut i = 0;
@@ -107,13 +106,7 @@ impl TcpMss {
                             return None;
                         }
                         let at = options_at + i + 2;
-                        let sum_at = start + TCP_CHECKSUM;
-                        let checksum = u16::from_be_bytes([bytes[sum_at], bytes[sum_at + 1]]);
-                        let mut out = bytes.to_vec();
-                        out[at..at + 2].copy_from_slice(&limit.to_be_bytes());
-                        out[sum_at..sum_at + 2]
-                            .copy_from_slice(&update_checksum(checksum, mss, limit).to_be_bytes());
-                        return Some(out);
+                        return with_word(frame.bytes(), at, limit, start + TCP_CHECKSUM);
                     }
                     i += len;
                 }

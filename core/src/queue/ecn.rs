@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::wire::checksum::update_checksum;
+use crate::wire::checksum::set_word;
 use crate::wire::ethernet::{EthernetHeader, ethertype};
 
 /// The ECN field of an IP packet.
@@ -66,13 +66,9 @@ pub fn mark_ce(frame: Bytes) -> Result<Bytes, Bytes> {
     };
     match field {
         EcnField::V4(tos_at) => {
-            let old = u16::from_be_bytes([bytes[tos_at - 1], bytes[tos_at]]);
-            bytes[tos_at] |= CE;
-            let new = u16::from_be_bytes([bytes[tos_at - 1], bytes[tos_at]]);
-            let sum_at = tos_at + 9;
-            let sum = u16::from_be_bytes([bytes[sum_at], bytes[sum_at + 1]]);
-            let updated = update_checksum(sum, old, new);
-            bytes[sum_at..sum_at + 2].copy_from_slice(&updated.to_be_bytes());
+            // The checksum covers the word of version/IHL and TOS.
+            let word = u16::from_be_bytes([bytes[tos_at - 1], bytes[tos_at] | CE]);
+            let _ = set_word(&mut bytes, tos_at - 1, word, tos_at + 9);
         }
         EcnField::V6(at) => bytes[at + 1] |= CE << 4,
     }

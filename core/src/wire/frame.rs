@@ -354,6 +354,13 @@ impl<'a> FrameView<'a> {
         &self.eth
     }
 
+    /// Where `part`, a slice of this frame's bytes (e.g. the transport
+    /// header etherparse found in [`Self::l3_bytes`]), starts in the frame.
+    pub fn offset_of(&self, part: &[u8]) -> Option<usize> {
+        let offset = (part.as_ptr() as usize).checked_sub(self.bytes.as_ptr() as usize)?;
+        (offset + part.len() <= self.bytes.len()).then_some(offset)
+    }
+
     /// The bytes after the L2 header (and any VLAN tags).
     pub fn l3_bytes(&self) -> &'a [u8] {
         self.bytes.get(self.eth.header_len..).unwrap_or(&[])
