@@ -10,7 +10,7 @@ use figment::{Figment, Source};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::error::{ConfigError, describe_source};
+use super::error::{ConfigError, describe_source, join_key};
 
 /// One stage entry as written, before its kind's parser has looked at it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -206,11 +206,7 @@ fn collect_overrides(
     out: &mut BTreeMap<String, String>,
 ) {
     for (key, value) in dict {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = join_key(prefix, std::slice::from_ref(key));
         match value {
             Value::Dict(_, inner) => collect_overrides(figment, &path, inner, out),
             _ => {

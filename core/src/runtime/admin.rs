@@ -88,7 +88,8 @@ impl Drop for SocketFile {
     }
 }
 
-/// Serves the admin socket until shutdown, then removes it.
+/// Serves the admin socket until shutdown. The socket file is the node's
+/// [`SocketFile`]'s to remove.
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
@@ -116,7 +117,6 @@ pub async fn serve(
             },
         }
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 async fn handle(

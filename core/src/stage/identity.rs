@@ -71,21 +71,23 @@ pub fn unify(
         }
         return None;
     };
-    let mac = &mac;
     for (name, port) in ports.iter_mut() {
         if let MacIdentity::Adapter { mac: adapter, .. } = port.mac_identity() {
-            match adapter {
-                None => *adapter = Some(*mac),
-                Some(own) if own != mac => errors.push(ConfigError::new(
-                    origin(&format!("ports.{name}.mac")),
-                    format!("ports.{name}.mac"),
-                    format!(
-                        "{own} is not the MAC `ports.{session}.mac` joins the room with ({mac}); the relay admits frames only from that one, so every frame would be lost. Remove `ports.{name}.mac` (the adapter takes the session's) or make the two equal"
-                    ),
-                )),
+            match *adapter {
+                None => *adapter = Some(mac),
+                Some(own) if own != mac => {
+                    let key = format!("ports.{name}.mac");
+                    errors.push(ConfigError::new(
+                        origin(&key),
+                        key.clone(),
+                        format!(
+                            "{own} is not the MAC `ports.{session}.mac` joins the room with ({mac}); the relay admits frames only from that one, so every frame would be lost. Remove `{key}` (the adapter takes the session's) or make the two equal"
+                        ),
+                    ));
+                }
                 Some(_) => {}
             }
         }
     }
-    Some(*mac)
+    Some(mac)
 }
