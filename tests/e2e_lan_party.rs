@@ -147,14 +147,8 @@ fn lan_party_end_to_end() {
         "client.yaml",
         &client_sets(&clients[2].underlay, &tls, "ANOTHER", mac_c, &dev_c),
     );
-    for (p, name) in [(&mut a, "a"), (&mut b, "b"), (&mut c, "c")] {
-        assert!(
-            wait_until(Duration::from_secs(10), || p
-                .log_text()
-                .contains("joined the room")),
-            "client {name} did not join:\n{}",
-            p.log_text()
-        );
+    for (p, name) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        p.wait_for_log("joined the room", &format!("client {name} did not join"));
     }
     let (na, nb, nc) = (&clients[0].ns, &clients[1].ns, &clients[2].ns);
     assert!(na.wait_for_link(&dev_a, Duration::from_secs(5)));

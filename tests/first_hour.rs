@@ -81,13 +81,7 @@ fn relay(dir: &TempDir, port: u16, tls: &Path) -> Proc {
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let relay = spawn(&args, &dir.0.join("relay.log"));
-    assert!(
-        wait_until(Duration::from_secs(10), || relay
-            .log_text()
-            .contains("relay listening")),
-        "relay did not start:\n{}",
-        relay.log_text()
-    );
+    relay.wait_for_log("relay listening", "relay did not start");
     relay
 }
 
@@ -208,13 +202,7 @@ fn a_client_started_before_its_relay_says_the_relay_does_not_answer_and_joins_wh
         "says where it looked: {log}"
     );
     let _relay = relay(&dir, port, &tls);
-    assert!(
-        wait_until(Duration::from_secs(10), || client
-            .log_text()
-            .contains("joined the room")),
-        "{}",
-        client.log_text()
-    );
+    client.wait_for_log("joined the room", "the client did not join");
 }
 
 #[test]

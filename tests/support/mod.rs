@@ -162,6 +162,16 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits up to 10 s until its log holds `text`; panics with `what` and
+    /// the log otherwise.
+    pub fn wait_for_log(&self, text: &str, what: &str) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.log_text().contains(text)),
+            "{what}:\n{}",
+            self.log_text()
+        );
+    }
 }
 
 impl Drop for Proc {
@@ -465,12 +475,6 @@ pub fn start_relay(ns: &Netns, dir: &TempDir, tls: &Path, extra: &[String]) -> P
 /// Starts the shipped gateway config in `ns` and waits until it joined.
 pub fn start_gateway(ns: &Netns, dir: &TempDir, sets: &[String]) -> Proc {
     let gateway = lanparty_in(ns, dir, "gateway.log", "gateway.yaml", sets);
-    assert!(
-        wait_until(Duration::from_secs(10), || gateway
-            .log_text()
-            .contains("joined the room")),
-        "gateway did not join:\n{}",
-        gateway.log_text()
-    );
+    gateway.wait_for_log("joined the room", "gateway did not join");
     gateway
 }
