@@ -17,6 +17,19 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Copies the shipped `configs/client.yaml` into `dir` beside a certificate
+/// of its own at `dir/tls` (the file pins `tls/relay-cert.der`, which the
+/// shipped relay makes on first start and a fresh clone does not have), and
+/// returns the copy's path.
+fn shipped_client_in(dir: &Path) -> std::path::PathBuf {
+    let out = run(&["cert", "new", "--dir", dir.join("tls").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
+    let copy = dir.join("client.yaml");
+    std::fs::copy(&shipped, &copy).unwrap();
+    copy
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -367,10 +380,7 @@ fn relative_paths_stay_relative_to_the_config_file_when_set_overrides_a_sibling_
     let dir = TempDir::new("relpath");
     let sub = dir.0.join("conf");
     std::fs::create_dir_all(&sub).unwrap();
-    let out = run(&["cert", "new", "--dir", sub.join("tls").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
-    std::fs::copy(&config, sub.join("client.yaml")).unwrap();
+    shipped_client_in(&sub);
     // Run from elsewhere, overriding a key next to `trust.pin`.
     let out = Command::new(lanparty())
         .current_dir(&dir.0)
@@ -387,7 +397,8 @@ fn relative_paths_stay_relative_to_the_config_file_when_set_overrides_a_sibling_
 
 #[test]
 fn a_numeric_room_code_is_taken_as_written_and_set_typos_name_the_flag() {
-    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/client.yaml");
+    let dir = TempDir::new("roomcode");
+    let client = shipped_client_in(&dir.0);
     let client = client.to_str().unwrap();
     let out = run(&["check", client, "--set", "ports.relay.room=2024"]);
     assert!(out.status.success(), "{}", text(&out));
