@@ -35,12 +35,19 @@
 //! minimum of the last [`BASE_WINDOW`] when that stays more than four
 //! targets above it (a route change).
 //!
+//! A sender may grant the window a [`WindowCredit`]: extra bytes that let
+//! a sparse flow's frame (a game packet, a ping) leave now, with the few
+//! bytes quinn holds in front of it, instead of waiting for the next
+//! acknowledgement to open the window. Acknowledgements use the credit up,
+//! so it moves those bytes earlier without growing the window for long.
+//!
 //! Trade-off: like every delay-based controller it yields to loss-based
 //! flows sharing the same bottleneck. On a player's own link that is what
 //! a game wants.
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
@@ -68,10 +75,69 @@ pub const PROBE_ROUNDS: u32 = 3;
 /// A probe delivering this much more than the rounds before it (without
 /// raising the standing delay) shows that the delay is not the path's.
 pub const PROBE_SUCCESS: f64 = 1.1;
+/// A probe's verdict needs at least this many full datagrams acknowledged
+/// in its last two rounds.
+pub const PROBE_MIN_PACKETS: u64 = 16;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// How long a higher minimum RTT must persist before it becomes the base.
 pub const BASE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The most credit one grant may hold, bytes (a sender's grants are
+/// bounded by what its feeder lets wait inside quinn; this is the backstop).
+pub const MAX_CREDIT: u64 = 64 * 1024;
+
+/// Extra window, shared between a connection's controller and the sender
+/// that feeds the connection: the sender grants it when a sparse flow's
+/// frame must not wait for the window to open. It is a one-off: the window
+/// is widened by the grant until that many bytes have been sent, then it
+/// is the controller's own again (and nothing more is sent until
+/// acknowledgements bring the bytes in flight below it).
+#[derive(Debug, Clone, Default)]
+pub struct WindowCredit(Arc<AtomicU64>);
+
+/// A credit's state in one word: bytes granted (high half) and bytes sent
+/// since (low half).
+fn unpack(word: u64) -> (u64, u64) {
+    (word >> 32, word & u64::from(u32::MAX))
+}
+
+impl WindowCredit {
+    /// Lets `bytes` (at most [`MAX_CREDIT`]) more than the window leave
+    /// now; replaces what is left of an earlier grant if that is less.
+    pub fn grant(&self, bytes: u64) {
+        let bytes = bytes.min(MAX_CREDIT);
+        // fetch_update only fails when the closure says no; it never does.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let (granted, sent) = unpack(word);
+                Some(granted.saturating_sub(sent).max(bytes) << 32)
+            });
+    }
+
+    /// Bytes of the grant not sent yet.
+    pub fn left(&self) -> u64 {
+        let (granted, sent) = unpack(self.0.load(Ordering::Relaxed));
+        granted.saturating_sub(sent)
+    }
+
+    /// The whole grant while some of it is left (the bytes already sent
+    /// under it are in flight, counted against the window), else 0.
+    fn widening(&self) -> u64 {
+        let (granted, sent) = unpack(self.0.load(Ordering::Relaxed));
+        if sent < granted { granted } else { 0 }
+    }
+
+    fn sent(&self, bytes: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
+                let (granted, sent) = unpack(word);
+                (sent < granted).then(|| (granted << 32) | (sent + bytes).min(granted))
+            });
+    }
+}
 
 /// Builds [`DelayController`]s.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,6 +190,8 @@ pub struct DelayController {
     /// [`RATE_BUCKET`], newest last.
     buckets: [f64; RATE_BUCKETS],
     bucket_start: Instant,
+    /// What the sender granted beyond the window.
+    credit: WindowCredit,
 }
 
 /// The shortest measuring round (timers and ACKs are no finer).
@@ -153,14 +221,26 @@ impl DelayController {
             standing: Duration::ZERO,
             buckets: [0.0; RATE_BUCKETS],
             bucket_start: now,
+            credit: WindowCredit::default(),
         }
+    }
+
+    /// The credit a sender may grant this controller's connection (shared:
+    /// every clone of the controller sees the same).
+    pub fn credit(&self) -> WindowCredit {
+        self.credit.clone()
+    }
+
+    /// Bytes acknowledged in, and the length of, the last `n` rounds.
+    fn last_spans(&self, n: usize) -> (u64, Duration) {
+        (1..=n.min(RATE_ROUNDS))
+            .map(|back| self.spans[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS])
+            .fold((0u64, Duration::ZERO), |(b, t), (ab, at)| (b + ab, t + at))
     }
 
     /// The delivery rate of the last `n` rounds together, bytes/s.
     fn recent_rate(&self, n: usize) -> f64 {
-        let (bytes, time) = (1..=n.min(RATE_ROUNDS))
-            .map(|back| self.spans[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS])
-            .fold((0u64, Duration::ZERO), |(b, t), (ab, at)| (b + ab, t + at));
+        let (bytes, time) = self.last_spans(n);
         if time.is_zero() {
             0.0
         } else {
@@ -248,7 +328,13 @@ impl DelayController {
         match self.probe.take() {
             Some((before, standing_before, 0)) => {
                 // The probe's last two rounds: where its extra window shows.
-                self.delay_trusted = self.recent_rate(2) < before * PROBE_SUCCESS
+                // Only a measurement of enough packets counts: on a slow
+                // link two rounds carry one or two, and "10 % more" is
+                // then chance (at 5 Mbit/s such chance "successes" held
+                // 8–14 KB windows, 20 ms of queue).
+                let (acked, _) = self.last_spans(2);
+                self.delay_trusted = acked < PROBE_MIN_PACKETS * self.mtu
+                    || self.recent_rate(2) < before * PROBE_SUCCESS
                     || standing > standing_before + TARGET_DELAY;
             }
             Some((before, standing_before, left)) => {
@@ -350,8 +436,18 @@ impl Controller for DelayController {
         self.window = self.window.max(self.rate_floor());
     }
 
+    fn on_sent(&mut self, _now: Instant, bytes: u64, _last_packet_number: u64) {
+        self.credit.sent(bytes);
+    }
+
     fn window(&self) -> u64 {
-        self.current_window()
+        // quinn sends only while the bytes in flight plus a whole segment
+        // stay below the window, whatever the packet's size: a credit
+        // comes with two segments of slack so that it is usable at all.
+        match self.credit.widening() {
+            0 => self.current_window(),
+            credit => self.current_window() + credit + 2 * self.mtu,
+        }
     }
 
     fn metrics(&self) -> ControllerMetrics {
@@ -493,6 +589,56 @@ mod tests {
         }
         let floor = c.rate_floor();
         assert!(floor < 20_000, "floor {floor} bytes");
+    }
+
+    #[test]
+    fn a_probe_of_few_packets_does_not_decide_that_the_delay_is_the_senders() {
+        // A probe whose last two rounds delivered half as much again as the
+        // rounds before, with no rise in the standing delay. Of 20
+        // datagrams a round (a fast path) that shows the delay is not a
+        // queue; of 2 (a 5 Mbit/s link, 2.5 ms rounds) it is chance.
+        for (per_round, trusted) in [(20u64, false), (2, true)] {
+            let t0 = Instant::now();
+            let mut c = DelayController::new(t0, MTU as u16);
+            c.slow_start = false;
+            c.base = Some(Duration::from_micros(500));
+            let round = Duration::from_micros(2500);
+            c.spans = [(per_round * MTU, round); RATE_ROUNDS];
+            let standing = Duration::from_millis(3);
+            c.probe = Some((c.recent_rate(RATE_ROUNDS), standing, 0));
+            c.spans[RATE_ROUNDS - 1] = (per_round * MTU * 3 / 2, round);
+            c.next_rate = 0;
+            c.round_acked = per_round * MTU * 3 / 2;
+            c.sample(t0 + round, standing, Duration::from_millis(5));
+            assert_eq!(c.delay_trusted, trusted, "{per_round} datagrams a round");
+        }
+    }
+
+    #[test]
+    fn a_credit_widens_the_window_once_for_what_was_granted() {
+        let t0 = Instant::now();
+        let mut c = DelayController::new(t0, MTU as u16);
+        let own = Controller::window(&c);
+        let credit = c.credit();
+        credit.grant(3000);
+        // Two segments of slack: quinn wants room for a whole one.
+        assert_eq!(Controller::window(&c), own + 3000 + 2 * MTU);
+        // A smaller grant neither adds up nor shrinks what is left.
+        credit.grant(1000);
+        assert_eq!(credit.left(), 3000);
+        // The bytes sent under it stay counted until all are sent ...
+        Controller::on_sent(&mut c, t0, 2000, 1);
+        assert_eq!(Controller::window(&c), own + 3000 + 2 * MTU);
+        assert_eq!(credit.left(), 1000);
+        // ... then the window is the controller's own again.
+        Controller::on_sent(&mut c, t0, 1500, 2);
+        assert_eq!(Controller::window(&c), own);
+        assert_eq!(credit.left(), 0);
+        Controller::on_sent(&mut c, t0, 1500, 3);
+        assert_eq!(credit.left(), 0);
+        // One grant holds at most MAX_CREDIT.
+        credit.grant(10 * MAX_CREDIT);
+        assert_eq!(credit.left(), MAX_CREDIT);
     }
 
     #[test]

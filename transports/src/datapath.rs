@@ -20,6 +20,7 @@ use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use crate::congestion::{DelayController, WindowCredit};
 use crate::net::DatagramEncoder;
 
 /// Declares [`DatapathCounters`] (atomics a port's connections add to) and
@@ -338,6 +339,10 @@ struct SenderState {
     pump: Pump,
     /// Queue counters already added to the port's counters.
     synced: QueueStats,
+    /// The connection's window credit (`congestion: delay` only): granted
+    /// for a sparse flow's frame while other flows are queued, so that it
+    /// does not wait for the window to open behind theirs.
+    credit: Option<WindowCredit>,
 }
 
 /// The `queue` key's documentation, shared by both QUIC ports.
@@ -362,6 +367,7 @@ impl PeerSender {
                 max_datagram: usize::MAX,
                 pump: Pump::Idle,
                 synced: QueueStats::default(),
+                credit: None,
             }),
             counters,
             quic_buffer: settings.quic_buffer.0,
@@ -405,6 +411,13 @@ impl PeerSender {
         state.empty_space = conn
             .as_ref()
             .map_or(0, quinn::Connection::datagram_send_buffer_space);
+        state.credit = conn.as_ref().and_then(|c| {
+            c.congestion_state()
+                .into_any()
+                .downcast::<DelayController>()
+                .ok()
+                .map(|controller| controller.credit())
+        });
         state.conn = conn;
         self.sync(&mut state);
         drop(state);
@@ -550,6 +563,18 @@ fn new_feeder(quic_buffer: Duration) -> Feeder {
     Feeder::new(quic_buffer, QUIC_DATAGRAM_BUFFER)
 }
 
+/// How much more than the feeder's bypass bound quinn's buffer may hold
+/// in front of a sparse frame that comes with window credit: a few full
+/// frames (on a slow path the allowance is smaller than one frame; those
+/// bytes leave with the sparse frame instead of before it, so they are no
+/// later for it).
+const CREDIT_SLACK: usize = 4 * MAX_FRAME;
+
+/// A QUIC packet's bytes around one DATAGRAM frame, at most: short header
+/// (flags, up to 20 bytes of connection id, packet number), the frame's
+/// type and length, the overlay header and the AEAD tag.
+const PACKET_OVERHEAD: usize = 1 + 20 + 4 + 1 + 2 + 2 + 16;
+
 /// A full-size frame (CoDel never drops from a flow queue holding at most
 /// one: its `max_packet`).
 const MAX_FRAME: usize =
@@ -591,12 +616,25 @@ impl LinkSink for PeerSender {
         let now = self.clock.now();
         let occupancy = Self::occupancy(&state);
         let idle = state.queue.is_empty();
-        if (idle && state.feeder.decide(now, occupancy) == Feed::Push)
-            || (state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy))
-        {
-            // Straight to the connection: the path keeps up, or this is a
-            // sparse flow's frame, which fq-codel would send first anyway,
-            // so it does not wait for the pump's next wake-up.
+        if idle && state.feeder.decide(now, occupancy) == Feed::Push {
+            // Straight to the connection: the path keeps up.
+            return self.push(&mut state, &frame);
+        }
+        // A sparse flow's frame, which fq-codel would send first anyway,
+        // does not wait for the pump's next wake-up; while other flows are
+        // queued the window is likely full, so it comes with credit for
+        // itself and the bytes in front of it in quinn's buffer.
+        let credit = state.credit.clone().filter(|_| !idle);
+        let slack = if credit.is_some() { CREDIT_SLACK } else { 0 };
+        if state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy, slack) {
+            if let Some(credit) = credit {
+                // Every datagram is a packet of its own with its header
+                // and tag; the grant is spent by packet bytes.
+                let datagrams = occupancy / MAX_FRAME + 2;
+                let bytes = occupancy + frame.len() + datagrams * PACKET_OVERHEAD;
+                credit.grant(bytes as u64);
+                state.feeder.emptied_on_purpose();
+            }
             return self.push(&mut state, &frame);
         }
         state.queue.enqueue(now, frame);

@@ -87,11 +87,24 @@ impl Feeder {
     }
 
     /// Whether a frame of an idle flow may go to the buffer now although
-    /// the feeder is waiting: up to twice the allowance, so a sparse flow's
-    /// frame (a game packet, a ping) does not wait for the next wake-up,
-    /// while a flood of "new" flows is still bounded.
-    pub fn may_bypass(&self, occupancy: usize) -> bool {
-        occupancy < self.allowance.saturating_mul(2)
+    /// the feeder is waiting: while the buffer holds less than twice the
+    /// allowance plus `slack`, so a sparse flow's frame (a game packet, a
+    /// ping) does not wait for the next wake-up, while a flood of "new"
+    /// flows is still bounded. A sender that can widen the connection's
+    /// window for the frame (so that it and the bytes in front of it leave
+    /// at once) passes one full frame of slack: on a slow path the
+    /// allowance is smaller than one frame, and a frame in the buffer would
+    /// otherwise always hold the sparse one back.
+    pub fn may_bypass(&self, occupancy: usize, slack: usize) -> bool {
+        occupancy < self.allowance.saturating_mul(2).saturating_add(slack)
+    }
+
+    /// The buffer is being emptied on purpose (the sender widened the
+    /// connection's window for a sparse frame and what was in front of
+    /// it): the wait under way measures nothing, and finding the buffer
+    /// dry after it must not double the allowance.
+    pub fn emptied_on_purpose(&mut self) {
+        self.wait_start = None;
     }
 
     /// Records `len` bytes handed to the buffer.
@@ -217,6 +230,24 @@ mod tests {
             }
         }
         assert!(feeder.rate() < 1e-100, "{}", feeder.rate());
+    }
+
+    #[test]
+    fn a_buffer_emptied_on_purpose_does_not_grow_the_allowance() {
+        let mut feeder = Feeder::new(Duration::from_millis(2), 1 << 20);
+        feeder.pushed(INITIAL_ALLOWANCE);
+        assert!(matches!(
+            feeder.decide(at(0.0), INITIAL_ALLOWANCE),
+            Feed::Wait(_)
+        ));
+        // The sender let everything go at once (window credit for a sparse
+        // frame): the dry buffer says nothing about the allowance.
+        feeder.emptied_on_purpose();
+        assert_eq!(feeder.decide(at(1.0), 0), Feed::Push);
+        assert_eq!(feeder.allowance(), INITIAL_ALLOWANCE);
+        // A sparse frame may pass a full buffer by the slack it is given.
+        assert!(!feeder.may_bypass(2 * INITIAL_ALLOWANCE, 0));
+        assert!(feeder.may_bypass(2 * INITIAL_ALLOWANCE, 1));
     }
 
     #[test]
