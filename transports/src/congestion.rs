@@ -35,11 +35,13 @@
 //! minimum of the last [`BASE_WINDOW`] when that stays more than four
 //! targets above it (a route change).
 //!
-//! A sender may grant the window a [`WindowCredit`]: extra bytes that let
-//! a sparse flow's frame (a game packet, a ping) leave now, with the few
-//! bytes quinn holds in front of it, instead of waiting for the next
-//! acknowledgement to open the window. Acknowledgements use the credit up,
-//! so it moves those bytes earlier without growing the window for long.
+//! A sender may grant the window a one-off credit ([`ControllerShare`]):
+//! extra bytes that let a sparse flow's frame (a game packet, a ping)
+//! leave now, with the few bytes quinn holds in front of it, instead of
+//! waiting for the next acknowledgement to open the window; once they are
+//! sent the window is the controller's own again. The controller in turn
+//! publishes its delivery rate there, which tells the sender how much to
+//! keep in quinn's buffer.
 //!
 //! Trade-off: like every delay-based controller it yields to loss-based
 //! flows sharing the same bottleneck. On a player's own link that is what
@@ -87,14 +89,24 @@ pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 /// bounded by what its feeder lets wait inside quinn; this is the backstop).
 pub const MAX_CREDIT: u64 = 64 * 1024;
 
-/// Extra window, shared between a connection's controller and the sender
-/// that feeds the connection: the sender grants it when a sparse flow's
-/// frame must not wait for the window to open. It is a one-off: the window
-/// is widened by the grant until that many bytes have been sent, then it
-/// is the controller's own again (and nothing more is sent until
-/// acknowledgements bring the bytes in flight below it).
+/// What a connection's controller and the sender that feeds the
+/// connection share. The sender grants window credit when a sparse flow's
+/// frame must not wait for the window to open: a one-off, the window is
+/// widened by the grant until that many bytes have been sent, then it is
+/// the controller's own again (and nothing more is sent until
+/// acknowledgements bring the bytes in flight below it). The controller
+/// publishes the delivery rate it measures, which is how fast the sender
+/// needs to feed the connection.
 #[derive(Debug, Clone, Default)]
-pub struct WindowCredit(Arc<AtomicU64>);
+pub struct ControllerShare(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes granted (high half) and bytes sent since (low half).
+    credit: AtomicU64,
+    /// The delivery rate over [`RATE_ROUNDS`] rounds, bytes/s, as f64 bits.
+    rate: AtomicU64,
+}
 
 /// A credit's state in one word: bytes granted (high half) and bytes sent
 /// since (low half).
@@ -102,7 +114,7 @@ fn unpack(word: u64) -> (u64, u64) {
     (word >> 32, word & u64::from(u32::MAX))
 }
 
-impl WindowCredit {
+impl ControllerShare {
     /// Lets `bytes` (at most [`MAX_CREDIT`]) more than the window leave
     /// now; replaces what is left of an earlier grant if that is less.
     pub fn grant(&self, bytes: u64) {
@@ -110,6 +122,7 @@ impl WindowCredit {
         // fetch_update only fails when the closure says no; it never does.
         let _ = self
             .0
+            .credit
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
                 let (granted, sent) = unpack(word);
                 Some(granted.saturating_sub(sent).max(bytes) << 32)
@@ -118,20 +131,31 @@ impl WindowCredit {
 
     /// Bytes of the grant not sent yet.
     pub fn left(&self) -> u64 {
-        let (granted, sent) = unpack(self.0.load(Ordering::Relaxed));
+        let (granted, sent) = unpack(self.0.credit.load(Ordering::Relaxed));
         granted.saturating_sub(sent)
+    }
+
+    /// The connection's delivery rate in bytes per second, as its
+    /// controller last measured it over [`RATE_ROUNDS`] rounds (0: not yet).
+    pub fn delivery_rate(&self) -> f64 {
+        f64::from_bits(self.0.rate.load(Ordering::Relaxed))
+    }
+
+    fn publish_rate(&self, rate: f64) {
+        self.0.rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
     /// The whole grant while some of it is left (the bytes already sent
     /// under it are in flight, counted against the window), else 0.
     fn widening(&self) -> u64 {
-        let (granted, sent) = unpack(self.0.load(Ordering::Relaxed));
+        let (granted, sent) = unpack(self.0.credit.load(Ordering::Relaxed));
         if sent < granted { granted } else { 0 }
     }
 
     fn sent(&self, bytes: u64) {
         let _ = self
             .0
+            .credit
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| {
                 let (granted, sent) = unpack(word);
                 (sent < granted).then(|| (granted << 32) | (sent + bytes).min(granted))
@@ -190,8 +214,8 @@ pub struct DelayController {
     /// [`RATE_BUCKET`], newest last.
     buckets: [f64; RATE_BUCKETS],
     bucket_start: Instant,
-    /// What the sender granted beyond the window.
-    credit: WindowCredit,
+    /// Credit from the sender; the delivery rate for it.
+    share: ControllerShare,
 }
 
 /// The shortest measuring round (timers and ACKs are no finer).
@@ -221,14 +245,14 @@ impl DelayController {
             standing: Duration::ZERO,
             buckets: [0.0; RATE_BUCKETS],
             bucket_start: now,
-            credit: WindowCredit::default(),
+            share: ControllerShare::default(),
         }
     }
 
-    /// The credit a sender may grant this controller's connection (shared:
-    /// every clone of the controller sees the same).
-    pub fn credit(&self) -> WindowCredit {
-        self.credit.clone()
+    /// What this controller shares with its connection's sender (every
+    /// clone of the controller shares the same).
+    pub fn share(&self) -> ControllerShare {
+        self.share.clone()
     }
 
     /// Bytes acknowledged in, and the length of, the last `n` rounds.
@@ -273,6 +297,7 @@ impl DelayController {
         // bunched as single ones.
         if self.rounds + 1 >= RATE_ROUNDS as u64 {
             let rate = self.recent_rate(RATE_ROUNDS);
+            self.share.publish_rate(rate);
             let last = &mut self.buckets[RATE_BUCKETS - 1];
             *last = last.max(rate);
         }
@@ -437,14 +462,14 @@ impl Controller for DelayController {
     }
 
     fn on_sent(&mut self, _now: Instant, bytes: u64, _last_packet_number: u64) {
-        self.credit.sent(bytes);
+        self.share.sent(bytes);
     }
 
     fn window(&self) -> u64 {
         // quinn sends only while the bytes in flight plus a whole segment
         // stay below the window, whatever the packet's size: a credit
         // comes with two segments of slack so that it is usable at all.
-        match self.credit.widening() {
+        match self.share.widening() {
             0 => self.current_window(),
             credit => self.current_window() + credit + 2 * self.mtu,
         }
@@ -589,6 +614,14 @@ mod tests {
         }
         let floor = c.rate_floor();
         assert!(floor < 20_000, "floor {floor} bytes");
+        // What it shares with the sender is that eight-round rate: 70
+        // datagrams in 16 ms.
+        let published = c.share().delivery_rate();
+        let expected = 70.0 * MTU as f64 / 0.016;
+        assert!(
+            (published - expected).abs() < 0.1 * expected,
+            "{published} B/s"
+        );
     }
 
     #[test]
@@ -619,7 +652,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = DelayController::new(t0, MTU as u16);
         let own = Controller::window(&c);
-        let credit = c.credit();
+        let credit = c.share();
         credit.grant(3000);
         // Two segments of slack: quinn wants room for a whole one.
         assert_eq!(Controller::window(&c), own + 3000 + 2 * MTU);

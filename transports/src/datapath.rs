@@ -11,7 +11,7 @@ use bytes::Bytes;
 use lanparty_core::control::PeerStats;
 use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
-use lanparty_core::time::MonotonicClock;
+use lanparty_core::time::{MonotonicClock, Timestamp};
 use lanparty_core::wire::fragment::{
     self, FragmentHeader, Reassembled, Reassembler, ReassemblyBudget, ReassemblyLimits,
     ReassemblyStats,
@@ -20,7 +20,7 @@ use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::congestion::{DelayController, WindowCredit};
+use crate::congestion::{ControllerShare, DelayController};
 use crate::net::DatagramEncoder;
 
 /// Declares [`DatapathCounters`] (atomics a port's connections add to) and
@@ -339,10 +339,12 @@ struct SenderState {
     pump: Pump,
     /// Queue counters already added to the port's counters.
     synced: QueueStats,
-    /// The connection's window credit (`congestion: delay` only): granted
-    /// for a sparse flow's frame while other flows are queued, so that it
-    /// does not wait for the window to open behind theirs.
-    credit: Option<WindowCredit>,
+    /// What the connection's controller shares (`congestion: delay` only):
+    /// window credit, granted for a sparse flow's frame while other flows
+    /// are queued so that it does not wait for the window to open behind
+    /// theirs, and the delivery rate, which the feeder keeps quinn's
+    /// buffer to.
+    share: Option<ControllerShare>,
 }
 
 /// The `queue` key's documentation, shared by both QUIC ports.
@@ -367,7 +369,7 @@ impl PeerSender {
                 max_datagram: usize::MAX,
                 pump: Pump::Idle,
                 synced: QueueStats::default(),
-                credit: None,
+                share: None,
             }),
             counters,
             quic_buffer: settings.quic_buffer.0,
@@ -411,12 +413,12 @@ impl PeerSender {
         state.empty_space = conn
             .as_ref()
             .map_or(0, quinn::Connection::datagram_send_buffer_space);
-        state.credit = conn.as_ref().and_then(|c| {
+        state.share = conn.as_ref().and_then(|c| {
             c.congestion_state()
                 .into_any()
                 .downcast::<DelayController>()
                 .ok()
-                .map(|controller| controller.credit())
+                .map(|controller| controller.share())
         });
         state.conn = conn;
         self.sync(&mut state);
@@ -519,6 +521,15 @@ impl PeerSender {
         }
     }
 
+    /// Asks the feeder about the next frame, with the delivery rate the
+    /// connection's controller measured, when it shares one.
+    fn decide(state: &mut SenderState, now: Timestamp, occupancy: usize) -> Feed {
+        if let Some(share) = &state.share {
+            state.feeder.use_delivery_rate(share.delivery_rate());
+        }
+        state.feeder.decide(now, occupancy)
+    }
+
     /// Bytes waiting in quinn's datagram buffer.
     fn occupancy(state: &SenderState) -> usize {
         state.conn.as_ref().map_or(0, |c| {
@@ -544,7 +555,7 @@ impl PeerSender {
             }
             let now = self.clock.now();
             let occupancy = Self::occupancy(&state);
-            match state.feeder.decide(now, occupancy) {
+            match Self::decide(&mut state, now, occupancy) {
                 Feed::Push => {
                     if let Some(frame) = state.queue.dequeue(now) {
                         self.push(&mut state, &frame);
@@ -616,7 +627,7 @@ impl LinkSink for PeerSender {
         let now = self.clock.now();
         let occupancy = Self::occupancy(&state);
         let idle = state.queue.is_empty();
-        if idle && state.feeder.decide(now, occupancy) == Feed::Push {
+        if idle && Self::decide(&mut state, now, occupancy) == Feed::Push {
             // Straight to the connection: the path keeps up.
             return self.push(&mut state, &frame);
         }
@@ -624,7 +635,7 @@ impl LinkSink for PeerSender {
         // does not wait for the pump's next wake-up; while other flows are
         // queued the window is likely full, so it comes with credit for
         // itself and the bytes in front of it in quinn's buffer.
-        let credit = state.credit.clone().filter(|_| !idle);
+        let credit = state.share.clone().filter(|_| !idle);
         let slack = if credit.is_some() { CREDIT_SLACK } else { 0 };
         if state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy, slack) {
             if let Some(credit) = credit {
