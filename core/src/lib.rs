@@ -7,6 +7,8 @@
 //! - [`registry`]: the `inventory`-filled table of stage kinds.
 //! - [`config`]: YAML + environment + `--set` configuration.
 //! - [`pipeline`]: the sans-IO room pipeline (filters, router, counters).
+//! - [`room`]: a sans-IO room: its pipeline, the links' outputs, captures
+//!   and the frame log (commands and frames in with the time).
 //! - [`queue`]: the sans-IO egress scheduler in front of a QUIC connection
 //!   (FQ-CoDel or FIFO) and the feeder that keeps quinn's buffer short.
 //! - [`routers`]: the built-in `switch` and `hub` routers.
@@ -18,6 +20,7 @@ pub mod control;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;
+pub mod room;
 pub mod routers;
 pub mod runtime;
 pub mod stage;

@@ -7,9 +7,11 @@
 
 #[cfg(unix)]
 pub mod admin;
+mod link;
 mod metrics;
 mod metrics_http;
 mod policy;
+mod room_task;
 mod rooms;
 mod shutdown;
 mod status;
@@ -19,11 +21,12 @@ use std::time::Duration;
 
 use figment::Figment;
 
-pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
-pub use rooms::{
-    CapturedFrame, FRAME_LOG, LinkCounters, LinkCountersSnapshot, LinkHandle, LinkSink, LinkSpec,
-    LinkStats, RoomStats, Rooms,
+pub use crate::room::{
+    FRAME_LOG, LinkCounters, LinkCountersSnapshot, LinkSink, LinkStats, RoomStats,
 };
+pub use link::{LinkHandle, LinkSpec};
+pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
+pub use rooms::{CapturedFrame, Rooms};
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
 pub use status::{Metrics, NodeStatus, StatusBoard, StatusSource};
 

@@ -153,12 +153,10 @@ impl Harness {
     /// name injects from a link the room does not know).
     pub fn send(&mut self, from: &str, frame: impl Into<Bytes>) -> Delivery {
         let ingress = self.link_id(from).unwrap_or(LinkId(u32::MAX));
-        let before = self.pipeline.stats();
         self.out.clear();
         let result = self
             .pipeline
             .process(self.now, ingress, frame.into(), &mut self.out);
-        let after = self.pipeline.stats();
         let mut delivery = Delivery::default();
         let out = std::mem::take(&mut self.out);
         for (id, bytes) in &out {
@@ -173,17 +171,11 @@ impl Harness {
                 dropped.reason.to_string(),
             ));
         }
-        for (stage, old) in after.stages.iter().zip(before.stages.iter()) {
-            if !stage.label.starts_with("egress") {
-                continue;
-            }
-            for (reason, n) in &stage.counters.drops {
-                for _ in old.counters.dropped(reason)..*n {
-                    delivery
-                        .egress_dropped
-                        .push((stage.label.clone(), reason.to_string()));
-                }
-            }
+        for (_, dropped) in self.pipeline.egress_drops() {
+            delivery.egress_dropped.push((
+                self.pipeline.stage_label(dropped.stage),
+                dropped.reason.to_string(),
+            ));
         }
         delivery
     }

@@ -1,0 +1,146 @@
+//! A port's end of a room: what a port says about a link it attaches
+//! ([`LinkSpec`]) and the handle it gets back ([`LinkHandle`]) to send the
+//! link's frames into the room, receive what the room routes to it, and
+//! follow the room's MTU. Dropping the handle detaches the link.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use super::room_task::{Direct, SharedRoom};
+use super::rooms::Rooms;
+use crate::room::{LinkCounters, LinkSink};
+use crate::stage::{LinkId, LinkRole};
+use crate::wire::MacAddr;
+
+/// What a port says about a link it attaches.
+#[derive(Debug, Clone)]
+pub struct LinkSpec {
+    /// Name for logs and status (e.g. `tap0` or `relay/peer#3`).
+    pub name: String,
+    /// What is behind the link.
+    pub role: LinkRole,
+    /// The link's MAC(s).
+    pub macs: Vec<MacAddr>,
+    /// The link's MTU; `None` means the room's.
+    pub mtu: Option<u16>,
+    /// Where the room delivers frames for this link: `None` queues them for
+    /// [`LinkHandle::recv`]; a sink takes them directly.
+    pub sink: Option<Arc<dyn LinkSink>>,
+}
+
+/// A port's end of one link.
+pub struct LinkHandle {
+    pub(super) id: LinkId,
+    pub(super) room: Arc<str>,
+    pub(super) room_id: u64,
+    pub(super) core: SharedRoom,
+    /// Whether frames are processed in the sending task (one-thread runtime).
+    pub(super) run_to_completion: bool,
+    pub(super) to_room: mpsc::Sender<(LinkId, Bytes)>,
+    pub(super) room_queue_full: Arc<AtomicU64>,
+    pub(super) mtu: watch::Receiver<u16>,
+    pub(super) from_room: mpsc::Receiver<Bytes>,
+    pub(super) counters: Arc<LinkCounters>,
+    pub(super) rooms: Arc<Rooms>,
+}
+
+impl LinkHandle {
+    /// The link's id.
+    pub fn id(&self) -> LinkId {
+        self.id
+    }
+
+    /// The room code.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The room instance id.
+    pub fn room_id(&self) -> u64 {
+        self.room_id
+    }
+
+    /// Hands a received frame to the room. Never waits. On a one-thread
+    /// runtime the frame is processed and delivered right here, in the
+    /// caller's task (unless frames queued earlier must go first); on a
+    /// multi-threaded runtime it joins the room's queue for the room's task.
+    /// When that queue is full (or the room is gone) the frame is dropped,
+    /// counted, and false returned.
+    pub fn send(&self, frame: Bytes) -> bool {
+        let len = frame.len() as u64;
+        let direct = if !self.run_to_completion {
+            Direct::Queue(frame)
+        } else {
+            match self.core.try_lock() {
+                Ok(mut core) => core.direct(self.id, frame),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    poisoned.into_inner().direct(self.id, frame)
+                }
+                Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
+            }
+        };
+        let taken = match direct {
+            Direct::Processed => true,
+            Direct::Queue(frame) => self.to_room.try_send((self.id, frame)).is_ok(),
+            Direct::Closed => false,
+        };
+        if taken {
+            self.counters.rx_frames.fetch_add(1, Ordering::Relaxed);
+            self.counters.rx_bytes.fetch_add(len, Ordering::Relaxed);
+        } else {
+            self.counters.rx_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.room_queue_full.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// The next frame the room routed to this link; `None` once the room is
+    /// gone.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.from_room.recv().await
+    }
+
+    /// Waits until the room is gone. A link with a sink gets no frames
+    /// through its queue; the queue's end is how its port learns that the
+    /// room closed.
+    pub async fn closed(&mut self) {
+        while self.from_room.recv().await.is_some() {}
+    }
+
+    /// Receives up to `limit` frames into `buf` (waiting for at least one);
+    /// returns how many, 0 once the room is gone.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        self.from_room.recv_many(buf, limit).await
+    }
+
+    /// A frame routed to this link, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        self.from_room.try_recv().ok()
+    }
+
+    /// The link's counters.
+    pub fn counters(&self) -> &Arc<LinkCounters> {
+        &self.counters
+    }
+
+    /// The room's MTU, updated when a port sets it (a TAP device follows
+    /// the MTU the relay's welcome gave the QUIC client).
+    pub fn mtu(&self) -> watch::Receiver<u16> {
+        self.mtu.clone()
+    }
+
+    /// Sets the room's MTU (a client learns it from the relay's welcome).
+    pub fn set_room_mtu(&self, mtu: u16) {
+        self.rooms.set_mtu(&self.room, mtu);
+    }
+}
+
+impl Drop for LinkHandle {
+    fn drop(&mut self) {
+        tracing::debug!(room = %self.room, link = %self.id, "link detached");
+        self.rooms.detach(&self.room, self.id);
+    }
+}
