@@ -468,10 +468,13 @@ impl Controller for DelayController {
     fn window(&self) -> u64 {
         // quinn sends only while the bytes in flight plus a whole segment
         // stay below the window, whatever the packet's size: a credit
-        // comes with two segments of slack so that it is usable at all.
+        // comes with one segment of slack so that its last packet can
+        // leave. No more: quinn tells the controller what it sent only
+        // after a whole batch, so every byte of slack is a byte more that
+        // may leave with the credited ones.
         match self.share.widening() {
             0 => self.current_window(),
-            credit => self.current_window() + credit + 2 * self.mtu,
+            credit => self.current_window() + credit + self.mtu,
         }
     }
 
@@ -654,14 +657,14 @@ mod tests {
         let own = Controller::window(&c);
         let credit = c.share();
         credit.grant(3000);
-        // Two segments of slack: quinn wants room for a whole one.
-        assert_eq!(Controller::window(&c), own + 3000 + 2 * MTU);
+        // One segment of slack: quinn wants room for a whole one.
+        assert_eq!(Controller::window(&c), own + 3000 + MTU);
         // A smaller grant neither adds up nor shrinks what is left.
         credit.grant(1000);
         assert_eq!(credit.left(), 3000);
         // The bytes sent under it stay counted until all are sent ...
         Controller::on_sent(&mut c, t0, 2000, 1);
-        assert_eq!(Controller::window(&c), own + 3000 + 2 * MTU);
+        assert_eq!(Controller::window(&c), own + 3000 + MTU);
         assert_eq!(credit.left(), 1000);
         // ... then the window is the controller's own again.
         Controller::on_sent(&mut c, t0, 1500, 2);
