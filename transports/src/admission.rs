@@ -69,7 +69,7 @@ pub struct Admitted {
 }
 
 /// The policy rules that depend on who is in the room.
-fn check_policy(policy: &RoomPolicy, hello: &Hello, room: &RoomState) -> Result<(), Reject> {
+fn check_room_rules(policy: &RoomPolicy, hello: &Hello, room: &RoomState) -> Result<(), Reject> {
     let has_gateway = room.members.values().any(|m| m.role == PeerRole::Gateway);
     match (hello.role, policy.gateway) {
         (PeerRole::Gateway, GatewayRule::Forbidden) => {
@@ -231,7 +231,7 @@ impl Admissions {
             ));
         }
         if let Some(policy) = policy {
-            check_policy(policy, hello, room)?;
+            check_room_rules(policy, hello, room)?;
         }
         if hello.role == PeerRole::Gateway
             && room.members.values().any(|m| m.role == PeerRole::Gateway)

@@ -1,0 +1,107 @@
+//! What a client shows: its session in `lanparty status` and its metrics.
+
+use super::*;
+
+/// The session as `lanparty status` shows it.
+#[derive(Default)]
+pub(super) struct SessionState {
+    pub(super) live: Option<(quinn::Connection, Welcome, Instant)>,
+    pub(super) last_error: Option<String>,
+}
+
+pub(super) struct ClientStatus {
+    pub(super) relay: String,
+    pub(super) room: String,
+    pub(super) role: PeerRole,
+    pub(super) mac: MacAddr,
+    pub(super) counters: Arc<ClientCounters>,
+    pub(super) sender: Arc<PeerSender>,
+    pub(super) state: Mutex<SessionState>,
+}
+
+impl ClientStatus {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn connected(&self, conn: &quinn::Connection, welcome: Welcome) {
+        self.lock().live = Some((conn.clone(), welcome, Instant::now()));
+    }
+
+    pub(super) fn disconnected(&self, why: String) {
+        let mut state = self.lock();
+        state.live = None;
+        state.last_error = Some(why);
+    }
+}
+
+impl StatusSource for ClientStatus {
+    fn status(&self) -> serde_json::Value {
+        let state = self.lock();
+        let sessions = self.counters.sessions.load(Ordering::Relaxed);
+        let (queue, send_rate) = self.sender.queue_status();
+        let session = state.live.as_ref().map(|(conn, w, since)| {
+            let path = conn.stats().path;
+            serde_json::json!({
+                "peer_id": w.peer_id.0,
+                "room_id": w.room_id,
+                "mtu": w.mtu,
+                "remote": conn.remote_address().to_string(),
+                "rtt_us": conn.rtt().as_micros() as u64,
+                "cwnd": path.cwnd,
+                "congestion_events": path.congestion_events,
+                "lost_packets": path.lost_packets,
+                "uptime_s": since.elapsed().as_secs(),
+            })
+        });
+        serde_json::json!({
+            "type": "quic-client",
+            "relay": self.relay,
+            "room": self.room,
+            "role": self.role,
+            "mac": self.mac,
+            "state": if session.is_some() { "connected" } else { "reconnecting" },
+            "session": session,
+            "last_error": state.last_error,
+            "sessions": sessions,
+            "reconnects": sessions.saturating_sub(1),
+            "failed_attempts": self.counters.failed_attempts.load(Ordering::Relaxed),
+            "datapath": self.counters.datapath.snapshot(),
+            "queue": queue,
+            "send_rate": send_rate,
+        })
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        let connected = u64::from(self.lock().live.is_some());
+        let room = [("room", self.room.as_str())];
+        out.gauge(
+            "lanparty_client_connected",
+            "1 while the session with the relay is up",
+            &room,
+            connected,
+        );
+        out.counter(
+            "lanparty_client_sessions_total",
+            "Sessions established with the relay",
+            &room,
+            self.counters.sessions.load(Ordering::Relaxed),
+        );
+        out.counter(
+            "lanparty_client_reconnects_total",
+            "Sessions after the first",
+            &room,
+            self.counters
+                .sessions
+                .load(Ordering::Relaxed)
+                .saturating_sub(1),
+        );
+        out.counter(
+            "lanparty_client_failed_attempts_total",
+            "Connection attempts that failed or were refused",
+            &room,
+            self.counters.failed_attempts.load(Ordering::Relaxed),
+        );
+        datapath_metrics(out, &self.counters.datapath.snapshot(), &room);
+    }
+}

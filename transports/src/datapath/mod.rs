@@ -1,0 +1,147 @@
+//! Frames between a QUIC connection and a room link, in both directions,
+//! with every drop counted: the peer → room path, and the room → peer
+//! sender with its egress scheduler (FQ-CoDel) and pump. Shared by the
+//! relay and the client session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lanparty_core::control::PeerStats;
+use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
+use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
+use lanparty_core::time::{MonotonicClock, Timestamp};
+use lanparty_core::wire::fragment::{
+    self, FragmentHeader, Reassembled, Reassembler, ReassemblyBudget, ReassemblyLimits,
+    ReassemblyStats,
+};
+use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::congestion::{ControllerShare, DelayController};
+use crate::net::DatagramEncoder;
+
+mod counters;
+mod sender;
+
+pub use counters::{DatapathCounters, DatapathSnapshot, datapath_metrics};
+use counters::{add_deltas, bump};
+pub use sender::{PeerSender, QUEUE_DOC, QUIC_DATAGRAM_BUFFER};
+
+/// Reassembly bounds for a connection to a room of `mtu`: the default
+/// counts and timeout, frames no longer than the room carries.
+pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {
+    ReassemblyLimits {
+        max_frame: lanparty_core::wire::mtu::max_frame_len(mtu),
+        ..ReassemblyLimits::default()
+    }
+}
+
+/// Bytes of partial frames a whole relay holds at most (every peer's
+/// reassembly together).
+pub const RELAY_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The peer → room direction of one connection: whole frames go to the
+/// room as slices of their datagram; fragments are put back together first,
+/// so the room (its filters and switch) only ever sees whole frames.
+#[derive(Debug)]
+pub struct DataPath {
+    /// This connection's received traffic, for `stats` replies.
+    pub stats: PeerStats,
+    reassembler: Reassembler,
+    /// Reassembly counters already added to the port's counters.
+    synced: ReassemblyStats,
+    clock: MonotonicClock,
+}
+
+impl DataPath {
+    /// The receiving side of a connection, reassembling within `limits`
+    /// (and the relay's `shared` budget, on a relay).
+    pub fn new(limits: ReassemblyLimits, shared: Option<Arc<ReassemblyBudget>>) -> DataPath {
+        DataPath {
+            stats: PeerStats::default(),
+            reassembler: Reassembler::new(limits, shared),
+            synced: ReassemblyStats::default(),
+            clock: MonotonicClock::start(),
+        }
+    }
+
+    /// A fragment from the peer: hands the frame to the room once it is
+    /// whole.
+    fn fragment(
+        &mut self,
+        header: FragmentHeader,
+        payload: &[u8],
+        link: &LinkHandle,
+        counters: &DatapathCounters,
+    ) {
+        let outcome = self.reassembler.push(self.clock.now(), header, payload);
+        let now = self.reassembler.stats();
+        let old = std::mem::replace(&mut self.synced, now);
+        add_deltas([
+            (&counters.reassembled, now.reassembled, old.reassembled),
+            (&counters.fragment_timeout, now.timeout, old.timeout),
+            (&counters.fragment_overflow, now.overflow, old.overflow),
+            (&counters.fragment_malformed, now.malformed, old.malformed),
+            (
+                &counters.fragment_inconsistent,
+                now.inconsistent,
+                old.inconsistent,
+            ),
+            (&counters.fragment_duplicate, now.duplicate, old.duplicate),
+        ]);
+        match outcome {
+            Reassembled::Frame(frame) => self.deliver(frame, link),
+            Reassembled::Pending => {}
+            Reassembled::Dropped(_) => self.stats.dropped += 1,
+        }
+    }
+
+    /// Hands a whole frame to the room, counted.
+    fn deliver(&mut self, frame: Bytes, link: &LinkHandle) {
+        self.stats.frames_rx += 1;
+        self.stats.bytes_rx += frame.len() as u64;
+        if !link.send(frame) {
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// A datagram from the peer: decode the overlay and hand the frame to
+    /// the room (a slice of the datagram, no copy), or a fragment to the
+    /// reassembly.
+    pub fn from_peer(&mut self, datagram: Bytes, link: &LinkHandle, counters: &DatapathCounters) {
+        bump(&counters.datagrams_in);
+        let offset = match overlay::decode(&datagram) {
+            Ok(OverlayPayload::Ethernet(frame)) => datagram.len() - frame.len(),
+            Ok(OverlayPayload::Fragment(header, payload)) => {
+                self.fragment(header, payload, link, counters);
+                return;
+            }
+            Err(e) => {
+                self.stats.dropped += 1;
+                bump(match e {
+                    OverlayError::Truncated => &counters.overlay_truncated,
+                    OverlayError::UnknownVersion(_) => &counters.overlay_unknown_version,
+                    OverlayError::UnknownContext(_) => &counters.overlay_unknown_context,
+                });
+                return;
+            }
+        };
+        self.deliver(datagram.slice(offset..), link);
+    }
+
+    /// The stats to answer a `stats_request` with: this direction's
+    /// counters plus the sender's.
+    pub fn peer_stats(&self, conn: &quinn::Connection, sender: &PeerSender) -> PeerStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PeerStats {
+            rtt_us: Some(conn.rtt().as_micros() as u64),
+            frames_tx: g(&sender.frames_tx),
+            bytes_tx: g(&sender.bytes_tx),
+            dropped: self.stats.dropped + g(&sender.dropped),
+            ..self.stats
+        }
+    }
+}
