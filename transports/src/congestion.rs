@@ -77,9 +77,11 @@ pub const PROBE_ROUNDS: u32 = 3;
 /// A probe delivering this much more than the rounds before it (without
 /// raising the standing delay) shows that the delay is not the path's.
 pub const PROBE_SUCCESS: f64 = 1.1;
-/// A probe's verdict needs at least this many full datagrams acknowledged
-/// in its last two rounds.
-pub const PROBE_MIN_PACKETS: u64 = 16;
+/// A probe's verdict needs at least this many packets acknowledged in its
+/// last two rounds (packets, not bytes: a flood of small frames packs many
+/// into each packet, and a rule in bytes kept such a flood, once slowed,
+/// from ever probing its way back).
+pub const PROBE_MIN_PACKETS: u32 = 8;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// How long a higher minimum RTT must persist before it becomes the base.
@@ -194,6 +196,10 @@ pub struct DelayController {
     above_target: bool,
     /// Bytes acknowledged in the current round.
     round_acked: u64,
+    /// Packets acknowledged in the current round.
+    round_packets: u32,
+    /// Packets acknowledged in each of the last rounds (as `spans`).
+    span_packets: [u32; RATE_ROUNDS],
     /// Bytes acknowledged and time taken by each of the last rounds.
     spans: [(u64, Duration); RATE_ROUNDS],
     next_rate: usize,
@@ -237,6 +243,8 @@ impl DelayController {
             round_start: now,
             above_target: false,
             round_acked: 0,
+            round_packets: 0,
+            span_packets: [0; RATE_ROUNDS],
             spans: [(0, Duration::ZERO); RATE_ROUNDS],
             next_rate: 0,
             rounds: 0,
@@ -341,6 +349,7 @@ impl DelayController {
         let standing = self.round_min.take().unwrap_or(sample);
         self.standing = standing;
         let elapsed = now.saturating_duration_since(self.round_start);
+        self.span_packets[self.next_rate] = self.round_packets;
         self.record_rate(now, self.round_acked, elapsed);
         // A probe round that delivered clearly more than the best before it:
         // more window means more throughput, so the standing delay is not a
@@ -357,8 +366,12 @@ impl DelayController {
                 // link two rounds carry one or two, and "10 % more" is
                 // then chance (at 5 Mbit/s such chance "successes" held
                 // 8–14 KB windows, 20 ms of queue).
-                let (acked, _) = self.last_spans(2);
-                self.delay_trusted = acked < PROBE_MIN_PACKETS * self.mtu
+                let packets: u32 = (1..=2)
+                    .map(|back| {
+                        self.span_packets[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS]
+                    })
+                    .sum();
+                self.delay_trusted = packets < PROBE_MIN_PACKETS
                     || self.recent_rate(2) < before * PROBE_SUCCESS
                     || standing > standing_before + TARGET_DELAY;
             }
@@ -368,6 +381,7 @@ impl DelayController {
             None => {}
         }
         self.round_acked = 0;
+        self.round_packets = 0;
         self.round_start = now;
         self.rounds += 1;
         if self.rounds % RATE_ROUNDS as u64 == 0 && !self.slow_start && self.probe.is_none() {
@@ -398,6 +412,7 @@ impl DelayController {
         smoothed: Duration,
     ) {
         self.round_acked += bytes;
+        self.round_packets += 1;
         self.sample(now, now.saturating_duration_since(sent), smoothed);
         if self.above_target || app_limited {
             return;
@@ -643,8 +658,11 @@ mod tests {
             let standing = Duration::from_millis(3);
             c.probe = Some((c.recent_rate(RATE_ROUNDS), standing, 0));
             c.spans[RATE_ROUNDS - 1] = (per_round * MTU * 3 / 2, round);
+            c.span_packets = [per_round as u32; RATE_ROUNDS];
+            c.span_packets[RATE_ROUNDS - 1] = per_round as u32 * 3 / 2;
             c.next_rate = 0;
             c.round_acked = per_round * MTU * 3 / 2;
+            c.round_packets = per_round as u32 * 3 / 2;
             c.sample(t0 + round, standing, Duration::from_millis(5));
             assert_eq!(c.delay_trusted, trusted, "{per_round} datagrams a round");
         }

@@ -72,23 +72,22 @@ impl Feeder {
         self.allowance
     }
 
-    /// The drain rate in bytes per second the feeder works with (0 before
-    /// a measurement): the connection's delivery rate when it is told one,
-    /// else its own measurement.
+    /// The measured drain rate in bytes per second (0 before a
+    /// measurement).
     pub fn rate(&self) -> f64 {
-        if self.delivery_rate > 0.0 {
-            self.delivery_rate
-        } else {
-            self.rate
-        }
+        self.rate
     }
 
     /// Tells the feeder the connection's delivery rate as its congestion
-    /// controller measures it (bytes per second; 0: none). It replaces the
-    /// feeder's own measurement, which sees quinn's buffer drain in bursts
-    /// whenever an acknowledgement opens the window: a buffer found dry
-    /// after such a burst doubled the allowance, and on a 20 Mbit/s link
-    /// kept 15–30 KB (6–12 ms) in quinn's buffer, ahead of every frame.
+    /// controller measures it (bytes per second; 0: none). It bounds how
+    /// far a buffer found dry may grow the allowance: quinn's buffer drains
+    /// in bursts whenever an acknowledgement opens the window, and judged
+    /// on those alone the allowance doubled without end — on a 20 Mbit/s
+    /// link it kept 15–30 KB (6–12 ms) in quinn's buffer, ahead of every
+    /// frame. It is a bound, not the allowance itself: a connection fed
+    /// only what it delivered would never deliver more (measured: UDP
+    /// floods through a feeder sized by the delivery rate collapsed to a
+    /// thousand frames a second).
     pub fn use_delivery_rate(&mut self, rate: f64) {
         self.delivery_rate = rate;
     }
@@ -140,16 +139,18 @@ impl Feeder {
         let elapsed = now - since;
         if occupancy == 0 {
             // Ran dry while we slept: the allowance did not cover the wait.
-            // With a known delivery rate it grows to cover twice the wait
-            // at that rate, no more; without one it doubles.
+            // It doubles, up to twice what the connection delivers in the
+            // wait (or the target, if longer) when that is known — but
+            // never less than the first allowance, so that a connection
+            // that was starved can always be fed more than it delivered.
             let doubled = self.allowance.saturating_mul(2);
-            let grown = if self.delivery_rate > 0.0 {
-                let cover = (2.0 * self.delivery_rate * elapsed.as_secs_f64()) as usize;
-                cover.clamp(self.allowance, doubled)
+            let cap = if self.delivery_rate > 0.0 {
+                let span = elapsed.max(self.target).as_secs_f64();
+                ((2.0 * self.delivery_rate * span) as usize).max(INITIAL_ALLOWANCE)
             } else {
-                doubled
+                self.max
             };
-            self.allowance = grown.min(self.max);
+            self.allowance = doubled.min(cap).min(self.max);
             return;
         }
         if elapsed < MIN_WAIT / 2 {
@@ -161,13 +162,13 @@ impl Feeder {
         } else {
             0.75 * self.rate + 0.25 * sample
         };
-        let wanted = (self.rate() * self.target.as_secs_f64()) as usize;
+        let wanted = (self.rate * self.target.as_secs_f64()) as usize;
         // An empty buffer always takes a frame, so 1 byte is the floor.
         self.allowance = wanted.clamp(1, self.max);
     }
 
     fn wait_for(&self, occupancy: usize) -> Duration {
-        let rate = self.rate();
+        let rate = self.rate;
         if rate <= 0.0 {
             return self.target / 2;
         }
@@ -299,10 +300,24 @@ mod tests {
             }
             assert_eq!(feeder.allowance(), bound);
         }
-        // The rate it works with is the connection's.
+        // A starved connection delivers little; a dry buffer still grows to
+        // the first allowance, or it would stay starved.
         let mut feeder = Feeder::new(Duration::from_millis(1), 1 << 20);
-        feeder.use_delivery_rate(1e6);
-        assert_eq!(feeder.rate(), 1e6);
+        feeder.use_delivery_rate(1_000.0);
+        // One byte left in a millisecond: the allowance falls to a byte.
+        feeder.pushed(INITIAL_ALLOWANCE);
+        let _ = feeder.decide(at(0.0), INITIAL_ALLOWANCE);
+        let _ = feeder.decide(at(1.0), INITIAL_ALLOWANCE - 1);
+        assert_eq!(feeder.allowance(), 1);
+        let mut t = 2.0;
+        for _ in 0..20 {
+            let allowance = feeder.allowance();
+            feeder.pushed(allowance);
+            let _ = feeder.decide(at(t), allowance);
+            t += 1.0;
+            let _ = feeder.decide(at(t), 0);
+        }
+        assert_eq!(feeder.allowance(), INITIAL_ALLOWANCE);
     }
 
     #[test]
