@@ -43,6 +43,9 @@
 //! publishes its delivery rate there, which tells the sender how much to
 //! keep in quinn's buffer.
 //!
+//! (About 500 lines of controller; the file is longer for its simulation
+//! tests, kept beside the private state they set up.)
+//!
 //! Trade-off: like every delay-based controller it yields to loss-based
 //! flows sharing the same bottleneck. On a player's own link that is what
 //! a game wants.

@@ -22,6 +22,11 @@
 //!   leases one from the LAN behind the gateway; [`Event`]s tell the port to
 //!   configure or clear the adapter. Our IPv6 addresses are learned from the
 //!   source of the OS's own IPv6 packets (its link-local, SLAAC…).
+//!
+//! Just over 600 lines, on purpose: the outbound, inbound and addressing
+//! rules above are one state machine over one private neighbour table and
+//! pending queue; the DHCP client, the packet builders and the port-side
+//! driver are already files of their own.
 
 pub mod dhcp;
 pub mod driver;
