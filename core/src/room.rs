@@ -230,11 +230,6 @@ impl Room {
         &self.name
     }
 
-    /// The room instance id.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     /// The pipeline (for its egress drops and counters).
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline

@@ -40,8 +40,8 @@
 //! leave now, with the few bytes quinn holds in front of it, instead of
 //! waiting for the next acknowledgement to open the window; once they are
 //! sent the window is the controller's own again. The controller in turn
-//! publishes its delivery rate there, which tells the sender how much to
-//! keep in quinn's buffer.
+//! publishes its delivery rate there, which bounds how far the sender lets
+//! quinn's buffer grow.
 //!
 //! (About 500 lines of controller; the file is longer for its simulation
 //! tests, kept beside the private state they set up.)
@@ -100,8 +100,8 @@ pub const MAX_CREDIT: u64 = 64 * 1024;
 /// widened by the grant until that many bytes have been sent, then it is
 /// the controller's own again (and nothing more is sent until
 /// acknowledgements bring the bytes in flight below it). The controller
-/// publishes the delivery rate it measures, which is how fast the sender
-/// needs to feed the connection.
+/// publishes the delivery rate it measures, which bounds how much the
+/// sender lets wait in quinn's buffer.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerShare(Arc<Shared>);
 
@@ -168,6 +168,14 @@ impl ControllerShare {
     }
 }
 
+/// What one measuring round acknowledged, and how long it took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    bytes: u64,
+    time: Duration,
+    packets: u32,
+}
+
 /// Builds [`DelayController`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DelayConfig;
@@ -197,14 +205,11 @@ pub struct DelayController {
     round_start: Instant,
     /// Whether the last round's standing queue was above the target.
     above_target: bool,
-    /// Bytes acknowledged in the current round.
-    round_acked: u64,
-    /// Packets acknowledged in the current round.
-    round_packets: u32,
-    /// Packets acknowledged in each of the last rounds (as `spans`).
-    span_packets: [u32; RATE_ROUNDS],
-    /// Bytes acknowledged and time taken by each of the last rounds.
-    spans: [(u64, Duration); RATE_ROUNDS],
+    /// What the current round acknowledged so far (its time is set when
+    /// it ends).
+    round: Span,
+    /// What each of the last rounds acknowledged, and how long it took.
+    spans: [Span; RATE_ROUNDS],
     next_rate: usize,
     /// Rounds so far.
     rounds: u64,
@@ -245,10 +250,8 @@ impl DelayController {
             round_min: None,
             round_start: now,
             above_target: false,
-            round_acked: 0,
-            round_packets: 0,
-            span_packets: [0; RATE_ROUNDS],
-            spans: [(0, Duration::ZERO); RATE_ROUNDS],
+            round: Span::default(),
+            spans: [Span::default(); RATE_ROUNDS],
             next_rate: 0,
             rounds: 0,
             probe: None,
@@ -266,16 +269,20 @@ impl DelayController {
         self.share.clone()
     }
 
-    /// Bytes acknowledged in, and the length of, the last `n` rounds.
-    fn last_spans(&self, n: usize) -> (u64, Duration) {
+    /// The last `n` rounds together.
+    fn last_spans(&self, n: usize) -> Span {
         (1..=n.min(RATE_ROUNDS))
             .map(|back| self.spans[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS])
-            .fold((0u64, Duration::ZERO), |(b, t), (ab, at)| (b + ab, t + at))
+            .fold(Span::default(), |sum, span| Span {
+                bytes: sum.bytes + span.bytes,
+                time: sum.time + span.time,
+                packets: sum.packets + span.packets,
+            })
     }
 
     /// The delivery rate of the last `n` rounds together, bytes/s.
     fn recent_rate(&self, n: usize) -> f64 {
-        let (bytes, time) = self.last_spans(n);
+        let Span { bytes, time, .. } = self.last_spans(n);
         if time.is_zero() {
             0.0
         } else {
@@ -290,8 +297,8 @@ impl DelayController {
         self.buckets.iter().copied().fold(0.0, f64::max)
     }
 
-    fn record_rate(&mut self, now: Instant, acked: u64, elapsed: Duration) {
-        self.spans[self.next_rate] = (acked, elapsed);
+    fn record_rate(&mut self, now: Instant, span: Span) {
+        self.spans[self.next_rate] = span;
         self.next_rate = (self.next_rate + 1) % RATE_ROUNDS;
         if now.saturating_duration_since(self.bucket_start) >= RATE_BUCKET {
             self.buckets.rotate_left(1);
@@ -352,8 +359,13 @@ impl DelayController {
         let standing = self.round_min.take().unwrap_or(sample);
         self.standing = standing;
         let elapsed = now.saturating_duration_since(self.round_start);
-        self.span_packets[self.next_rate] = self.round_packets;
-        self.record_rate(now, self.round_acked, elapsed);
+        self.record_rate(
+            now,
+            Span {
+                time: elapsed,
+                ..self.round
+            },
+        );
         // A probe round that delivered clearly more than the best before it:
         // more window means more throughput, so the standing delay is not a
         // queue at the path's bottleneck (it is e.g. a busy sender's late
@@ -369,11 +381,7 @@ impl DelayController {
                 // link two rounds carry one or two, and "10 % more" is
                 // then chance (at 5 Mbit/s such chance "successes" held
                 // 8–14 KB windows, 20 ms of queue).
-                let packets: u32 = (1..=2)
-                    .map(|back| {
-                        self.span_packets[(self.next_rate + RATE_ROUNDS - back) % RATE_ROUNDS]
-                    })
-                    .sum();
+                let packets = self.last_spans(2).packets;
                 self.delay_trusted = packets < PROBE_MIN_PACKETS
                     || self.recent_rate(2) < before * PROBE_SUCCESS
                     || standing > standing_before + TARGET_DELAY;
@@ -383,8 +391,7 @@ impl DelayController {
             }
             None => {}
         }
-        self.round_acked = 0;
-        self.round_packets = 0;
+        self.round = Span::default();
         self.round_start = now;
         self.rounds += 1;
         if self.rounds % RATE_ROUNDS as u64 == 0 && !self.slow_start && self.probe.is_none() {
@@ -414,8 +421,8 @@ impl DelayController {
         app_limited: bool,
         smoothed: Duration,
     ) {
-        self.round_acked += bytes;
-        self.round_packets += 1;
+        self.round.bytes += bytes;
+        self.round.packets += 1;
         self.sample(now, now.saturating_duration_since(sent), smoothed);
         if self.above_target || app_limited {
             return;
@@ -657,15 +664,17 @@ mod tests {
             c.slow_start = false;
             c.base = Some(Duration::from_micros(500));
             let round = Duration::from_micros(2500);
-            c.spans = [(per_round * MTU, round); RATE_ROUNDS];
+            let span = |n: u64| Span {
+                bytes: n * MTU,
+                time: round,
+                packets: n as u32,
+            };
+            c.spans = [span(per_round); RATE_ROUNDS];
             let standing = Duration::from_millis(3);
             c.probe = Some((c.recent_rate(RATE_ROUNDS), standing, 0));
-            c.spans[RATE_ROUNDS - 1] = (per_round * MTU * 3 / 2, round);
-            c.span_packets = [per_round as u32; RATE_ROUNDS];
-            c.span_packets[RATE_ROUNDS - 1] = per_round as u32 * 3 / 2;
+            c.spans[RATE_ROUNDS - 1] = span(per_round * 3 / 2);
             c.next_rate = 0;
-            c.round_acked = per_round * MTU * 3 / 2;
-            c.round_packets = per_round as u32 * 3 / 2;
+            c.round = span(per_round * 3 / 2);
             c.sample(t0 + round, standing, Duration::from_millis(5));
             assert_eq!(c.delay_trusted, trusted, "{per_round} datagrams a round");
         }

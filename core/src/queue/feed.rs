@@ -111,7 +111,7 @@ impl Feeder {
     /// ping) does not wait for the next wake-up, while a flood of "new"
     /// flows is still bounded. A sender that can widen the connection's
     /// window for the frame (so that it and the bytes in front of it leave
-    /// at once) passes one full frame of slack: on a slow path the
+    /// at once) passes a few full frames of slack: on a slow path the
     /// allowance is smaller than one frame, and a frame in the buffer would
     /// otherwise always hold the sparse one back.
     pub fn may_bypass(&self, occupancy: usize, slack: usize) -> bool {
@@ -168,15 +168,14 @@ impl Feeder {
     }
 
     fn wait_for(&self, occupancy: usize) -> Duration {
-        let rate = self.rate;
-        if rate <= 0.0 {
+        if self.rate <= 0.0 {
             return self.target / 2;
         }
         let excess = occupancy.saturating_sub(self.allowance / 2) as f64;
         // A stalled path decays the rate towards zero: the wait it implies
         // may be too long for a Duration (a panic in from_secs_f64), and is
         // capped at the target anyway.
-        Duration::try_from_secs_f64(excess / rate)
+        Duration::try_from_secs_f64(excess / self.rate)
             .unwrap_or(self.target)
             .clamp(MIN_WAIT, self.target)
     }

@@ -55,13 +55,18 @@ struct SenderState {
     /// What the connection's controller shares (`congestion: delay` only):
     /// window credit, granted for a sparse flow's frame while other flows
     /// are queued so that it does not wait for the window to open behind
-    /// theirs, and the delivery rate, which the feeder keeps quinn's
-    /// buffer to.
+    /// theirs, and the delivery rate, which bounds how far the feeder lets
+    /// quinn's buffer grow.
     share: Option<ControllerShare>,
 }
 
-/// The `queue` key's documentation, shared by both QUIC ports.
-pub const QUEUE_DOC: &str = "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 1ms (what may wait inside quinn, in sending time) }";
+/// The `queue` key, as both QUIC ports document it.
+pub const QUEUE_KEY: KeyDoc = KeyDoc {
+    name: "queue",
+    ty: "map",
+    default: "fq-codel",
+    doc: "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 1ms (what may wait inside quinn, in sending time) }",
+};
 
 /// Bytes of quinn's datagram send buffer (`datagram_send_buffer_size`):
 /// the most the feeder may ever keep there.
@@ -297,7 +302,7 @@ const CREDIT_SLACK: usize = 4 * MAX_FRAME;
 /// A QUIC packet's bytes around one DATAGRAM frame, at most: short header
 /// (flags, up to 20 bytes of connection id, packet number), the frame's
 /// type and length, the overlay header and the AEAD tag.
-const PACKET_OVERHEAD: usize = 1 + 20 + 4 + 1 + 2 + 2 + 16;
+const PACKET_OVERHEAD: usize = 1 + 20 + 4 + 1 + 2 + overlay::ETHERNET_HEADER_LEN + 16;
 
 /// A full-size frame (CoDel never drops from a flow queue holding at most
 /// one: its `max_packet`).
@@ -348,7 +353,7 @@ impl LinkSink for PeerSender {
         // does not wait for the pump's next wake-up; while other flows are
         // queued the window is likely full, so it comes with credit for
         // itself and the bytes in front of it in quinn's buffer.
-        let credit = state.share.clone().filter(|_| !idle);
+        let credit = state.share.as_ref().filter(|_| !idle);
         let slack = if credit.is_some() { CREDIT_SLACK } else { 0 };
         if state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy, slack) {
             if let Some(credit) = credit {

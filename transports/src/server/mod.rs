@@ -617,7 +617,7 @@ lanparty_core::inventory::submit! {
             KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
             KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams: IP packets up to 1394 bytes go whole, larger in fragments)" },
             KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of every connection; delay keeps a slow player's bottleneck queue short" },
-            KeyDoc { name: "queue", ty: "map", default: "fq-codel", doc: crate::datapath::QUEUE_DOC },
+            crate::datapath::QUEUE_KEY,
         ],
         example: "ports:\n  relay: { type: quic-server, listen: 443/udp }",
         build: StageBuild::Port { build },
