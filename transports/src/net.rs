@@ -94,16 +94,21 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::Ud
 }
 
 /// A quinn endpoint on `socket`, serving when `server` is given.
+///
+/// A client endpoint (no `server`) carries one connection and chooses
+/// zero-length connection IDs: it routes what arrives by the relay's
+/// address, and every packet towards it is 8 bytes shorter (0.5 % more
+/// of a slow downlink for frames; the relay's own IDs still let the
+/// client's address change under NAT).
 pub fn endpoint(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
+    let mut config = quinn::EndpointConfig::default();
+    if server.is_none() {
+        config.cid_generator(|| Box::new(quinn_proto::RandomConnectionIdGenerator::new(0)));
+    }
+    quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// A serving endpoint whose stateless-reset key is derived from `secret`

@@ -102,7 +102,14 @@ async fn hostile_fragments_are_dropped_and_counted_while_others_carry_on() {
         fragment(3, 0, 200, 1000, 500),
         fragment(4, 0, 2, 60000, 500),
     ] {
-        conn.send_datagram(d).unwrap();
+        conn.send_datagram_wait(d).await.unwrap();
+    }
+    // Counted before the flood: quinn's send buffer drops its oldest
+    // datagrams when full, and these would be the oldest.
+    let c = relay.counters.clone();
+    let deadline = tokio::time::Instant::now() + LONG;
+    while c.datapath.snapshot().fragment_malformed < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A flood of frames that never complete: one fragment of two each.
     for id in 0..5000u32 {
@@ -116,7 +123,6 @@ async fn hostile_fragments_are_dropped_and_counted_while_others_carry_on() {
             tokio::task::yield_now().await;
         }
     }
-    let c = relay.counters.clone();
     let counted = || {
         let s = c.datapath.snapshot();
         s.fragment_malformed == 4 && s.fragment_overflow > 1000
