@@ -30,3 +30,10 @@ pub mod wire;
 
 pub use bytes::Bytes;
 pub use inventory;
+/// Declares a stage kind on its settings struct: keys, types, defaults,
+/// docs and the registration in one place (see [`registry`]).
+pub use lanparty_macros::stage_kind;
+pub use serde;
+
+// `#[stage_kind]` names `lanparty_core::…` paths, also inside this crate.
+extern crate self as lanparty_core;

@@ -1,16 +1,17 @@
-//! The stage registry: every stage kind registers itself once with
-//! [`inventory::submit!`], and configs name kinds by their `type:`.
+//! The stage registry: every stage kind registers itself once, and configs
+//! name kinds by their `type:`.
+//!
+//! A stage kind is declared once, on its settings struct, with
+//! [`crate::stage_kind`]: the fields are the keys (their doc comments the
+//! key docs, `#[key(default = …)]` their defaults, their types the
+//! [`KeyType`] names), the struct's doc comment is the summary, and the
+//! attribute registers the kind with [`inventory`]:
 //!
 //! ```text
-//! inventory::submit! {
-//!     lanparty_core::registry::StageRegistration {
-//!         name: "my-filter",
-//!         summary: "drops what I do not like",
-//!         keys: &[],
-//!         example: "{ type: my-filter }",
-//!         build: StageBuild::Filter { sides: FilterSides::Ingress, build: build_my_filter },
-//!     }
-//! }
+//! /// Drops what I do not like.
+//! #[lanparty_core::stage_kind(filter(ingress), name = "my-filter",
+//!     example = "ingress: [ { type: my-filter } ]", build = build)]
+//! pub struct MyFilterSettings {}
 //! ```
 //!
 //! A crate that the binary never names is not linked, and its
@@ -98,6 +99,41 @@ pub struct KeyDoc {
     pub default: &'static str,
     /// What it does.
     pub doc: &'static str,
+}
+
+/// How a config key's type reads in `lanparty stages` (`integer`,
+/// `duration`, …): `#[stage_kind]` documents each key with its field
+/// type's name unless the key says `ty = "…"`.
+pub trait KeyType {
+    /// The type as a person would write it.
+    const NAME: &'static str;
+}
+
+macro_rules! key_types {
+    ($($name:literal: $($ty:ty),+;)*) => {
+        $($(impl KeyType for $ty { const NAME: &'static str = $name; })+)*
+    };
+}
+
+key_types! {
+    "integer": u8, u16, u32, u64, usize;
+    "bool": bool;
+    "string": String;
+    "path": std::path::PathBuf;
+    "IPv4": std::net::Ipv4Addr;
+    "list of strings": Vec<String>;
+    "list of integers": Vec<u16>, Vec<u32>;
+    "duration": crate::config::ConfigDuration;
+    "size": crate::config::ConfigSize;
+    "MAC": crate::wire::MacAddr;
+    "client | gateway | lan | host": crate::stage::LinkRole;
+    "list of client | gateway | lan | host": Vec<crate::stage::LinkRole>;
+    "client | gateway": crate::control::PeerRole;
+}
+
+/// An optional key reads as its value's type.
+impl<T: KeyType> KeyType for Option<T> {
+    const NAME: &'static str = T::NAME;
 }
 
 /// One stage kind's registration.
@@ -265,24 +301,20 @@ mod tests {
 
     #[test]
     fn duplicates_fail_loudly() {
-        static A: StageRegistration = StageRegistration {
-            name: "same",
-            summary: "",
-            keys: &[],
-            example: "",
-            build: StageBuild::Router {
-                build: |_| Err(vec![]),
-            },
-        };
-        static B: StageRegistration = StageRegistration {
-            name: "same",
-            summary: "",
-            keys: &[],
-            example: "",
-            build: StageBuild::Router {
-                build: |_| Err(vec![]),
-            },
-        };
+        fn refuse(_: &StageConfig) -> BuildResult<RouterFactory> {
+            Err(vec![])
+        }
+        const fn router(name: &'static str) -> StageRegistration {
+            StageRegistration {
+                name,
+                summary: "",
+                keys: &[],
+                example: "",
+                build: StageBuild::Router { build: refuse },
+            }
+        }
+        static A: StageRegistration = router("same");
+        static B: StageRegistration = router("same");
         assert_eq!(
             Registry::build([&A, &B]).unwrap_err(),
             RegistryError::Duplicate("same")

@@ -4,10 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::config::{ConfigDuration, ConfigError, StageConfig};
-use crate::registry::{KeyDoc, RouterFactory, StageBuild, StageRegistration};
+use crate::registry::RouterFactory;
 use crate::stage::{DropReason, FilterContext, LinkId, LinkInfo, Router};
 use crate::time::Timestamp;
 use crate::wire::{FrameView, MacAddr};
@@ -18,36 +16,24 @@ pub const LOCAL_DESTINATION: DropReason = "local-destination";
 /// Drop reason: no link besides the ingress one is in the room.
 pub const NO_DESTINATION: DropReason = "no-destination";
 
-/// `switch` settings.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Learning switch: known unicast to one link, broadcast/multicast/unknown
+/// flooded (never back to the ingress link).
+#[crate::stage_kind(router, name = "switch", build = build_switch,
+    example = "router: { type: switch, max_macs: 4096, ageing: 300s }")]
+#[derive(Debug, Clone, Copy)]
 pub struct SwitchSettings {
-    /// `max_macs`: learned MACs per room; beyond it new MACs are flooded to,
-    /// not learned. Default 4096.
-    #[serde(default = "default_max_macs")]
+    /// Learned MACs per room; new MACs beyond it are flooded to, not
+    /// learned.
+    #[key(default = 4096)]
     pub max_macs: usize,
-    /// `ageing`: a MAC not seen for this long is forgotten. Default 300s
-    /// (the IEEE 802.1D default).
-    #[serde(default = "default_ageing")]
+    /// Forget a MAC not seen for this long (the IEEE 802.1D default).
+    #[key(default = "300s")]
     pub ageing: ConfigDuration,
 }
 
-fn default_max_macs() -> usize {
-    4096
-}
-
-fn default_ageing() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(300))
-}
-
-impl Default for SwitchSettings {
-    fn default() -> Self {
-        SwitchSettings {
-            max_macs: default_max_macs(),
-            ageing: default_ageing(),
-        }
-    }
-}
+/// Hub: every frame to every link except the one it came in on.
+#[crate::stage_kind(router, name = "hub", build = build_hub, example = "router: { type: hub }")]
+pub struct HubSettings {}
 
 #[derive(Debug, Clone, Copy)]
 struct Learned {
@@ -202,32 +188,6 @@ fn build_switch(config: &StageConfig) -> Result<RouterFactory, Vec<ConfigError>>
 }
 
 fn build_hub(config: &StageConfig) -> Result<RouterFactory, Vec<ConfigError>> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct HubSettings {}
     let HubSettings {} = config.parse()?;
     Ok(Arc::new(|| Box::new(Hub)))
-}
-
-inventory::submit! {
-    StageRegistration {
-        name: "switch",
-        summary: "learning switch: known unicast to one link, broadcast/multicast/unknown flooded (never back to the ingress link)",
-        keys: &[
-            KeyDoc { name: "max_macs", ty: "integer", default: "4096", doc: "learned MACs per room; new MACs beyond it are flooded to, not learned" },
-            KeyDoc { name: "ageing", ty: "duration", default: "300s", doc: "forget a MAC not seen for this long" },
-        ],
-        example: "router: { type: switch, max_macs: 4096, ageing: 300s }",
-        build: StageBuild::Router { build: build_switch },
-    }
-}
-
-inventory::submit! {
-    StageRegistration {
-        name: "hub",
-        summary: "hub: every frame to every link except the one it came in on",
-        keys: &[],
-        example: "router: { type: hub }",
-        build: StageBuild::Router { build: build_hub },
-    }
 }

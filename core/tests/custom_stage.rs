@@ -1,19 +1,20 @@
-//! A filter registered from outside lanparty-core, the way a third-party
+//! Filters declared from outside lanparty-core with `#[stage_kind]`, the
+//! way a third-party crate would: rewrites and egress drops through the
+//! pipeline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! crate would: rewrites and egress drops through the pipeline.
-
-use std::sync::Arc;
 
 use lanparty_core::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{FilterFactory, Registry, StageBuild, StageKind, StageRegistration};
-use lanparty_core::stage::{Filter, FilterContext, FilterSides, LinkInfo, LinkRole, Verdict};
+use lanparty_core::registry::{FilterFactory, Registry, StageKind, filter_factory};
+use lanparty_core::stage::{Filter, FilterContext, LinkInfo, LinkRole, Verdict};
 use lanparty_core::testing::Harness;
 use lanparty_core::testing::frames::{self, Tags};
 use lanparty_core::wire::{FrameView, MacAddr};
 
 /// Zeroes the last byte of every frame (a stand-in for a real rewrite).
-struct ZeroLastByte;
+#[lanparty_core::stage_kind(filter(ingress), name = "test-zero-last-byte", build = build_zero,
+    example = "ingress: [ { type: test-zero-last-byte } ]")]
+struct ZeroLastByte {}
 
 impl Filter for ZeroLastByte {
     fn ingress(&mut self, _: &FilterContext<'_>, frame: &FrameView<'_>) -> Verdict {
@@ -30,7 +31,10 @@ impl Filter for ZeroLastByte {
 }
 
 /// Keeps frames from `host` links.
-struct NoHosts;
+#[lanparty_core::stage_kind(filter(egress), name = "test-no-hosts",
+    build = |config| config.parse::<NoHosts>().map(|_| filter_factory((), |_| NoHosts {})),
+    example = "egress: [ { type: test-no-hosts } ]")]
+struct NoHosts {}
 
 impl Filter for NoHosts {
     fn egress(&mut self, _: &FilterContext<'_>, _: &FrameView<'_>, dst: &LinkInfo) -> Verdict {
@@ -43,31 +47,8 @@ impl Filter for NoHosts {
 }
 
 fn build_zero(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Settings {}
-    let Settings {} = config.parse()?;
-    Ok(Arc::new(|| Box::new(ZeroLastByte)))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "test-zero-last-byte",
-        summary: "test only",
-        keys: &[],
-        example: "",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build: build_zero },
-    }
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "test-no-hosts",
-        summary: "test only",
-        keys: &[],
-        example: "",
-        build: StageBuild::Filter { sides: FilterSides::Egress, build: |_| Ok(Arc::new(|| Box::new(NoHosts))) },
-    }
+    let ZeroLastByte {} = config.parse()?;
+    Ok(filter_factory((), |_| ZeroLastByte {}))
 }
 
 const ROOM: &str = "

@@ -21,10 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{Filter, FilterContext, FilterSides, LinkInfo, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{Filter, FilterContext, LinkInfo, Verdict};
 use lanparty_core::wire::{FrameView, pcapng};
 use serde::Deserialize;
 
@@ -39,43 +37,29 @@ pub enum Split {
     Link,
 }
 
-/// `capture` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Writes the frames passing this place to pcapng files (Wireshark/tshark),
+/// rotated by size; every frame passes.
+#[lanparty_core::stage_kind(filter(both), name = "capture", build = build,
+    example = "ingress: [ { type: capture, dir: /var/lib/lanparty/captures, split: room } ]")]
+#[derive(Debug, Clone)]
 pub struct CaptureSettings {
-    /// `dir`: the folder for the files (created if missing).
+    /// Folder for the files (created if missing).
     pub dir: PathBuf,
-    /// `split`: `room` (default) or `link`.
-    #[serde(default)]
+    /// One file per room (links are interfaces) or one per link.
+    #[key(default = "room", ty = "room | link")]
     pub split: Split,
-    /// `max_file_size`: bytes per file before the next file starts.
-    /// Default 16 MiB.
-    #[serde(default = "default_max_file_size")]
+    /// Size in bytes at which the next file starts.
+    #[key(default = 16777216)]
     pub max_file_size: u64,
-    /// `max_files`: files kept per room (or link); the oldest is deleted.
-    /// Default 4.
-    #[serde(default = "default_max_files")]
+    /// Files kept per room or link; the oldest is deleted.
+    #[key(default = 4)]
     pub max_files: usize,
-    /// `snaplen`: bytes kept per frame. Default 65535.
-    #[serde(default = "default_snaplen")]
+    /// Bytes kept per frame.
+    #[key(default = 65535)]
     pub snaplen: u32,
-    /// `queue`: frames waiting for the writer before new ones are dropped.
-    /// Default 4096.
-    #[serde(default = "default_queue")]
+    /// Frames waiting for the writer; more are dropped and counted.
+    #[key(default = 4096)]
     pub queue: usize,
-}
-
-fn default_max_file_size() -> u64 {
-    16 << 20
-}
-fn default_max_files() -> usize {
-    4
-}
-fn default_snaplen() -> u32 {
-    65_535
-}
-fn default_queue() -> usize {
-    4096
 }
 
 struct Record {
@@ -327,21 +311,4 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         chunk: BytesMut::new(),
         dropped: Arc::new(AtomicU64::new(0)),
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "capture",
-        summary: "writes the frames passing this place to pcapng files (Wireshark/tshark), rotated by size; every frame passes",
-        keys: &[
-            KeyDoc { name: "dir", ty: "path", default: "required", doc: "folder for the files (created if missing)" },
-            KeyDoc { name: "split", ty: "room | link", default: "room", doc: "one file per room (links are interfaces) or one per link" },
-            KeyDoc { name: "max_file_size", ty: "bytes", default: "16777216", doc: "size at which the next file starts" },
-            KeyDoc { name: "max_files", ty: "integer", default: "4", doc: "files kept per room or link; the oldest is deleted" },
-            KeyDoc { name: "snaplen", ty: "integer", default: "65535", doc: "bytes kept per frame" },
-            KeyDoc { name: "queue", ty: "integer", default: "4096", doc: "frames waiting for the writer; more are dropped and counted" },
-        ],
-        example: "ingress: [ { type: capture, dir: /var/lib/lanparty/captures, split: room } ]",
-        build: StageBuild::Filter { sides: FilterSides::Both, build },
-    }
 }

@@ -12,14 +12,11 @@
 //! (`fragment-header-chain`); see `lanparty_core::wire::frame`.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, LinkRole, Verdict};
 use lanparty_core::wire::{FrameView, Judged, L3Kind};
-use serde::Deserialize;
 
-use crate::roles::{RoleSet, infrastructure_roles};
+use crate::roles::RoleSet;
 
 /// Drop reason: a DHCPv4 server message from a role that may not serve.
 pub const DHCPV4_SERVER: DropReason = "dhcpv4-server";
@@ -28,23 +25,21 @@ pub const DHCPV6_SERVER: DropReason = "dhcpv6-server";
 /// Drop reason: IP headers that do not parse, from a role that may not serve.
 pub const UNPARSEABLE: DropReason = lanparty_core::wire::frame::UNPARSEABLE;
 
-/// `dhcp-server` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Drop DHCPv4/DHCPv6 server messages (offers, acks, advertise, reply)
+/// unless the ingress role may serve DHCP.
+#[lanparty_core::stage_kind(filter(ingress), name = "dhcp-server", build = build,
+    example = "ingress: [ { type: dhcp-server, allow_roles: [gateway, lan] } ]")]
+#[derive(Debug, Clone)]
 pub struct DhcpServerSettings {
-    /// `allow_roles`: roles whose DHCP server messages pass.
-    #[serde(default = "infrastructure_roles")]
+    /// Roles whose DHCP server messages pass.
+    #[key(default = "[gateway, lan]")]
     pub allow_roles: Vec<LinkRole>,
-    /// `v4`: police DHCPv4. Default true.
-    #[serde(default = "yes")]
+    /// Police DHCPv4 (UDP 67 BOOTREPLY).
+    #[key(default = true)]
     pub v4: bool,
-    /// `v6`: police DHCPv6. Default true.
-    #[serde(default = "yes")]
+    /// Police DHCPv6 (UDP 547 advertise/reply/reconfigure/relay-reply).
+    #[key(default = true)]
     pub v6: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The filter.
@@ -85,20 +80,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         v4: s.v4,
         v6: s.v6,
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "dhcp-server",
-        summary: "drop DHCPv4/DHCPv6 server messages (offers, acks, advertise, reply) unless the ingress role may serve DHCP",
-        keys: &[
-            KeyDoc { name: "allow_roles", ty: "list of client | gateway | lan | host", default: "[gateway, lan]", doc: "roles whose DHCP server messages pass" },
-            KeyDoc { name: "v4", ty: "bool", default: "true", doc: "police DHCPv4 (UDP 67 BOOTREPLY)" },
-            KeyDoc { name: "v6", ty: "bool", default: "true", doc: "police DHCPv6 (UDP 547 advertise/reply/reconfigure/relay-reply)" },
-        ],
-        example: "ingress: [ { type: dhcp-server, allow_roles: [gateway, lan] } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,8 @@
 //! meets a frame it cannot classify.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, Verdict};
 use lanparty_core::wire::{FrameView, ethertype};
 use serde::Deserialize;
 
@@ -22,15 +20,17 @@ pub const DENIED: DropReason = "ethertype-denied";
 /// The pseudo-ethertype for 802.3 length fields.
 const LLC: u32 = 0x1_0000;
 
-/// `ethertype` settings: exactly one of `allow` or `deny`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Allow-list or deny-list of ethertypes (after VLAN tags); `llc` covers
+/// 802.3 length frames.
+#[lanparty_core::stage_kind(filter(ingress), name = "ethertype", build = build,
+    example = "ingress: [ { type: ethertype, allow: [ipv4, arp, ipv6] } ]")]
+#[derive(Debug, Clone)]
 pub struct EthertypeSettings {
-    /// `allow`: only these pass.
-    #[serde(default)]
+    /// Only these ethertypes pass.
+    #[key(ty = "list of names or numbers")]
     pub allow: Option<Vec<EthertypeEntry>>,
-    /// `deny`: these are dropped.
-    #[serde(default)]
+    /// These ethertypes are dropped (give allow or deny, not both).
+    #[key(ty = "list of names or numbers")]
     pub deny: Option<Vec<EthertypeEntry>>,
 }
 
@@ -114,19 +114,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         list: list.clone(),
         allow: *allow,
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "ethertype",
-        summary: "allow-list or deny-list of ethertypes (after VLAN tags); `llc` covers 802.3 length frames",
-        keys: &[
-            KeyDoc { name: "allow", ty: "list of names or numbers", default: "none", doc: "only these ethertypes pass" },
-            KeyDoc { name: "deny", ty: "list of names or numbers", default: "none", doc: "these ethertypes are dropped (give allow or deny, not both)" },
-        ],
-        example: "ingress: [ { type: ethertype, allow: [ipv4, arp, ipv6] } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

@@ -15,15 +15,13 @@
 use etherparse::{EtherType, SlicedPacket, TransportSlice};
 use lanparty_core::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkRole, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, LinkRole, Verdict};
 use lanparty_core::wire::checksum::with_word;
 use lanparty_core::wire::{FrameView, Judged, ethertype};
 use serde::Deserialize;
 
-use crate::roles::{RoleSet, infrastructure_roles};
+use crate::roles::RoleSet;
 
 /// Drop reason: an RA from a role that may not advertise.
 pub const ROUTER_ADVERTISEMENT: DropReason = "router-advertisement";
@@ -42,15 +40,18 @@ pub enum RaMode {
     ZeroLifetime,
 }
 
-/// `ipv6-ra` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// IPv6 router advertisements from roles that may not route: drop them,
+/// or zero their router lifetime.
+#[lanparty_core::stage_kind(filter(ingress), name = "ipv6-ra", build = build,
+    example = "ingress: [ { type: ipv6-ra, mode: zero-lifetime } ]")]
+#[derive(Debug, Clone)]
 pub struct Ipv6RaSettings {
-    /// `allow_roles`: roles whose RAs pass untouched.
-    #[serde(default = "infrastructure_roles")]
+    /// Roles whose RAs pass untouched.
+    #[key(default = "[gateway, lan]")]
     pub allow_roles: Vec<LinkRole>,
-    /// `mode`: `drop` (default) or `zero-lifetime`.
-    #[serde(default)]
+    /// `zero-lifetime` keeps the RA (SLAAC still works) but the sender
+    /// never becomes a default router.
+    #[key(default = "drop", ty = "drop | zero-lifetime")]
     pub mode: RaMode,
 }
 
@@ -112,19 +113,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         allowed: s.allow_roles.iter().collect(),
         mode: s.mode,
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "ipv6-ra",
-        summary: "IPv6 router advertisements from roles that may not route: drop them, or zero their router lifetime",
-        keys: &[
-            KeyDoc { name: "allow_roles", ty: "list of client | gateway | lan | host", default: "[gateway, lan]", doc: "roles whose RAs pass untouched" },
-            KeyDoc { name: "mode", ty: "drop | zero-lifetime", default: "drop", doc: "zero-lifetime keeps the RA (SLAAC still works) but the sender never becomes a default router" },
-        ],
-        example: "ingress: [ { type: ipv6-ra, mode: zero-lifetime } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

@@ -6,24 +6,23 @@
 //! never meets a frame it cannot measure.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkInfo, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, LinkInfo, Verdict};
 use lanparty_core::wire::FrameView;
-use serde::Deserialize;
 
 /// Drop reason: larger than the room MTU.
 pub const OVER_ROOM_MTU: DropReason = "over-room-mtu";
 /// Drop reason: larger than the destination link's MTU.
 pub const OVER_LINK_MTU: DropReason = "over-link-mtu";
 
-/// `jumbo` settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Drop frames over the room MTU (ingress) or the destination link's MTU
+/// (egress); VLAN-aware.
+#[lanparty_core::stage_kind(filter(both), name = "jumbo", build = build,
+    example = "ingress: [ { type: jumbo } ]\negress: [ { type: jumbo } ]")]
+#[derive(Debug, Clone, Default)]
 pub struct JumboSettings {
-    /// `mtu`: a limit below the room MTU; default: the room MTU.
-    #[serde(default)]
+    /// A stricter limit than the room MTU.
+    #[key(shown = "the room MTU")]
     pub mtu: Option<u16>,
 }
 
@@ -71,16 +70,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
             .map_err(|e| vec![config.error("mtu", e.to_string())])?;
     }
     Ok(filter_factory(settings, |s| Jumbo { mtu: s.mtu }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "jumbo",
-        summary: "drop frames over the room MTU (ingress) or the destination link's MTU (egress); VLAN-aware",
-        keys: &[KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a stricter limit than the room MTU" }],
-        example: "ingress: [ { type: jumbo } ]\negress: [ { type: jumbo } ]",
-        build: StageBuild::Filter { sides: FilterSides::Both, build },
-    }
 }
 
 #[cfg(test)]

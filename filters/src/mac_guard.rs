@@ -13,15 +13,10 @@
 use std::collections::HashMap;
 
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{
-    DropReason, Filter, FilterContext, FilterSides, LinkId, LinkRole, Verdict,
-};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, LinkId, LinkRole, Verdict};
 use lanparty_core::time::Timestamp;
 use lanparty_core::wire::{FrameView, MacAddr};
-use serde::Deserialize;
 
 /// Drop reason: multicast or broadcast source MAC.
 pub const MULTICAST_SOURCE: DropReason = "multicast-source";
@@ -32,24 +27,18 @@ pub const SPOOFED_SOURCE: DropReason = "spoofed-source";
 /// Drop reason: a multi-MAC link exceeded its MAC limit.
 pub const TOO_MANY_MACS: DropReason = "too-many-macs";
 
-/// `mac-guard` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Anti-spoofing: clients send only with their admitted MAC; no
+/// multicast/zero sources; MAC limit per gateway.
+#[lanparty_core::stage_kind(filter(ingress), name = "mac-guard", build = build,
+    example = "ingress: [ { type: mac-guard, max_macs: 1024 } ]")]
+#[derive(Debug, Clone)]
 pub struct MacGuardSettings {
-    /// `max_macs`: source MACs per gateway/lan/host link. Default 1024.
-    #[serde(default = "default_max_macs")]
+    /// Source MACs per gateway/lan/host link.
+    #[key(default = 1024)]
     pub max_macs: usize,
-    /// `ageing`: forget a gateway-side MAC not seen for this long. Default 300s.
-    #[serde(default = "default_ageing")]
+    /// A gateway-side MAC not seen this long frees its slot.
+    #[key(default = "300s")]
     pub ageing: ConfigDuration,
-}
-
-fn default_max_macs() -> usize {
-    1024
-}
-
-fn default_ageing() -> ConfigDuration {
-    ConfigDuration(std::time::Duration::from_secs(300))
 }
 
 /// The filter.
@@ -117,19 +106,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         ageing: s.ageing.0,
         seen: HashMap::new(),
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "mac-guard",
-        summary: "anti-spoofing: clients send only with their admitted MAC; no multicast/zero sources; MAC limit per gateway",
-        keys: &[
-            KeyDoc { name: "max_macs", ty: "integer", default: "1024", doc: "source MACs per gateway/lan/host link" },
-            KeyDoc { name: "ageing", ty: "duration", default: "300s", doc: "a gateway-side MAC not seen this long frees its slot" },
-        ],
-        example: "ingress: [ { type: mac-guard, max_macs: 1024 } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

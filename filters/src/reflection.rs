@@ -5,17 +5,18 @@
 //! Needs only link ids: it cannot meet a frame it fails to parse.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{FilterFactory, StageBuild, StageRegistration, filter_factory};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, LinkInfo, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, LinkInfo, Verdict};
 use lanparty_core::wire::FrameView;
-use serde::Deserialize;
 
 /// Drop reason: the destination is the ingress link.
 pub const REFLECTION: DropReason = "reflection";
 
-/// `reflection` settings: none.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Egress: never send a frame back out of the link it came in on (counts
+/// router mistakes and loops).
+#[lanparty_core::stage_kind(filter(egress), name = "reflection", build = build,
+    example = "egress: [ { type: reflection } ]")]
+#[derive(Debug, Clone, Default)]
 pub struct ReflectionSettings {}
 
 /// The filter.
@@ -40,16 +41,6 @@ impl Filter for Reflection {
 fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
     let settings: ReflectionSettings = config.parse()?;
     Ok(filter_factory(settings, |_| Reflection))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "reflection",
-        summary: "egress: never send a frame back out of the link it came in on (counts router mistakes and loops)",
-        keys: &[],
-        example: "egress: [ { type: reflection } ]",
-        build: StageBuild::Filter { sides: FilterSides::Egress, build },
-    }
 }
 
 #[cfg(test)]

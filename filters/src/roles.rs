@@ -2,12 +2,6 @@
 
 use lanparty_core::stage::LinkRole;
 
-/// The roles that may serve DHCP or advertise routes by default: the
-/// gateway peer on the relay and the wired LAN on the gateway.
-pub fn infrastructure_roles() -> Vec<LinkRole> {
-    vec![LinkRole::Gateway, LinkRole::Lan]
-}
-
 /// A small set of roles, checked without allocation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RoleSet(u8);

@@ -9,50 +9,33 @@
 //! tests drive it with the simulated clock.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
+use lanparty_core::registry::{FilterFactory, filter_factory};
 use lanparty_core::stage::{
-    DropReason, Filter, FilterContext, FilterSides, LinkId, LinkInfo, LinkRole, Verdict,
+    DropReason, Filter, FilterContext, LinkId, LinkInfo, LinkRole, Verdict,
 };
 use lanparty_core::time::Timestamp;
 use lanparty_core::wire::FrameView;
-use serde::Deserialize;
 
 use crate::roles::RoleSet;
 
 /// Drop reason: over the broadcast/multicast rate.
 pub const STORM: DropReason = "storm";
 
-/// `storm` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Broadcast/multicast rate limit per link (token bucket); unicast is not
+/// limited.
+#[lanparty_core::stage_kind(filter(ingress), name = "storm", build = build,
+    example = "ingress: [ { type: storm, rate: 200, burst: 400 } ]")]
+#[derive(Debug, Clone)]
 pub struct StormSettings {
-    /// `rate`: broadcast/multicast frames per second per link. Default 200.
-    #[serde(default = "default_rate")]
+    /// Broadcast/multicast frames per second per link.
+    #[key(default = 200)]
     pub rate: u32,
-    /// `burst`: frames a link may send at once before the rate applies.
-    /// Default 400.
-    #[serde(default = "default_burst")]
+    /// Frames a link may send at once before the rate applies.
+    #[key(default = 400)]
     pub burst: u32,
-    /// `roles`: the roles limited. Default: all.
-    #[serde(default = "all_roles")]
+    /// The roles limited.
+    #[key(default = "[client, gateway, lan, host]", shown = "all")]
     pub roles: Vec<LinkRole>,
-}
-
-fn default_rate() -> u32 {
-    200
-}
-fn default_burst() -> u32 {
-    400
-}
-fn all_roles() -> Vec<LinkRole> {
-    vec![
-        LinkRole::Client,
-        LinkRole::Gateway,
-        LinkRole::Lan,
-        LinkRole::Host,
-    ]
 }
 
 /// Tokens are counted in millionths of a frame, so that refills are exact
@@ -143,20 +126,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         roles: s.roles.iter().collect(),
         buckets: Vec::new(),
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "storm",
-        summary: "broadcast/multicast rate limit per link (token bucket); unicast is not limited",
-        keys: &[
-            KeyDoc { name: "rate", ty: "integer", default: "200", doc: "broadcast/multicast frames per second per link" },
-            KeyDoc { name: "burst", ty: "integer", default: "400", doc: "frames a link may send at once" },
-            KeyDoc { name: "roles", ty: "list of client | gateway | lan | host", default: "all", doc: "the roles limited" },
-        ],
-        example: "ingress: [ { type: storm, rate: 200, burst: 400 } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,8 @@
 //! meets a frame it cannot classify. Exceptions are opt-in by name.
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{DropReason, Filter, FilterContext, FilterSides, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{DropReason, Filter, FilterContext, Verdict};
 use lanparty_core::wire::{FrameView, ethertype};
 use serde::Deserialize;
 
@@ -73,12 +71,17 @@ impl ControlClass {
     }
 }
 
-/// `switch-control` settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Drop STP, pause, LACP, 802.1X, LLDP and the rest of 01:80:C2:00:00:0X
+/// (plus their ethertypes), tagged or not.
+#[lanparty_core::stage_kind(filter(ingress), name = "switch-control", build = build,
+    example = "ingress: [ { type: switch-control, allow: [eapol] } ]")]
+#[derive(Debug, Clone, Default)]
 pub struct SwitchControlSettings {
-    /// `allow`: classes to let through, e.g. `[eapol]` for 802.1X.
-    #[serde(default)]
+    /// Classes to let through (e.g. `[eapol]` for 802.1X).
+    #[key(
+        default = "[]",
+        ty = "list of stp | pause | slow-protocols | eapol | lldp | reserved"
+    )]
     pub allow: Vec<ControlClass>,
 }
 
@@ -103,21 +106,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
     Ok(filter_factory(allowed, |allowed| SwitchControl {
         allowed: *allowed,
     }))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "switch-control",
-        summary: "drop STP, pause, LACP, 802.1X, LLDP and the rest of 01:80:C2:00:00:0X (plus their ethertypes), tagged or not",
-        keys: &[KeyDoc {
-            name: "allow",
-            ty: "list of stp | pause | slow-protocols | eapol | lldp | reserved",
-            default: "[]",
-            doc: "classes to let through (e.g. [eapol] for 802.1X)",
-        }],
-        example: "ingress: [ { type: switch-control, allow: [eapol] } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

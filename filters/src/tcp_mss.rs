@@ -20,13 +20,10 @@
 use etherparse::{SlicedPacket, TransportSlice};
 use lanparty_core::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{
-    FilterFactory, KeyDoc, StageBuild, StageRegistration, filter_factory,
-};
-use lanparty_core::stage::{Filter, FilterContext, FilterSides, Verdict};
+use lanparty_core::registry::{FilterFactory, filter_factory};
+use lanparty_core::stage::{Filter, FilterContext, Verdict};
 use lanparty_core::wire::checksum::with_word;
 use lanparty_core::wire::{Fragment, FrameView, ethertype};
-use serde::Deserialize;
 
 /// IPv4 + TCP header bytes without options.
 const IPV4_TCP_HEADERS: u16 = 40;
@@ -42,18 +39,16 @@ const END_OF_OPTIONS: u8 = 0;
 const NOOP: u8 = 1;
 const MSS: u8 = 2;
 
-/// `tcp-mss` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Clamps the MSS of TCP SYN and SYN-ACK so full TCP segments fit one QUIC
+/// datagram (no fragments).
+#[lanparty_core::stage_kind(filter(ingress), name = "tcp-mss", build = build,
+    example = "ingress: [ { type: tcp-mss, mtu: 1394 } ]")]
+#[derive(Debug, Clone)]
 pub struct TcpMssSettings {
-    /// `mtu`: the IP packet size a segment must fit in; MSS is clamped to
-    /// this minus the IP and TCP headers. Default 1394.
-    #[serde(default = "default_mtu")]
+    /// The IP packet a segment must fit in: MSS is clamped to mtu - 40
+    /// (IPv4) or mtu - 60 (IPv6).
+    #[key(default = DEFAULT_MTU, shown = "1394")]
     pub mtu: u16,
-}
-
-fn default_mtu() -> u16 {
-    DEFAULT_MTU
 }
 
 /// The filter.
@@ -134,18 +129,6 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
         )]);
     }
     Ok(filter_factory(settings, |s| TcpMss::new(s.mtu)))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "tcp-mss",
-        summary: "clamps the MSS of TCP SYN and SYN-ACK so full TCP segments fit one QUIC datagram (no fragments)",
-        keys: &[
-            KeyDoc { name: "mtu", ty: "integer", default: "1394", doc: "the IP packet a segment must fit in: MSS is clamped to mtu - 40 (IPv4) or mtu - 60 (IPv6)" },
-        ],
-        example: "ingress: [ { type: tcp-mss, mtu: 1394 } ]",
-        build: StageBuild::Filter { sides: FilterSides::Ingress, build },
-    }
 }
 
 #[cfg(test)]

@@ -24,11 +24,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSpec, PortContext, ShutdownSignal};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::ethertype;
-use serde::Deserialize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -36,38 +35,27 @@ use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::{checksum, netdev};
 
-/// `af-packet` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A wired LAN interface through AF_PACKET: promiscuous, VLAN tags
+/// restored, never reads back its own frames, batched I/O.
+#[lanparty_core::stage_kind(port, name = "af-packet", build = build,
+    example = "ports:\n  lan: { type: af-packet, interface: eth0 }")]
+#[derive(Debug, Clone)]
 pub struct AfPacketSettings {
-    /// `interface`: the wired LAN interface, e.g. `eth0`.
+    /// The LAN interface, e.g. `eth0`.
     pub interface: String,
-    /// `promiscuous`: receive frames for every MAC (needed to bridge).
-    /// Default true.
-    #[serde(default = "yes")]
+    /// Receive frames for every MAC (needed to bridge); dropped again when
+    /// the port stops.
+    #[key(default = true)]
     pub promiscuous: bool,
-    /// `batch`: frames per `recvmmsg`/`sendmmsg` call. Default 32.
-    #[serde(default = "default_batch")]
+    /// Frames per `recvmmsg`/`sendmmsg` call.
+    #[key(default = 32)]
     pub batch: usize,
-    /// `room`: the room the LAN joins. Default `default`.
-    #[serde(default = "default_room")]
+    /// The room the LAN joins.
+    #[key(default = DEFAULT_ROOM.into(), shown = DEFAULT_ROOM)]
     pub room: String,
-    /// `role`: the link role. Default `lan`.
-    #[serde(default = "default_role")]
+    /// The link role filters see.
+    #[key(default = "lan")]
     pub role: LinkRole,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_batch() -> usize {
-    32
-}
-fn default_room() -> String {
-    DEFAULT_ROOM.into()
-}
-fn default_role() -> LinkRole {
-    LinkRole::Lan
 }
 
 /// A configured AF_PACKET port.
@@ -541,22 +529,6 @@ impl AfPacketPort {
 }
 
 lanparty_core::impl_port!(AfPacketPort);
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "af-packet",
-        summary: "a wired LAN interface through AF_PACKET: promiscuous, VLAN tags restored, never reads back its own frames, batched I/O",
-        keys: &[
-            KeyDoc { name: "interface", ty: "string", default: "required", doc: "the LAN interface, e.g. eth0" },
-            KeyDoc { name: "promiscuous", ty: "bool", default: "true", doc: "receive frames for every MAC (needed to bridge); dropped again when the port stops" },
-            KeyDoc { name: "batch", ty: "integer", default: "32", doc: "frames per recvmmsg/sendmmsg call" },
-            KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the LAN joins" },
-            KeyDoc { name: "role", ty: "client | gateway | lan | host", default: "lan", doc: "the link role filters see" },
-        ],
-        example: "ports:\n  lan: { type: af-packet, interface: eth0 }",
-        build: StageBuild::Port { build },
-    }
-}
 
 #[cfg(test)]
 mod tests {

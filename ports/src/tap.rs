@@ -20,49 +20,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext};
 use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
-use serde::Deserialize;
 
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::tun::{Device, TunMode, open_tun};
 
-/// `tap` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Linux TAP device: the virtual Ethernet adapter (MTU follows the room;
+/// created and removed by the port).
+#[lanparty_core::stage_kind(port, name = "tap", build = build,
+    example = "ports:\n  adapter: { type: tap, device: lp0, mac: \"02:00:00:00:00:51\" }")]
+#[derive(Debug, Clone)]
 pub struct TapSettings {
-    /// `device`: the device name, e.g. `lp0` (created if absent).
+    /// Device name, e.g. `lp0`; created if absent.
     pub device: String,
-    /// `mac`: the device MAC; default: the MAC the node's `quic-client`
-    /// joins the relay with (a client has one identity), or the kernel's
-    /// random one when the node has no such session.
-    #[serde(default)]
+    /// The adapter's MAC; leave it out on a client: the adapter takes the
+    /// MAC the node joins the relay with.
+    #[key(shown = "the quic-client's `mac`, else the kernel's random MAC")]
     pub mac: Option<MacAddr>,
-    /// `mtu`: a fixed MTU; default: follow the room MTU.
-    #[serde(default)]
+    /// A fixed MTU instead of following the room.
+    #[key(shown = "the room MTU")]
     pub mtu: Option<u16>,
-    /// `addresses`: static addresses, e.g. `[10.77.0.2/24, fd77::2/64]`;
-    /// default none (leave it to DHCP / SLAAC).
-    #[serde(default)]
+    /// Static addresses, e.g. `[10.77.0.2/24, fd77::2/64]`; none means
+    /// DHCP/SLAAC decide.
+    #[key(default = "[]", ty = "list of CIDR")]
     pub addresses: Vec<String>,
-    /// `room`: the room the device joins. Default `default`.
-    #[serde(default = "default_room")]
+    /// The room the device joins.
+    #[key(default = DEFAULT_ROOM.into(), shown = DEFAULT_ROOM)]
     pub room: String,
-    /// `role`: the link role. Default `host`.
-    #[serde(default = "default_role")]
+    /// The link role filters see.
+    #[key(default = "host")]
     pub role: LinkRole,
-}
-
-fn default_room() -> String {
-    DEFAULT_ROOM.to_string()
-}
-
-fn default_role() -> LinkRole {
-    LinkRole::Host
 }
 
 /// A configured TAP port.
@@ -248,20 +240,3 @@ impl TapPort {
 }
 
 lanparty_core::impl_port!(TapPort, mac_identity);
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "tap",
-        summary: "Linux TAP device: the virtual Ethernet adapter (MTU follows the room; created and removed by the port)",
-        keys: &[
-            KeyDoc { name: "device", ty: "string", default: "required", doc: "device name, e.g. lp0; created if absent" },
-            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`, else the kernel's random MAC", doc: "the adapter's MAC; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
-            KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a fixed MTU instead of following the room" },
-            KeyDoc { name: "addresses", ty: "list of CIDR", default: "[]", doc: "static addresses, e.g. [10.77.0.2/24]; none means DHCP/SLAAC decide" },
-            KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the device joins" },
-            KeyDoc { name: "role", ty: "client | gateway | lan | host", default: "host", doc: "the link role filters see" },
-        ],
-        example: "ports:\n  adapter: { type: tap, device: lp0, mac: \"02:00:00:00:00:51\" }",
-        build: StageBuild::Port { build },
-    }
-}

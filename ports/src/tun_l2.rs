@@ -11,62 +11,35 @@
 //! the LAN, not the player's internet traffic in the tunnel.
 
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{DEFAULT_ROOM, LinkSpec, PortContext};
+use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::{LinkSpec, PortContext};
 use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
-use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::MAX_MTU;
-use serde::Deserialize;
 
 use crate::emulation::driver::NO_MAC;
 use crate::emulation::driver::{
-    AdapterKeys, AdapterStatus, IpAdapter, check_adapter_keys, drive, emulation_seed,
+    AdapterStatus, IpAdapter, adapter_settings, check_adapter_keys, drive, emulation_seed,
 };
 use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::tun::{Device, TunMode, open_tun};
 
-/// `tun-l2` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TunL2Settings {
-    /// `device`: the TUN device name, e.g. `lp0` (created if absent).
-    pub device: String,
-    /// `mac`: the MAC the room sees for this adapter; default: the one the
-    /// node's `quic-client` joins with (required without one).
-    #[serde(default)]
-    pub mac: Option<MacAddr>,
-    /// `address`: `dhcp` (default) or a static `192.168.77.50/24`.
-    #[serde(default = "default_address")]
-    pub address: String,
-    /// `router`: with a static address, the LAN's router (next hop for
-    /// destinations off the LAN). Default none.
-    #[serde(default)]
-    pub router: Option<Ipv4Addr>,
-    /// `hostname`: sent in DHCP requests (option 12). Default none.
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// `mtu`: a fixed MTU; default: follow the room MTU.
-    #[serde(default)]
-    pub mtu: Option<u16>,
-    /// `room`: the room the adapter joins. Default `default`.
-    #[serde(default = "default_room")]
-    pub room: String,
-}
-
-fn default_address() -> String {
-    "dhcp".into()
-}
-
-fn default_room() -> String {
-    DEFAULT_ROOM.to_string()
+adapter_settings! {
+    /// Linux TUN device with Ethernet emulation (ARP/ND answers, broadcast
+    /// mapping, DHCP client): the Windows client's layer, on Linux.
+    #[lanparty_core::stage_kind(port, name = "tun-l2", build = build,
+        example = "ports:\n  adapter: { type: tun-l2, device: lp0, mac: \"02:00:00:00:00:61\", address: dhcp }")]
+    #[derive(Debug, Clone)]
+    pub struct TunL2Settings {
+        /// TUN device name, e.g. `lp0`; created if absent.
+        pub device: String,
+    }
 }
 
 /// A configured `tun-l2` port.
@@ -86,18 +59,7 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     if let Err(e) = netdev::ifname(&settings.device) {
         errors.push(config.error("device", e.to_string()));
     }
-    let addressing = check_adapter_keys(
-        config,
-        AdapterKeys {
-            mac: settings.mac,
-            mtu: settings.mtu,
-            room: &settings.room,
-            address: &settings.address,
-            router: settings.router,
-            hostname: settings.hostname.clone(),
-        },
-        &mut errors,
-    );
+    let addressing = check_adapter_keys(config, settings.adapter_keys(), &mut errors);
     if errors.is_empty() {
         Ok(Box::new(TunL2Port {
             settings,
@@ -245,21 +207,3 @@ impl TunL2Port {
 }
 
 lanparty_core::impl_port!(TunL2Port, mac_identity);
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "tun-l2",
-        summary: "Linux TUN device with Ethernet emulation (ARP/ND answers, broadcast mapping, DHCP client): the Windows client's layer, on Linux",
-        keys: &[
-            KeyDoc { name: "device", ty: "string", default: "required", doc: "TUN device name, e.g. lp0; created if absent" },
-            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`", doc: "the MAC the room sees; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
-            KeyDoc { name: "address", ty: "dhcp | CIDR", default: "dhcp", doc: "lease from the LAN's DHCP server, or a static IPv4 address" },
-            KeyDoc { name: "router", ty: "IPv4", default: "none", doc: "with a static address: next hop for destinations off the LAN" },
-            KeyDoc { name: "hostname", ty: "string", default: "none", doc: "sent in DHCP requests" },
-            KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a fixed MTU instead of following the room" },
-            KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the adapter joins" },
-        ],
-        example: "ports:\n  adapter: { type: tun-l2, device: lp0, mac: \"02:00:00:00:00:61\", address: dhcp }",
-        build: StageBuild::Port { build },
-    }
-}

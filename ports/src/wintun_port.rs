@@ -20,77 +20,41 @@
 use std::path::PathBuf;
 
 use lanparty_core::config::{ConfigError, StageConfig};
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
-use lanparty_core::runtime::{DEFAULT_ROOM, PortContext};
+use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::PortContext;
 use lanparty_core::stage::{MacIdentity, Port, PortError};
-use lanparty_core::wire::MacAddr;
-use serde::Deserialize;
 
 use crate::emulation::Addressing;
-use crate::emulation::driver::{AdapterKeys, check_adapter_keys};
+use crate::emulation::driver::{adapter_settings, check_adapter_keys};
 
-/// `wintun` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WintunSettings {
-    /// `name`: the adapter name Windows shows. Default `lanparty`.
-    #[serde(default = "default_name")]
-    pub name: String,
-    /// `guid`: a fixed adapter GUID (`{xxxxxxxx-xxxx-…}`), so Windows keeps
-    /// the same network identity across runs. Default: chosen by Wintun.
-    #[serde(default)]
-    pub guid: Option<String>,
-    /// `dll`: where wintun.dll is. Default: next to lanparty.exe / the DLL
-    /// search path.
-    #[serde(default)]
-    pub dll: Option<PathBuf>,
-    /// `mac`: the MAC the room sees; default: the one the node's
-    /// `quic-client` joins with (required without one).
-    #[serde(default)]
-    pub mac: Option<MacAddr>,
-    /// `address`: `dhcp` (default) or a static `192.168.77.50/24`.
-    #[serde(default = "default_address")]
-    pub address: String,
-    /// `router`: with a static address, the LAN's router.
-    #[serde(default)]
-    pub router: Option<std::net::Ipv4Addr>,
-    /// `hostname`: sent in DHCP requests. Default: none.
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// `mtu`: a fixed MTU; default: follow the room MTU.
-    #[serde(default)]
-    pub mtu: Option<u16>,
-    /// `metric`: the adapter's interface metric (lowest wins broadcasts).
-    /// Default 1.
-    #[serde(default = "default_metric")]
-    pub metric: u32,
-    /// `pin_route`: the relay's address (host or host:port) to pin a host
-    /// route to through the current uplink. Default: none (no pinning).
-    #[serde(default)]
-    pub pin_route: Option<String>,
-    /// `private_profile`: set the adapter's network profile to Private.
-    /// Default true.
-    #[serde(default = "yes")]
-    pub private_profile: bool,
-    /// `room`: the room the adapter joins. Default `default`.
-    #[serde(default = "default_room")]
-    pub room: String,
-}
-
-fn default_name() -> String {
-    "lanparty".into()
-}
-fn default_address() -> String {
-    "dhcp".into()
-}
-fn default_metric() -> u32 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-fn default_room() -> String {
-    DEFAULT_ROOM.to_string()
+adapter_settings! {
+    /// Windows Wintun adapter with Ethernet emulation: route pinning, lowest
+    /// metric, Private profile, all undone on exit.
+    #[lanparty_core::stage_kind(port, name = "wintun", build = build,
+        example = "ports:\n  adapter: { type: wintun, mac: \"02:00:00:00:00:71\", pin_route: relay.example.net }")]
+    #[derive(Debug, Clone)]
+    pub struct WintunSettings {
+        /// The adapter name Windows shows.
+        #[key(default = "lanparty")]
+        pub name: String,
+        /// A fixed adapter GUID (`{xxxxxxxx-xxxx-…}`), so Windows keeps the
+        /// same network identity across runs.
+        #[key(ty = "GUID", shown = "Wintun's")]
+        pub guid: Option<String>,
+        /// Where wintun.dll is.
+        #[key(shown = "next to lanparty.exe")]
+        pub dll: Option<PathBuf>,
+        /// Interface metric; the lowest gets games' broadcasts.
+        #[key(default = 1)]
+        pub metric: u32,
+        /// The relay: a host route to it through the current uplink (no
+        /// pinning without it).
+        #[key(ty = "host or host:port")]
+        pub pin_route: Option<String>,
+        /// Set the adapter's network profile to Private (firewall).
+        #[key(default = true)]
+        pub private_profile: bool,
+    }
 }
 
 /// Parses `{01234567-89ab-cdef-0123-456789abcdef}` (braces optional).
@@ -132,18 +96,7 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
         }
         None => None,
     };
-    let addressing = check_adapter_keys(
-        config,
-        AdapterKeys {
-            mac: settings.mac,
-            mtu: settings.mtu,
-            room: &settings.room,
-            address: &settings.address,
-            router: settings.router,
-            hostname: settings.hostname.clone(),
-        },
-        &mut errors,
-    );
+    let addressing = check_adapter_keys(config, settings.adapter_keys(), &mut errors);
     if errors.is_empty() {
         Ok(Box::new(WintunPort {
             settings,
@@ -446,29 +399,6 @@ impl WintunPort {
 }
 
 lanparty_core::impl_port!(WintunPort, mac_identity);
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "wintun",
-        summary: "Windows Wintun adapter with Ethernet emulation: route pinning, lowest metric, Private profile, all undone on exit",
-        keys: &[
-            KeyDoc { name: "name", ty: "string", default: "lanparty", doc: "adapter name" },
-            KeyDoc { name: "guid", ty: "GUID", default: "Wintun's", doc: "fixed adapter GUID (keeps Windows' network identity)" },
-            KeyDoc { name: "dll", ty: "path", default: "next to lanparty.exe", doc: "wintun.dll" },
-            KeyDoc { name: "mac", ty: "MAC", default: "the quic-client's `mac`", doc: "the MAC the room sees; leave it out on a client: the adapter takes the MAC the node joins the relay with" },
-            KeyDoc { name: "address", ty: "dhcp | CIDR", default: "dhcp", doc: "lease from the LAN's DHCP server, or a static IPv4 address" },
-            KeyDoc { name: "router", ty: "IPv4", default: "none", doc: "with a static address: the LAN's router" },
-            KeyDoc { name: "hostname", ty: "string", default: "none", doc: "sent in DHCP requests" },
-            KeyDoc { name: "mtu", ty: "integer", default: "the room MTU", doc: "a fixed MTU instead of following the room" },
-            KeyDoc { name: "metric", ty: "integer", default: "1", doc: "interface metric; the lowest gets games' broadcasts" },
-            KeyDoc { name: "pin_route", ty: "host or host:port", default: "none", doc: "the relay: a host route to it through the current uplink" },
-            KeyDoc { name: "private_profile", ty: "bool", default: "true", doc: "set the adapter's network profile to Private (firewall)" },
-            KeyDoc { name: "room", ty: "string", default: "default", doc: "the room the adapter joins" },
-        ],
-        example: "ports:\n  adapter: { type: wintun, mac: \"02:00:00:00:00:71\", pin_route: relay.example.net }",
-        build: StageBuild::Port { build },
-    }
-}
 
 #[cfg(test)]
 mod tests {

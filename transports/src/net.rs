@@ -18,20 +18,42 @@ pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// whole from the start; larger frames go in fragments.
 pub const DEFAULT_INITIAL_MTU: u16 = 1452;
 
-/// Serde default of `socket_buffer`.
-pub fn default_socket_buffer() -> usize {
-    DEFAULT_SOCKET_BUFFER
+/// Declares a QUIC port's settings struct (put `#[stage_kind]` on it): the
+/// fields as written, then the connection keys both QUIC ports have —
+/// `idle_timeout`, `socket_buffer`, `initial_mtu`, `congestion`, `queue`,
+/// declared here once.
+macro_rules! connection_settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// The other end counts as lost after this much silence.
+            #[key(default = "30s")]
+            pub idle_timeout: lanparty_core::config::ConfigDuration,
+            /// UDP socket buffer size in bytes.
+            #[key(default = $crate::net::DEFAULT_SOCKET_BUFFER, shown = "4194304")]
+            pub socket_buffer: usize,
+            /// QUIC's initial path MTU (1452 gives 1414-byte datagrams: IP
+            /// packets up to 1394 bytes go whole, larger in fragments).
+            #[key(default = $crate::net::DEFAULT_INITIAL_MTU, shown = "1452")]
+            pub initial_mtu: u16,
+            /// Congestion controller of the connection(s); `delay` keeps the
+            /// bottleneck's queue short (see "Game traffic first").
+            #[key(default = "delay")]
+            pub congestion: $crate::net::Congestion,
+            /// Egress queue in front of the connection(s): { discipline:
+            /// fq-codel | fifo, target: 5ms (CoDel's acceptable standing
+            /// delay), interval: 100ms (CoDel's interval), limit: 2MiB
+            /// (bytes queued at most), flows: 1024 (flow queues), ecn: true
+            /// (mark CE instead of dropping ECN-capable packets),
+            /// quic_buffer: 1ms (what may wait inside quinn, in sending
+            /// time) }.
+            #[key(default, shown = "fq-codel")]
+            pub queue: lanparty_core::queue::QueueSettings,
+        }
+    };
 }
-
-/// Serde default of `initial_mtu`.
-pub fn default_initial_mtu() -> u16 {
-    DEFAULT_INITIAL_MTU
-}
-
-/// Serde default of `idle_timeout`: 30 s.
-pub fn default_idle_timeout() -> lanparty_core::config::ConfigDuration {
-    lanparty_core::config::ConfigDuration(Duration::from_secs(30))
-}
+pub(crate) use connection_settings;
 
 /// Checks an `initial_mtu` setting.
 pub fn check_initial_mtu(mtu: u16) -> Result<(), &'static str> {
@@ -168,9 +190,6 @@ impl quinn::ConnectionIdGenerator for RandomCids {
     }
 }
 
-/// The values of `congestion:`, for the stage docs.
-pub const CONGESTION_TYPE: &str = "delay | bbr | cubic | newreno";
-
 /// The congestion controller of a QUIC connection (`congestion:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,6 +206,10 @@ pub enum Congestion {
     Cubic,
     /// NewReno (RFC 9002's default).
     Newreno,
+}
+
+impl lanparty_core::registry::KeyType for Congestion {
+    const NAME: &'static str = "delay | bbr | cubic | newreno";
 }
 
 /// QUIC transport parameters for lanparty connections.

@@ -29,7 +29,7 @@ pub use policy::{Credentials, GatewayRule, RoomPolicy, RoomsSection, policy_room
 pub use size::{ConfigSize, parse_size};
 pub use stage_spec::{StageConfig, StageSpec};
 pub use text::{optional_text_or_number, text_or_number};
-pub use yaml::Yaml;
+pub use yaml::{Yaml, default_from_text};
 
 #[cfg(test)]
 mod tests;

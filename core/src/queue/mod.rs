@@ -52,6 +52,10 @@ pub enum Discipline {
     Fifo,
 }
 
+impl crate::registry::KeyType for QueueSettings {
+    const NAME: &'static str = "map";
+}
+
 /// `queue` settings of a QUIC port.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

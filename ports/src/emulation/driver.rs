@@ -62,6 +62,54 @@ pub fn parse_addressing(
 pub const NO_MAC: &str =
     "no MAC: set `mac`, or run the adapter in a node with a quic-client whose MAC it takes";
 
+/// Declares an emulated adapter port's settings struct (put
+/// `#[stage_kind]` on it): the fields as written, then the keys every
+/// emulated adapter has — `mac`, `address`, `router`, `hostname`, `mtu`,
+/// `room`, declared here once — and `adapter_keys()` for
+/// [`check_adapter_keys`].
+macro_rules! adapter_settings {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// The MAC the room sees; leave it out on a client: the adapter
+            /// takes the MAC the node joins the relay with.
+            #[key(shown = "the quic-client's `mac`")]
+            pub mac: Option<lanparty_core::wire::MacAddr>,
+            /// Lease from the LAN's DHCP server (`dhcp`), or a static IPv4
+            /// address such as `192.168.77.50/24`.
+            #[key(default = "dhcp", ty = "dhcp | CIDR")]
+            pub address: String,
+            /// With a static address: the LAN's router, the next hop for
+            /// destinations off the LAN.
+            pub router: Option<std::net::Ipv4Addr>,
+            /// Sent in DHCP requests (option 12).
+            pub hostname: Option<String>,
+            /// A fixed MTU instead of following the room.
+            #[key(shown = "the room MTU")]
+            pub mtu: Option<u16>,
+            /// The room the adapter joins.
+            #[key(default = lanparty_core::runtime::DEFAULT_ROOM.into(), shown = lanparty_core::runtime::DEFAULT_ROOM)]
+            pub room: String,
+        }
+
+        impl $name {
+            /// The keys [`check_adapter_keys`] checks.
+            fn adapter_keys(&self) -> $crate::emulation::driver::AdapterKeys<'_> {
+                $crate::emulation::driver::AdapterKeys {
+                    mac: self.mac,
+                    mtu: self.mtu,
+                    room: &self.room,
+                    address: &self.address,
+                    router: self.router,
+                    hostname: self.hostname.clone(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use adapter_settings;
+
 /// The settings every emulated adapter port has.
 pub struct AdapterKeys<'a> {
     /// `mac` (`None`: taken from the node's session later).

@@ -20,8 +20,7 @@ use lanparty_core::control::{
     ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, Welcome,
     read_message, validate_room_code, write_message,
 };
-use lanparty_core::queue::QueueSettings;
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{
     DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
 };
@@ -557,36 +556,6 @@ impl QuicClient {
 }
 
 lanparty_core::impl_port!(QuicClient, mac_identity);
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "quic-client",
-        summary: "a client's or gateway's session with the relay: hello/welcome, datagrams, reconnects with backoff",
-        keys: &[
-            KeyDoc { name: "relay", ty: "host:port", default: "required", doc: "the relay, e.g. relay.example.org:443" },
-            KeyDoc { name: "server_name", ty: "string", default: "host part of relay", doc: "the name in the relay's certificate (a self-signed relay: lanparty-relay.local)" },
-            KeyDoc { name: "trust", ty: "{pin: path} | {ca: path} | {system: true}", default: "required", doc: "pin the relay's DER certificate, trust a CA file, or the system CAs" },
-            KeyDoc { name: "room", ty: "string", default: "required", doc: "room code: 1-32 of A-Z a-z 0-9 . _ -" },
-            KeyDoc { name: "role", ty: "client | gateway", default: "required", doc: "a player, or the host's LAN (one per room)" },
-            KeyDoc { name: "mac", ty: "MAC", default: "required", doc: "MAC announced in the hello; a client's adapter (tap, tun-l2, wintun) takes it" },
-            KeyDoc { name: "credential", ty: "string", default: "none", doc: "room password or token" },
-            KeyDoc { name: "datagram_budget", ty: "integer", default: "what the path carries", doc: "the largest datagram sent and asked of the relay (a path known to carry less); larger frames go in fragments" },
-            KeyDoc { name: "link_role", ty: "client | gateway | lan | host", default: "gateway for a client, client for a gateway", doc: "the relay link's role in the local room" },
-            KeyDoc { name: "local_room", ty: "string", default: "default", doc: "local room to join" },
-            KeyDoc { name: "hello_timeout", ty: "duration", default: "10s", doc: "connect + welcome deadline" },
-            KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "the relay counts as lost after this much silence" },
-            KeyDoc { name: "keepalive", ty: "duration", default: "5s", doc: "keep-alive interval (NAT bindings)" },
-            KeyDoc { name: "reconnect_min", ty: "duration", default: "250ms", doc: "first reconnect delay (doubles, with jitter)" },
-            KeyDoc { name: "reconnect_max", ty: "duration", default: "30s", doc: "longest reconnect delay" },
-            KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
-            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU" },
-            KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of the connection; delay keeps the uplink's queue short" },
-            crate::datapath::QUEUE_KEY,
-        ],
-        example: "ports:\n  relay:\n    type: quic-client\n    relay: relay.example.org:443\n    server_name: lanparty-relay.local\n    trust: { pin: relay-cert.der }\n    room: ROOM1\n    role: client\n    mac: \"02:00:00:00:00:51\"",
-        build: StageBuild::Port { build },
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -17,88 +17,63 @@ pub struct TrustSettings {
     pub system: bool,
 }
 
-/// `quic-client` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientSettings {
-    /// `relay`: the relay's `host:port` or `address:port`.
-    pub relay: String,
-    /// `server_name`: the name in the relay's certificate; default: the host
-    /// part of `relay`.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// `trust`: how to trust the relay.
-    #[serde(default)]
-    pub trust: TrustSettings,
-    /// `room`: the room code to join (case-insensitive: the relay files it
-    /// in upper case; a number such as `2024` is taken as written).
-    #[serde(deserialize_with = "lanparty_core::config::text_or_number")]
-    pub room: String,
-    /// `role`: `client` (a player) or `gateway` (the host's LAN).
-    pub role: PeerRole,
-    /// `mac`: the MAC announced in the hello: a client's one identity, which
-    /// its adapter takes.
-    pub mac: MacAddr,
-    /// `credential`: the room password or token, if the room asks for one.
-    #[serde(
-        default,
-        deserialize_with = "lanparty_core::config::optional_text_or_number"
-    )]
-    pub credential: Option<String>,
-    /// `datagram_budget`: the largest datagram to send and to ask the relay
-    /// for (larger frames go in fragments); default: what the path carries.
-    #[serde(default)]
-    pub datagram_budget: Option<u32>,
-    /// `link_role`: the role of the relay link in the local room; default
-    /// `gateway` for a client (the LAN is behind it) and `client` for a
-    /// gateway (the players are behind it).
-    #[serde(default)]
-    pub link_role: Option<LinkRole>,
-    /// `local_room`: the local room to join. Default `default`.
-    #[serde(default = "default_local_room")]
-    pub local_room: String,
-    /// `hello_timeout`: how long to wait for connect + welcome. Default 10s.
-    #[serde(default = "default_hello_timeout")]
-    pub hello_timeout: ConfigDuration,
-    /// `idle_timeout`: the relay is considered lost after this. Default 30s.
-    #[serde(default = "net::default_idle_timeout")]
-    pub idle_timeout: ConfigDuration,
-    /// `keepalive`: keep-alive interval, so NAT bindings stay open. Default 5s.
-    #[serde(default = "default_keepalive")]
-    pub keepalive: ConfigDuration,
-    /// `reconnect_min`: first reconnect delay. Default 250ms.
-    #[serde(default = "default_reconnect_min")]
-    pub reconnect_min: ConfigDuration,
-    /// `reconnect_max`: longest reconnect delay. Default 30s.
-    #[serde(default = "default_reconnect_max")]
-    pub reconnect_max: ConfigDuration,
-    /// `socket_buffer`: UDP socket buffer bytes. Default 4 MiB.
-    #[serde(default = "net::default_socket_buffer")]
-    pub socket_buffer: usize,
-    /// `initial_mtu`: QUIC's initial path MTU. Default 1452.
-    #[serde(default = "net::default_initial_mtu")]
-    pub initial_mtu: u16,
-    /// `congestion`: the connection's congestion controller: `delay`
-    /// (default), `bbr`, `cubic` or `newreno`.
-    #[serde(default)]
-    pub congestion: net::Congestion,
-    /// `queue`: the egress queue in front of the connection to the relay.
-    #[serde(default)]
-    pub queue: QueueSettings,
-}
-
-fn default_local_room() -> String {
-    DEFAULT_ROOM.into()
-}
-fn default_hello_timeout() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(10))
-}
-fn default_keepalive() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(5))
-}
-fn default_reconnect_min() -> ConfigDuration {
-    ConfigDuration(Duration::from_millis(250))
-}
-fn default_reconnect_max() -> ConfigDuration {
-    ConfigDuration(Duration::from_secs(30))
+crate::net::connection_settings! {
+    /// A client's or gateway's session with the relay: hello/welcome,
+    /// datagrams, reconnects with backoff.
+    #[lanparty_core::stage_kind(port, name = "quic-client", build = super::build,
+        example = "ports:\n  relay:\n    type: quic-client\n    relay: relay.example.org:443\n    server_name: lanparty-relay.local\n    trust: { pin: relay-cert.der }\n    room: ROOM1\n    role: client\n    mac: \"02:00:00:00:00:51\"")]
+    #[derive(Debug, Clone)]
+    pub struct ClientSettings {
+        /// The relay's `host:port` or `address:port`, e.g.
+        /// `relay.example.org:443`.
+        #[key(ty = "host:port")]
+        pub relay: String,
+        /// The name in the relay's certificate (a self-signed relay:
+        /// `lanparty-relay.local`).
+        #[key(shown = "host part of relay")]
+        pub server_name: Option<String>,
+        /// Pin the relay's DER certificate, trust a CA file, or the system
+        /// CAs.
+        #[key(default, ty = "{pin: path} | {ca: path} | {system: true}", shown = "required")]
+        pub trust: TrustSettings,
+        /// Room code to join: 1-32 of A-Z a-z 0-9 . _ - (case-insensitive:
+        /// the relay files it in upper case; a number such as `2024` is
+        /// taken as written).
+        #[serde(deserialize_with = "lanparty_core::config::text_or_number")]
+        #[key(ty = "string")]
+        pub room: String,
+        /// A player (`client`), or the host's LAN (`gateway`, one per room).
+        pub role: PeerRole,
+        /// MAC announced in the hello: a client's one identity, which its
+        /// adapter (tap, tun-l2, wintun) takes.
+        pub mac: MacAddr,
+        /// The room password or token, if the room asks for one.
+        #[serde(
+            default,
+            deserialize_with = "lanparty_core::config::optional_text_or_number"
+        )]
+        pub credential: Option<String>,
+        /// The largest datagram to send and to ask the relay for (a path
+        /// known to carry less); larger frames go in fragments.
+        #[key(shown = "what the path carries")]
+        pub datagram_budget: Option<u32>,
+        /// The role of the relay link in the local room.
+        #[key(shown = "gateway for a client, client for a gateway")]
+        pub link_role: Option<LinkRole>,
+        /// The local room to join.
+        #[key(default = DEFAULT_ROOM.into(), shown = DEFAULT_ROOM)]
+        pub local_room: String,
+        /// Connect + welcome deadline.
+        #[key(default = "10s")]
+        pub hello_timeout: ConfigDuration,
+        /// Keep-alive interval, so NAT bindings stay open.
+        #[key(default = "5s")]
+        pub keepalive: ConfigDuration,
+        /// First reconnect delay (doubles, with jitter).
+        #[key(default = "250ms")]
+        pub reconnect_min: ConfigDuration,
+        /// Longest reconnect delay.
+        #[key(default = "30s")]
+        pub reconnect_max: ConfigDuration,
+    }
 }

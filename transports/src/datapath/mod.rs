@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use lanparty_core::control::PeerStats;
 use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
-use lanparty_core::registry::KeyDoc;
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
 use lanparty_core::time::{MonotonicClock, Timestamp};
 use lanparty_core::wire::fragment::{
@@ -29,7 +28,7 @@ mod sender;
 
 pub use counters::{DatapathCounters, DatapathSnapshot, datapath_metrics};
 use counters::{add_deltas, bump};
-pub use sender::{PeerSender, QUEUE_KEY, QUIC_DATAGRAM_BUFFER};
+pub use sender::{PeerSender, QUIC_DATAGRAM_BUFFER};
 
 /// Reassembly bounds for a connection to a room of `mtu`: the default
 /// counts and timeout, frames no longer than the room carries.

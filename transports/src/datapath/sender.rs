@@ -60,14 +60,6 @@ struct SenderState {
     share: Option<ControllerShare>,
 }
 
-/// The `queue` key, as both QUIC ports document it.
-pub const QUEUE_KEY: KeyDoc = KeyDoc {
-    name: "queue",
-    ty: "map",
-    default: "fq-codel",
-    doc: "egress queue in front of the connection: { discipline: fq-codel | fifo, target: 5ms (CoDel's acceptable standing delay), interval: 100ms (CoDel's interval), limit: 2MiB (bytes queued at most), flows: 1024 (flow queues), ecn: true (mark CE instead of dropping ECN-capable packets), quic_buffer: 1ms (what may wait inside quinn, in sending time) }",
-};
-
 /// Bytes of quinn's datagram send buffer (`datagram_send_buffer_size`):
 /// the most the feeder may ever keep there.
 pub const QUIC_DATAGRAM_BUFFER: usize = 1024 * 1024;

@@ -14,7 +14,7 @@ use lanparty_core::control::{
     CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
     Reject, RejectCode, Welcome, read_message_unvalidated, room_key, write_message,
 };
-use lanparty_core::registry::{BuildResult, KeyDoc, StageBuild, StageRegistration};
+use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{ActivePolicy, LinkSpec, PolicyEvent, PortContext, ShutdownSignal};
 use lanparty_core::stage::{LinkRole, Port, PortError};
 use lanparty_core::wire::MacAddr;
@@ -591,35 +591,4 @@ impl Shared {
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     Ok(Box::new(QuicServer::from_config(config)?))
-}
-
-lanparty_core::inventory::submit! {
-    StageRegistration {
-        name: "quic-server",
-        summary: "the relay: QUIC listener that admits peers into rooms and carries their frames as datagrams",
-        keys: &[
-            KeyDoc { name: "listen", ty: "PORT/udp or address:port", default: "required", doc: "where to listen, e.g. 443/udp or 0.0.0.0:4433" },
-            KeyDoc { name: "cert", ty: "path", default: "none", doc: "PEM certificate chain (with `key`); without both, a self-signed certificate is used" },
-            KeyDoc { name: "key", ty: "path", default: "none", doc: "PEM private key for `cert`" },
-            KeyDoc { name: "self_signed_dir", ty: "path", default: "tls", doc: "where the self-signed certificate is made once and reused; players pin relay-cert.der from here" },
-            KeyDoc { name: "names", ty: "list of strings", default: "[lanparty-relay.local]", doc: "DNS names in the self-signed certificate (clients' server_name)" },
-            KeyDoc { name: "max_rooms", ty: "integer", default: "256", doc: "rooms at once; more get relay_full" },
-            KeyDoc { name: "max_peers_per_room", ty: "integer", default: "32", doc: "peers per room; more get room_full" },
-            KeyDoc { name: "max_connections", ty: "integer", default: "4096", doc: "connections past their handshake at once (half-open ones are bounded by max_handshakes)" },
-            KeyDoc { name: "handshake_timeout", ty: "duration", default: "3s", doc: "drop QUIC handshakes not complete by then" },
-            KeyDoc { name: "max_handshakes", ty: "integer", default: "1024", doc: "handshakes in progress at once; more are ignored" },
-            KeyDoc { name: "max_handshakes_per_address", ty: "integer", default: "16", doc: "handshakes in progress from one IP address; more are ignored" },
-            KeyDoc { name: "retry_above", ty: "integer", default: "16", doc: "with more handshakes in progress, new connections must prove their address with a stateless QUIC Retry first (0: always)" },
-            KeyDoc { name: "handshake_packets_per_address", ty: "integer", default: "64", doc: "QUIC handshake (long-header) packets accepted per source IP and second; the rest are dropped before decryption" },
-            KeyDoc { name: "hello_timeout", ty: "duration", default: "5s", doc: "close connections that do not say hello in time" },
-            KeyDoc { name: "idle_timeout", ty: "duration", default: "30s", doc: "drop peers silent for this long" },
-            KeyDoc { name: "max_control_frame", ty: "integer", default: "16384", doc: "largest control message accepted" },
-            KeyDoc { name: "socket_buffer", ty: "bytes", default: "4194304", doc: "UDP socket buffer size" },
-            KeyDoc { name: "initial_mtu", ty: "integer", default: "1452", doc: "QUIC initial MTU (1452 gives 1414-byte datagrams: IP packets up to 1394 bytes go whole, larger in fragments)" },
-            KeyDoc { name: "congestion", ty: net::CONGESTION_TYPE, default: "delay", doc: "congestion controller of every connection; delay keeps a slow player's bottleneck queue short" },
-            crate::datapath::QUEUE_KEY,
-        ],
-        example: "ports:\n  relay: { type: quic-server, listen: 443/udp }",
-        build: StageBuild::Port { build },
-    }
 }
