@@ -176,170 +176,15 @@ pub fn status(args: &StatusArgs) -> ExitCode {
             println!("{report:#}");
             ExitCode::Ok
         }
-        Ok(report) => {
-            print!("{}", render(&report));
-            ExitCode::Ok
-        }
+        Ok(report) => match crate::status_text::render(&report) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::Ok
+            }
+            Err(e) => fail(&e),
+        },
         Err(e) => fail(&e),
     }
-}
-
-fn duration(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn rtt(us: Option<u64>) -> String {
-    us.map_or("-".into(), |us| format!("{:.2}ms", us as f64 / 1000.0))
-}
-
-/// The report as text, like `wg show`.
-pub fn render(r: &Value) -> String {
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    let mut out = format!(
-        "node: {} (up {})\n",
-        s(&r["node"]),
-        duration(n(&r["uptime_s"]))
-    );
-    if let Some(dir) = r["policies"]["dir"].as_str() {
-        let rooms: Vec<String> = r["policies"]["rooms"]
-            .as_array()
-            .map(|a| a.iter().map(s).collect())
-            .unwrap_or_default();
-        out += &format!(
-            "  policies: {dir}{} [{}]\n",
-            if r["policies"]["require_policy"].as_bool() == Some(true) {
-                " (closed relay)"
-            } else {
-                ""
-            },
-            rooms.join(", ")
-        );
-    }
-    for (name, port) in r["ports"].as_object().into_iter().flatten() {
-        out += &format!("\nport: {name} ({})\n", s(&port["type"]));
-        match port["type"].as_str() {
-            Some("quic-server") => {
-                out += &format!(
-                    "  connections: {} ({} live), admitted: {}, handshake failures: {}\n",
-                    n(&port["connections"]),
-                    n(&port["live_connections"]),
-                    n(&port["admitted"]),
-                    n(&port["handshake_failures"])
-                );
-                for key in ["rejects", "protocol_errors"] {
-                    if let Some(map) = port[key].as_object().filter(|m| !m.is_empty()) {
-                        let list: Vec<String> =
-                            map.iter().map(|(k, v)| format!("{k} {}", n(v))).collect();
-                        out += &format!("  {}: {}\n", key.replace('_', " "), list.join(", "));
-                    }
-                }
-                for p in port["peers"].as_array().into_iter().flatten() {
-                    out += &format!(
-                        "\n  peer#{}: {} {} in room {}\n    remote: {}  rtt: {}  mtu: {}  up: {}\n    sent: {} frames, {} bytes, {} dropped\n",
-                        n(&p["peer_id"]),
-                        s(&p["role"]),
-                        s(&p["mac"]),
-                        s(&p["room"]),
-                        s(&p["remote"]),
-                        rtt(p["rtt_us"].as_u64()),
-                        n(&p["mtu"]),
-                        duration(n(&p["uptime_s"])),
-                        n(&p["frames_tx"]),
-                        n(&p["bytes_tx"]),
-                        n(&p["dropped_tx"])
-                    );
-                }
-            }
-            Some("quic-client") => {
-                out += &format!(
-                    "  relay: {}  room: {}  role: {}  mac: {}\n  state: {}  sessions: {}  reconnects: {}  failed attempts: {}\n",
-                    s(&port["relay"]),
-                    s(&port["room"]),
-                    s(&port["role"]),
-                    s(&port["mac"]),
-                    s(&port["state"]),
-                    n(&port["sessions"]),
-                    n(&port["reconnects"]),
-                    n(&port["failed_attempts"])
-                );
-                let session = &port["session"];
-                if session.is_object() {
-                    out += &format!(
-                        "  peer#{}  room id {}  mtu {}  remote {}  rtt {}  up {}\n",
-                        n(&session["peer_id"]),
-                        n(&session["room_id"]),
-                        n(&session["mtu"]),
-                        s(&session["remote"]),
-                        rtt(session["rtt_us"].as_u64()),
-                        duration(n(&session["uptime_s"]))
-                    );
-                } else if let Some(e) = port["last_error"].as_str() {
-                    out += &format!("  last error: {e}\n");
-                }
-            }
-            _ => {}
-        }
-    }
-    for room in r["rooms"].as_array().into_iter().flatten() {
-        let p = &room["pipeline"];
-        out += &format!(
-            "\nroom: {} (id {})  mtu: {}  macs learned: {}  frames in: {}  delivered: {}  queue full: {}\n",
-            s(&room["room"]),
-            n(&room["room_id"]),
-            n(&room["mtu"]),
-            n(&p["table_len"]),
-            n(&p["frames_in"]),
-            n(&p["delivered"]),
-            n(&room["queue_full"])
-        );
-        for link in room["links"].as_array().into_iter().flatten() {
-            let c = &link["counters"];
-            out += &format!(
-                "  link {}: {} {}  rx {} frames / {} bytes  tx {} frames / {} bytes  dropped rx {} tx {}\n",
-                s(&link["name"]),
-                s(&link["role"]),
-                link["macs"]
-                    .as_array()
-                    .map(|m| m.iter().map(s).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-                n(&c["rx_frames"]),
-                n(&c["rx_bytes"]),
-                n(&c["tx_frames"]),
-                n(&c["tx_bytes"]),
-                n(&c["rx_queue_full"]),
-                n(&c["tx_queue_full"])
-            );
-        }
-        for stage in p["stages"].as_array().into_iter().flatten() {
-            let c = &stage["counters"];
-            // StageCounters serialises drops as [reason, count] pairs.
-            let drops: Vec<String> = c["drops"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|d| format!("{} {}", s(&d[0]), n(&d[1])))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out += &format!(
-                "  stage {}: rx {} pass {}{}\n",
-                s(&stage["label"]),
-                n(&c["rx"]),
-                n(&c["pass"]),
-                if drops.is_empty() {
-                    String::new()
-                } else {
-                    format!("  dropped: {}", drops.join(", "))
-                }
-            );
-        }
-    }
-    out
 }
 
 /// Runs `lanparty capture`.
@@ -557,25 +402,6 @@ impl Drop for EchoOff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_text_shows_drops_by_stage_and_reason() {
-        let report = json!({
-            "node": "r", "uptime_s": 61, "ports": {}, "policies": {"dir": null},
-            "rooms": [{
-                "room": "R", "room_id": 1, "mtu": 1394, "queue_full": 0, "links": [],
-                "pipeline": {"frames_in": 5, "delivered": 2, "table_len": 1, "stages": [
-                    {"label": "ingress[0]:mac-guard", "counters": {"rx": 5, "pass": 2, "drops": [["spoofed-source", 3]]}}
-                ]}
-            }]
-        });
-        let text = render(&report);
-        assert!(text.contains("node: r (up 1m01s)"), "{text}");
-        assert!(
-            text.contains("stage ingress[0]:mac-guard: rx 5 pass 2  dropped: spoofed-source 3"),
-            "{text}"
-        );
-    }
 
     #[test]
     fn the_block_counter_passes_whole_blocks_and_stops_at_the_count() {

@@ -8,5 +8,6 @@ mod bench;
 mod cli;
 mod logging;
 pub mod stages;
+mod status_text;
 
 pub use cli::{ExitCode, main, run_cli};

@@ -23,7 +23,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use crate::config::{ConfigError, StageConfig};
-use crate::stage::{Filter, FilterSides, Port, Router};
+use crate::runtime::Port;
+use crate::stage::{Filter, FilterSides, Router};
 
 /// Makes a fresh filter instance for a new room.
 pub type FilterFactory = Arc<dyn Fn() -> Box<dyn Filter> + Send + Sync>;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Dropped, Pipeline, PipelineStats, PipelineTemplate};
 use crate::stage::{LinkId, LinkInfo, LinkRole};
@@ -42,7 +42,7 @@ pub struct LinkCounters {
 }
 
 /// A plain copy of [`LinkCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCountersSnapshot {
     /// See [`LinkCounters::rx_frames`].
     pub rx_frames: u64,
@@ -152,7 +152,7 @@ pub struct Outcome {
 }
 
 /// A room's state, for status and tests.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoomStats {
     /// The room code (`default` on a client or gateway).
     pub room: String,
@@ -173,7 +173,7 @@ pub struct RoomStats {
 }
 
 /// One link's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkStats {
     /// Its id.
     pub id: LinkId,
@@ -409,6 +409,31 @@ impl Room {
                 tracing::debug!(target: FRAME_LOG, room = %self.name, from, %src, %dst, ethertype = format_args!("{ethertype:#06x}"), ethertype_name, len, action = "drop", stage = %self.pipeline.stage_label(dropped.stage), reason = dropped.reason, "frame");
             }
         }
+    }
+}
+
+/// A command attaching link `id` (`link{id}`, one MAC, MTU 1500) whose
+/// frames go to `sink`: the tests' way in.
+#[cfg(test)]
+pub(crate) fn attach_command(
+    id: u32,
+    role: LinkRole,
+    mac: MacAddr,
+    sink: Arc<dyn LinkSink>,
+) -> RoomCommand {
+    RoomCommand::Attach {
+        info: LinkInfo {
+            id: LinkId(id),
+            name: format!("link{id}").into(),
+            role,
+            macs: vec![mac],
+            mtu: 1500,
+        },
+        output: RoomOutput {
+            id: LinkId(id),
+            sink,
+            counters: Arc::new(LinkCounters::default()),
+        },
     }
 }
 

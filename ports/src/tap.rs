@@ -21,8 +21,10 @@ use bytes::Bytes;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::MacIdentity;
 use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext};
-use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
+use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 

@@ -17,8 +17,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::MacIdentity;
 use lanparty_core::runtime::{LinkSpec, PortContext};
-use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
+use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::mtu::MAX_MTU;
 
 use crate::emulation::driver::NO_MAC;

@@ -21,8 +21,9 @@ use std::path::PathBuf;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::MacIdentity;
 use lanparty_core::runtime::PortContext;
-use lanparty_core::stage::{MacIdentity, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
 
 use crate::emulation::Addressing;
 use crate::emulation::driver::{adapter_settings, check_adapter_keys};
@@ -137,8 +138,9 @@ mod imp {
     use std::time::Instant;
 
     use bytes::{Bytes, BytesMut};
+    use lanparty_core::runtime::PortError;
     use lanparty_core::runtime::{LinkSpec, PortContext};
-    use lanparty_core::stage::{LinkRole, PortError};
+    use lanparty_core::stage::LinkRole;
     use tokio::sync::mpsc;
 
     use super::WintunPort;

@@ -48,7 +48,6 @@ struct Member {
 
 #[derive(Debug)]
 struct RoomState {
-    room_id: u64,
     mtu: u16,
     members: BTreeMap<PeerId, Member>,
 }
@@ -58,8 +57,6 @@ struct RoomState {
 pub struct Admitted {
     /// Its peer id.
     pub peer_id: PeerId,
-    /// The room instance id.
-    pub room_id: u64,
     /// The room MTU.
     pub mtu: u16,
     /// True when this admission created the room.
@@ -113,7 +110,6 @@ pub struct Admissions {
     limits: Limits,
     rooms: HashMap<String, RoomState>,
     next_peer: u64,
-    next_room: u64,
     events_dropped: u64,
 }
 
@@ -131,7 +127,6 @@ impl Admissions {
             limits,
             rooms: HashMap::new(),
             next_peer: 1,
-            next_room: 1,
             events_dropped: 0,
         }
     }
@@ -191,11 +186,9 @@ impl Admissions {
                 ));
             }
             let room = RoomState {
-                room_id: self.next_room,
                 mtu: policy.and_then(|p| p.mtu).unwrap_or(self.limits.mtu),
                 members: BTreeMap::new(),
             };
-            self.next_room += 1;
             self.rooms.insert(hello.room.clone(), room);
         }
         let result = self.join(hello, budget, events, policy);
@@ -288,7 +281,6 @@ impl Admissions {
         self.events_dropped += dropped;
         Ok(Admitted {
             peer_id,
-            room_id: room.room_id,
             mtu: room.mtu,
             created_room: false,
             others,
@@ -365,7 +357,7 @@ mod tests {
         let second = a
             .admit(&hello("R", PeerRole::Client, 2), 1414, events().0, None)
             .unwrap();
-        assert_eq!(second.room_id, first.room_id);
+        assert!(!second.created_room);
         assert_ne!(second.peer_id, first.peer_id);
         assert_eq!(
             second.others,

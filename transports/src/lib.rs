@@ -16,5 +16,6 @@ pub mod credentials;
 pub mod datapath;
 pub mod gate;
 pub mod net;
+pub mod report;
 pub mod server;
 pub mod tls;

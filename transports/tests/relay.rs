@@ -132,10 +132,25 @@ async fn malformed_hellos_get_precise_codes() {
         RejectCode::BadMac
     );
     let (_conn, _send, reply) = raw_hello(&relay, hello("R", mac(1))).await;
-    assert!(
-        matches!(reply, Some(ControlMessage::Welcome(w)) if w.mtu == 1500 && w.peer_id.0 > 0),
-        "{reply:?}"
-    );
+    let Some(ControlMessage::Welcome(w)) = reply else {
+        panic!("expected a welcome, got {reply:?}");
+    };
+    assert!(w.mtu == 1500 && w.peer_id.0 > 0, "{w:?}");
+    // The room id in the welcome is the one the relay's status shows.
+    let (_conn2, _send2, reply) = raw_hello(&relay, hello("S", mac(2))).await;
+    let Some(ControlMessage::Welcome(w2)) = reply else {
+        panic!("expected a welcome, got {reply:?}");
+    };
+    let ids: Vec<(String, u64)> = relay
+        .rooms
+        .stats()
+        .await
+        .into_iter()
+        .map(|r| (r.room, r.room_id))
+        .collect();
+    assert!(ids.contains(&("R".into(), w.room_id)), "{ids:?} {w:?}");
+    assert!(ids.contains(&("S".into(), w2.room_id)), "{ids:?} {w2:?}");
+    assert_ne!(w.room_id, w2.room_id);
     relay.stop().await;
 }
 

@@ -94,7 +94,8 @@ pub struct Hello {
 pub struct Welcome {
     /// The id the relay gave this peer.
     pub peer_id: PeerId,
-    /// The id of the room instance the peer joined.
+    /// The id of the room instance the peer joined: the id the relay's
+    /// `lanparty status` shows for the room.
     pub room_id: u64,
     /// The room's MTU: what the peer's adapter must be set to.
     pub mtu: u16,

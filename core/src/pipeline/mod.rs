@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stage::{
     DropReason, Filter, FilterContext, LinkId, LinkInfo, LinkRole, Router, StageCounters, Verdict,
@@ -90,7 +90,7 @@ pub struct Pipeline {
 }
 
 /// Counters of one stage, for status and tests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageStats {
     /// `ingress[0]:jumbo`, `router:switch`, … or `pipeline`.
     pub label: String,
@@ -101,7 +101,7 @@ pub struct StageStats {
 }
 
 /// A snapshot of a pipeline's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineStats {
     /// Frames that entered.
     pub frames_in: u64,

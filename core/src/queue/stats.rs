@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// Counters and gauges of one scheduler (a plain struct: the scheduler is
 /// sans-IO and its owner snapshots it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct QueueStats {
     /// Frames accepted into the queue.
     pub enqueued: u64,

@@ -73,20 +73,7 @@ fn room() -> Room {
 
 fn attach(room: &mut Room, id: u32, role: LinkRole, mac: MacAddr) -> Arc<Recorder> {
     let sink = Arc::new(Recorder::default());
-    room.apply(RoomCommand::Attach {
-        info: LinkInfo {
-            id: LinkId(id),
-            name: format!("link{id}").into(),
-            role,
-            macs: vec![mac],
-            mtu: 1500,
-        },
-        output: RoomOutput {
-            id: LinkId(id),
-            sink: sink.clone(),
-            counters: Arc::new(LinkCounters::default()),
-        },
-    });
+    room.apply(attach_command(id, role, mac, sink.clone()));
     sink
 }
 

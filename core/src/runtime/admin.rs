@@ -177,16 +177,16 @@ async fn handle(
 
 async fn reply_line<W: AsyncWrite + Unpin>(
     write: &mut W,
-    value: &serde_json::Value,
+    value: &impl serde::Serialize,
 ) -> std::io::Result<()> {
-    let mut text = value.to_string();
+    let mut text = serde_json::to_string(value).map_err(std::io::Error::other)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await
 }
 
 async fn reply<W: AsyncWrite + Unpin>(
     write: &mut W,
-    value: &serde_json::Value,
+    value: &impl serde::Serialize,
 ) -> std::io::Result<()> {
     reply_line(write, value).await?;
     write.shutdown().await

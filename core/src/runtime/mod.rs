@@ -7,10 +7,12 @@
 
 #[cfg(unix)]
 pub mod admin;
+pub mod identity;
 mod link;
 mod metrics;
 mod metrics_http;
 mod policy;
+mod port;
 mod room_task;
 mod rooms;
 mod shutdown;
@@ -24,11 +26,15 @@ use figment::Figment;
 pub use crate::room::{
     FRAME_LOG, LinkCounters, LinkCountersSnapshot, LinkSink, LinkStats, RoomStats,
 };
+pub use identity::MacIdentity;
 pub use link::{LinkHandle, LinkSpec};
 pub use policy::{ActivePolicy, PolicyEvent, PolicyStore, ScanReport};
+pub use port::{BoxFuture, Port, PortError};
 pub use rooms::{CapturedFrame, Rooms};
 pub use shutdown::{ShutdownSignal, ShutdownTrigger, shutdown_pair};
-pub use status::{Metrics, NodeStatus, StatusBoard, StatusSource};
+pub use status::{
+    Metrics, NodeReport, NodeStatus, PoliciesReport, STATUS_VERSION, StatusBoard, StatusSource,
+};
 
 use crate::config::{
     ConfigErrors, ConfigSources, NodeConfig, RuntimeSettings, check_admin_socket, load_node,
@@ -36,7 +42,6 @@ use crate::config::{
 };
 use crate::pipeline::PipelineTemplate;
 use crate::registry::{Registry, StageBuild, StageKind};
-use crate::stage::{Port, PortError};
 
 /// How long ports get to clean up after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -189,8 +194,7 @@ impl Node {
         let mut errors = ConfigErrors::default();
         let template = PipelineTemplate::build(&config.room, Some(&figment), registry);
         let mut ports = build_ports(&config, Some(&figment), registry, &mut errors);
-        let mac =
-            crate::stage::identity::unify(&mut ports, |key| origin_of(&figment, key), &mut errors);
+        let mac = identity::unify(&mut ports, |key| origin_of(&figment, key), &mut errors);
         let admin_socket = config.admin.socket_path(&config.node.name, mac);
         if let Some(path) = &admin_socket
             && let Err(e) = check_admin_socket(path)
@@ -340,7 +344,7 @@ pub async fn log_room_stats(rooms: &Rooms) {
         }
         for stage in &room.pipeline.stages {
             for (reason, n) in &stage.counters.drops {
-                tracing::info!(room = %room.room, stage = %stage.label, reason, dropped = n, "drops");
+                tracing::info!(room = %room.room, stage = %stage.label, reason = %reason, dropped = n, "drops");
             }
         }
     }

@@ -4,8 +4,10 @@
 //! away, in its own task (run to completion, [`RoomCore::direct`]); on a
 //! multi-threaded runtime (and whenever the room is busy) it joins the
 //! room's bounded queue, which the room's task drains in batches. Either
-//! way a frame never overtakes one queued before it. The task also applies
-//! commands and ticks the pipeline once a second.
+//! way a frame never overtakes one queued before it, and commands sent
+//! before a frame apply before it. The task also applies commands and
+//! ticks the pipeline once a second. Those rules are tested in
+//! `room_task/tests.rs` by hand, on a simulated clock ([`Clock`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CapturedFrame;
 use crate::room::{FRAME_LOG, FrameTap, LinkSink, Room, RoomCommand, RoomStats, Tapped};
 use crate::stage::LinkId;
-use crate::time::MonotonicClock;
+use crate::time::Clock;
 
 /// What the room table sends a room's task.
 #[derive(Debug)]
@@ -104,7 +106,7 @@ pub(super) enum Direct {
 /// A room with its queues and clock.
 pub(super) struct RoomCore {
     pub(super) room: Room,
-    pub(super) clock: MonotonicClock,
+    pub(super) clock: Clock,
     batch_limit: usize,
     queue_full: Arc<AtomicU64>,
     control: mpsc::UnboundedReceiver<Command>,
@@ -118,7 +120,7 @@ impl RoomCore {
     /// queued frames a turn; `queue_full` counts what its queue refused.
     pub(super) fn new(
         room: Room,
-        clock: MonotonicClock,
+        clock: Clock,
         batch_limit: usize,
         queue_full: Arc<AtomicU64>,
         control: mpsc::UnboundedReceiver<Command>,
@@ -240,3 +242,6 @@ pub(super) async fn run_room(room: SharedRoom) {
     }
     tracing::debug!(room = %name, "room worker stopped");
 }
+
+#[cfg(test)]
+mod tests;

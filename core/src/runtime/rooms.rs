@@ -16,7 +16,7 @@ use crate::config::RuntimeSettings;
 use crate::pipeline::PipelineTemplate;
 use crate::room::{LinkCounters, Room, RoomCommand, RoomOutput, RoomStats};
 use crate::stage::{LinkId, LinkInfo, LinkRole};
-use crate::time::MonotonicClock;
+use crate::time::Clock;
 use crate::wire::MacAddr;
 
 /// A frame as it entered a room, for a live capture.
@@ -49,7 +49,7 @@ pub struct Rooms {
     /// Templates of rooms with a policy, by room code.
     room_templates: Mutex<HashMap<Arc<str>, PipelineTemplate>>,
     settings: RuntimeSettings,
-    clock: MonotonicClock,
+    clock: Clock,
     rooms: Mutex<HashMap<Arc<str>, RoomEntry>>,
     next_link: AtomicU32,
     next_room: AtomicU64,
@@ -62,7 +62,7 @@ impl Rooms {
             template,
             room_templates: Mutex::new(HashMap::new()),
             settings,
-            clock: MonotonicClock::start(),
+            clock: Clock::default(),
             rooms: Mutex::new(HashMap::new()),
             next_link: AtomicU32::new(1),
             next_room: AtomicU64::new(1),
@@ -140,7 +140,7 @@ impl Rooms {
                 room_id,
                 self.template_for(room).instantiate(room),
             ),
-            self.clock,
+            self.clock.clone(),
             self.settings.batch,
             queue_full.clone(),
             control_rx,

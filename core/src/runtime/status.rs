@@ -2,10 +2,14 @@
 //! report the admin socket (`lanparty status`) and the Prometheus endpoint
 //! are built from.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::room::RoomStats;
 
 pub use super::metrics::Metrics;
 use super::policy::PolicyStore;
@@ -48,6 +52,41 @@ impl StatusBoard {
     }
 }
 
+/// The version of [`NodeReport`]'s schema. A reader that finds another
+/// version says so instead of guessing at fields.
+pub const STATUS_VERSION: u32 = 1;
+
+/// What `lanparty status --json` prints: the node's report, shared by the
+/// node that serves it and the CLI that renders it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// [`STATUS_VERSION`] of the node that wrote it.
+    pub version: u32,
+    /// The node's name.
+    pub node: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Its rooms.
+    pub rooms: Vec<RoomStats>,
+    /// Each port's own report, by port name: an object whose `type` names
+    /// the port kind, which defines the rest (the QUIC ports' are typed in
+    /// `lanparty_transports::report`).
+    pub ports: BTreeMap<String, Value>,
+    /// Its room policies.
+    pub policies: PoliciesReport,
+}
+
+/// The room policies a node runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoliciesReport {
+    /// The policy folder, if any.
+    pub dir: Option<String>,
+    /// Whether rooms without a policy are refused (a closed relay).
+    pub require_policy: bool,
+    /// The rooms that have a policy.
+    pub rooms: Vec<String>,
+}
+
 /// What a node reports about itself.
 pub struct NodeStatus {
     /// The node's name.
@@ -64,25 +103,24 @@ pub struct NodeStatus {
 
 impl NodeStatus {
     /// The whole report, as `lanparty status --json` prints it.
-    pub async fn report(&self) -> Value {
-        let rooms = self.rooms.stats().await;
-        let ports: serde_json::Map<String, Value> = self
-            .board
-            .sources()
-            .into_iter()
-            .map(|(name, source)| (name, source.status()))
-            .collect();
-        json!({
-            "node": self.name,
-            "uptime_s": self.started.elapsed().as_secs(),
-            "rooms": rooms,
-            "ports": ports,
-            "policies": {
-                "dir": self.policies.dir().map(|d| d.display().to_string()),
-                "require_policy": self.policies.require_policy(),
-                "rooms": self.policies.rooms(),
+    pub async fn report(&self) -> NodeReport {
+        NodeReport {
+            version: STATUS_VERSION,
+            node: self.name.clone(),
+            uptime_s: self.started.elapsed().as_secs(),
+            rooms: self.rooms.stats().await,
+            ports: self
+                .board
+                .sources()
+                .into_iter()
+                .map(|(name, source)| (name, source.status()))
+                .collect(),
+            policies: PoliciesReport {
+                dir: self.policies.dir().map(|d| d.display().to_string()),
+                require_policy: self.policies.require_policy(),
+                rooms: self.policies.rooms(),
             },
-        })
+        }
     }
 
     /// Prometheus text exposition of the node.

@@ -1,14 +1,16 @@
 //! Per-stage counters that the pipeline keeps for every stage, so that no
 //! stage has to count for itself.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 /// A drop reason: a short, stable, kebab-case name such as `"oversize"`.
 /// Static so that dropping a frame allocates nothing.
 pub type DropReason = &'static str;
 
 /// Frames a stage saw, passed and dropped (by reason).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageCounters {
     /// Frames (or frame–destination pairs, for egress) the stage judged.
     pub rx: u64,
@@ -16,8 +18,10 @@ pub struct StageCounters {
     pub pass: u64,
     /// Frames it rewrote.
     pub rewritten: u64,
-    /// Drops by reason, in order of first occurrence.
-    pub drops: Vec<(DropReason, u64)>,
+    /// Drops by reason, in order of first occurrence. A reason is
+    /// borrowed (never allocated) when counted; only a report read back
+    /// from JSON owns its text.
+    pub drops: Vec<(Cow<'static, str>, u64)>,
 }
 
 impl StageCounters {
@@ -26,7 +30,7 @@ impl StageCounters {
     pub fn record_drop(&mut self, reason: DropReason) {
         match self.drops.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, n)) => *n += 1,
-            None => self.drops.push((reason, 1)),
+            None => self.drops.push((Cow::Borrowed(reason), 1)),
         }
     }
 
@@ -58,6 +62,7 @@ mod tests {
         assert_eq!(c.dropped("b"), 1);
         assert_eq!(c.dropped("c"), 0);
         assert_eq!(c.dropped_total(), 3);
-        assert_eq!(c.drops, vec![("a", 2), ("b", 1)]);
+        assert_eq!((c.dropped("a"), c.dropped("b"), c.drops.len()), (2, 1, 2));
+        assert_eq!(c.drops[0].0, "a", "in order of first occurrence");
     }
 }

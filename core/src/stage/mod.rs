@@ -1,17 +1,16 @@
-//! The stage contracts: filters, routers and ports, plus links and the
-//! counters the pipeline keeps for each stage.
+//! The frame-level stage contracts: filters and routers, plus links and
+//! the counters the pipeline keeps for each stage. Nothing here knows the
+//! runtime; the port contract, which runs in it, is
+//! [`crate::runtime::Port`] (with a client's one MAC identity,
+//! [`crate::runtime::identity`]).
 
 mod counters;
-pub mod identity;
 mod link;
-mod port;
 
 use bytes::Bytes;
 
 pub use counters::{DropReason, StageCounters};
-pub use identity::MacIdentity;
 pub use link::{LinkId, LinkInfo, LinkRole};
-pub use port::{BoxFuture, Port, PortError};
 
 use crate::time::Timestamp;
 use crate::wire::{FrameView, MacAddr};

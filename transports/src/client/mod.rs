@@ -21,10 +21,12 @@ use lanparty_core::control::{
     read_message, validate_room_code, write_message,
 };
 use lanparty_core::registry::BuildResult;
+use lanparty_core::runtime::MacIdentity;
 use lanparty_core::runtime::{
     DEFAULT_ROOM, LinkHandle, LinkSpec, Metrics, PortContext, ShutdownSignal, StatusSource,
 };
-use lanparty_core::stage::{LinkRole, MacIdentity, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
+use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 use tokio::sync::mpsc;

@@ -1,6 +1,9 @@
 //! What a client shows: its session in `lanparty status` and its metrics.
 
 use super::*;
+use crate::report::{
+    CLIENT_KIND, ClientReport, ClientState, PathReport, SendReport, SessionReport,
+};
 
 /// The session as `lanparty status` shows it.
 #[derive(Default)]
@@ -40,36 +43,33 @@ impl StatusSource for ClientStatus {
         let state = self.lock();
         let sessions = self.counters.sessions.load(Ordering::Relaxed);
         let (queue, send_rate) = self.sender.queue_status();
-        let session = state.live.as_ref().map(|(conn, w, since)| {
-            let path = conn.stats().path;
-            serde_json::json!({
-                "peer_id": w.peer_id.0,
-                "room_id": w.room_id,
-                "mtu": w.mtu,
-                "remote": conn.remote_address().to_string(),
-                "rtt_us": conn.rtt().as_micros() as u64,
-                "cwnd": path.cwnd,
-                "congestion_events": path.congestion_events,
-                "lost_packets": path.lost_packets,
-                "uptime_s": since.elapsed().as_secs(),
-            })
+        let session = state.live.as_ref().map(|(conn, w, since)| SessionReport {
+            peer_id: w.peer_id.0,
+            room_id: w.room_id,
+            mtu: w.mtu,
+            path: PathReport::of(conn),
+            uptime_s: since.elapsed().as_secs(),
         });
-        serde_json::json!({
-            "type": "quic-client",
-            "relay": self.relay,
-            "room": self.room,
-            "role": self.role,
-            "mac": self.mac,
-            "state": if session.is_some() { "connected" } else { "reconnecting" },
-            "session": session,
-            "last_error": state.last_error,
-            "sessions": sessions,
-            "reconnects": sessions.saturating_sub(1),
-            "failed_attempts": self.counters.failed_attempts.load(Ordering::Relaxed),
-            "datapath": self.counters.datapath.snapshot(),
-            "queue": queue,
-            "send_rate": send_rate,
-        })
+        let report = ClientReport {
+            kind: CLIENT_KIND.into(),
+            relay: self.relay.clone(),
+            room: self.room.clone(),
+            role: self.role,
+            mac: self.mac,
+            state: if session.is_some() {
+                ClientState::Connected
+            } else {
+                ClientState::Reconnecting
+            },
+            session,
+            last_error: state.last_error.clone(),
+            sessions,
+            reconnects: sessions.saturating_sub(1),
+            failed_attempts: self.counters.failed_attempts.load(Ordering::Relaxed),
+            datapath: self.counters.datapath.snapshot(),
+            send: SendReport { queue, send_rate },
+        };
+        serde_json::to_value(report).unwrap_or_default()
     }
 
     fn metrics(&self, out: &mut Metrics) {

@@ -15,7 +15,7 @@ macro_rules! datapath_counters {
         }
 
         /// A plain copy of [`DatapathCounters`].
-        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
         pub struct DatapathSnapshot {
             $( $(#[doc = $doc])+ pub $name: u64, )+
         }

@@ -16,7 +16,8 @@ use lanparty_core::control::{
 };
 use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{ActivePolicy, LinkSpec, PolicyEvent, PortContext, ShutdownSignal};
-use lanparty_core::stage::{LinkRole, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
+use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use tokio::sync::{Notify, mpsc};
 

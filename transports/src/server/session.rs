@@ -194,7 +194,7 @@ pub(super) async fn session(
     }
     let welcome = ControlMessage::Welcome(Welcome {
         peer_id: peer,
-        room_id: admitted.room_id,
+        room_id: link.room_id(),
         mtu: admitted.mtu,
     });
     if let Err(e) = write_message(&mut send, &welcome).await {

@@ -8,53 +8,49 @@ use lanparty_core::runtime::{Metrics, StatusSource};
 
 use super::Shared;
 use crate::datapath::datapath_metrics;
+use crate::report::{PathReport, PeerReport, SERVER_KIND, SendReport, ServerReport};
 
 impl StatusSource for Shared {
     fn status(&self) -> serde_json::Value {
-        let peers: Vec<serde_json::Value> = self
+        let peers = self
             .peers()
             .iter()
             .map(|(id, p)| {
                 let (frames_tx, bytes_tx, dropped_tx) = p.sender.totals();
                 let (queue, send_rate) = p.sender.queue_status();
-                let path = p.conn.stats().path;
-                serde_json::json!({
-                    "peer_id": id.0,
-                    "room": p.room,
-                    "role": p.role,
-                    "mac": p.mac,
-                    "remote": p.conn.remote_address().to_string(),
-                    "rtt_us": p.conn.rtt().as_micros() as u64,
-                    "cwnd": path.cwnd,
-                    "congestion_events": path.congestion_events,
-                    "lost_packets": path.lost_packets,
-                    "mtu": p.mtu,
-                    "uptime_s": p.since.elapsed().as_secs(),
-                    "frames_tx": frames_tx,
-                    "bytes_tx": bytes_tx,
-                    "dropped_tx": dropped_tx,
-                    "queue": queue,
-                    "send_rate": send_rate,
-                })
+                PeerReport {
+                    peer_id: id.0,
+                    room: p.room.clone(),
+                    role: p.role,
+                    mac: p.mac,
+                    path: PathReport::of(&p.conn),
+                    mtu: p.mtu,
+                    uptime_s: p.since.elapsed().as_secs(),
+                    frames_tx,
+                    bytes_tx,
+                    dropped_tx,
+                    send: SendReport { queue, send_rate },
+                }
             })
             .collect();
         let c = &self.counters;
-        serde_json::json!({
-            "type": "quic-server",
-            "connections": c.connections.load(Ordering::Relaxed),
-            "live_connections": self.live.load(Ordering::Relaxed),
-            "handshake_failures": c.handshake_failures.load(Ordering::Relaxed),
-            "handshake_timeouts": c.handshake_timeouts.load(Ordering::Relaxed),
-            "handshakes_in_progress": self.handshakes().total,
-            "retries": c.retries.load(Ordering::Relaxed),
-            "handshakes_refused": c.handshakes_refused.load(Ordering::Relaxed),
-            "handshake_packets_dropped": c.handshake_packets_dropped.load(Ordering::Relaxed),
-            "admitted": c.admitted.load(Ordering::Relaxed),
-            "rejects": c.rejects.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
-            "protocol_errors": c.protocol_errors.snapshot().into_iter().collect::<BTreeMap<_, _>>(),
-            "datapath": c.datapath.snapshot(),
-            "peers": peers,
-        })
+        let report = ServerReport {
+            kind: SERVER_KIND.into(),
+            connections: c.connections.load(Ordering::Relaxed),
+            live_connections: self.live.load(Ordering::Relaxed) as u64,
+            handshake_failures: c.handshake_failures.load(Ordering::Relaxed),
+            handshake_timeouts: c.handshake_timeouts.load(Ordering::Relaxed),
+            handshakes_in_progress: self.handshakes().total as u64,
+            retries: c.retries.load(Ordering::Relaxed),
+            handshakes_refused: c.handshakes_refused.load(Ordering::Relaxed),
+            handshake_packets_dropped: c.handshake_packets_dropped.load(Ordering::Relaxed),
+            admitted: c.admitted.load(Ordering::Relaxed),
+            rejects: c.rejects.snapshot().into_iter().collect(),
+            protocol_errors: c.protocol_errors.snapshot().into_iter().collect(),
+            datapath: c.datapath.snapshot(),
+            peers,
+        };
+        serde_json::to_value(report).unwrap_or_default()
     }
 
     fn metrics(&self, out: &mut Metrics) {

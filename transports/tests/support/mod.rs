@@ -16,7 +16,8 @@ use lanparty_core::runtime::{
     LinkHandle, LinkSpec, PolicyStore, PortContext, Rooms, ScanReport, ShutdownTrigger,
     shutdown_pair,
 };
-use lanparty_core::stage::{LinkRole, Port, PortError};
+use lanparty_core::runtime::{Port, PortError};
+use lanparty_core::stage::LinkRole;
 use lanparty_core::testing::template_from_yaml;
 use lanparty_core::wire::MacAddr;
 use lanparty_filters as _;

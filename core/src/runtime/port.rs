@@ -1,11 +1,14 @@
-//! The port contract.
+//! The port contract: the one stage contract that meets the runtime (a
+//! port runs as a task with a [`PortContext`]), so it lives here; the
+//! frame-level contracts (filters, routers, links) are in
+//! [`crate::stage`] and know nothing of tokio.
 //!
 //! A port is a configured stage that owns links: a TAP device owns one, a
 //! QUIC server owns one per admitted peer. The runtime builds ports from the
 //! config (without opening anything, so `lanparty check` can build them too)
-//! and then calls [`Port::run`] with a [`crate::runtime::PortContext`]. A
+//! and then calls [`Port::run`] with a [`PortContext`]. A
 //! running port attaches links to rooms with
-//! [`crate::runtime::PortContext::attach`], pushes received frames into the
+//! [`PortContext::attach`], pushes received frames into the
 //! returned [`crate::runtime::LinkHandle`], sends out what the room routes to
 //! it, and drops the handle (which detaches the link) when the link goes
 //! away. It returns when the context's shutdown signal fires, after undoing
@@ -14,8 +17,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use super::PortContext;
 use super::identity::MacIdentity;
-use crate::runtime::PortContext;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,7 +57,7 @@ pub trait Port: Send + 'static {
     fn run(self: Box<Self>, ctx: PortContext) -> BoxFuture<'static, Result<(), PortError>>;
 
     /// The port's part in the node's one MAC identity (see
-    /// [`crate::stage::identity`]). Default: none.
+    /// [`crate::runtime::identity`]). Default: none.
     fn mac_identity(&mut self) -> MacIdentity<'_> {
         MacIdentity::None
     }
@@ -76,17 +79,17 @@ macro_rules! impl_port {
     };
     ($ty:ty, mac_identity) => {
         $crate::impl_port!(@impl $ty, {
-            fn mac_identity(&mut self) -> $crate::stage::MacIdentity<'_> {
+            fn mac_identity(&mut self) -> $crate::runtime::MacIdentity<'_> {
                 <$ty>::mac_identity(self)
             }
         });
     };
     (@impl $ty:ty, { $($extra:tt)* }) => {
-        impl $crate::stage::Port for $ty {
+        impl $crate::runtime::Port for $ty {
             fn run(
                 self: Box<Self>,
                 ctx: $crate::runtime::PortContext,
-            ) -> $crate::stage::BoxFuture<'static, Result<(), $crate::stage::PortError>> {
+            ) -> $crate::runtime::BoxFuture<'static, Result<(), $crate::runtime::PortError>> {
                 Box::pin((*self).run(ctx))
             }
 
