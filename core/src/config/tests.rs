@@ -1,3 +1,6 @@
+//! Config loading tests: YAML, environment and `--set` layers, errors that
+//! name the file, line and key.
+
 use std::io::Write;
 use std::path::PathBuf;
 

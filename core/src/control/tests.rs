@@ -1,3 +1,6 @@
+//! Control-plane tests: message round trips, the length-prefixed codec and
+//! what it refuses.
+
 use super::codec::{LENGTH_PREFIX_LEN, decode_body, encode};
 use super::*;
 

@@ -1,3 +1,6 @@
+//! The Ethernet emulation driven by hand: ARP/ND answers, broadcast
+//! mapping and the DHCP client, frames and packets in, no device.
+
 use super::*;
 
 const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x10]);
