@@ -449,6 +449,14 @@ fn lan_party_end_to_end() {
             bps / 1e6
         );
     }
+    // A's TAP wrote the download's segments merged (software GRO).
+    let report = status_of(&dir, "a.log");
+    let adapter = &report["ports"]["adapter"];
+    assert_eq!(adapter["gro"], true, "{report:#}");
+    let merged = adapter["gro_merged_segments"].as_u64().unwrap_or(0);
+    let supers = adapter["gro_super_packets"].as_u64().unwrap_or(0);
+    assert!(supers > 0 && merged > 2 * supers, "{report:#}");
+    eprintln!("   A's TAP wrote {merged} segments as {supers} super-packets");
 
     for (p, name) in [
         (&mut a, "a"),

@@ -84,6 +84,12 @@ pub trait LinkSink: Send + Sync + std::fmt::Debug {
     /// room counts it as `tx_queue_full`, the sink says why in its own
     /// counters).
     fn deliver(&self, frame: Bytes) -> bool;
+
+    /// The room's batch is over: a sink that gathers frames (a TAP writing
+    /// TCP super-packets) writes what it holds. The room calls it after
+    /// every frame a port hands over alone and after every batch, so
+    /// nothing waits past the batch it came in. Default: nothing held.
+    fn flush(&self) {}
 }
 
 /// What a live capture did with a frame offered to it.
@@ -222,6 +228,13 @@ impl Room {
             captures: Vec::new(),
             capture_dropped: 0,
             out: Vec::with_capacity(64),
+        }
+    }
+
+    /// Ends a batch: every link's sink writes what it gathered.
+    pub fn flush(&self) {
+        for output in &self.outputs {
+            output.sink.flush();
         }
     }
 

@@ -9,28 +9,36 @@
 //! persistent device made beforehand (`ip tuntap add`) is left in place.
 //!
 //! Receive reads every frame that is ready per wake-up into one shared
-//! buffer (no allocation per frame); transmit writes each frame the room
+//! buffer (no allocation per frame); transmit writes the frames the room
 //! routes here straight to the device, from the room (no queue, no extra
-//! task wake-up).
+//! task wake-up). With `gro` (the default) the device is opened with
+//! virtio-net headers and consecutive TCP segments of one flow that the
+//! room hands over in one batch are written as one super-packet
+//! ([`crate::linux::gro`]); a kernel that refuses the headers gets plain
+//! frames.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::MacIdentity;
-use lanparty_core::runtime::{DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, PortContext};
+use lanparty_core::runtime::{
+    DEFAULT_ROOM, LinkHandle, LinkSink, LinkSpec, Metrics, PortContext, StatusSource,
+};
 use lanparty_core::runtime::{Port, PortError};
 use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 
-use crate::linux::netdev;
+use crate::linux::gro::{Gro, GroStats};
+use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer};
 use crate::linux::tun::{Device, TunMode, open_tun};
+use crate::linux::{checksum, netdev};
 
 /// Linux TAP device: the virtual Ethernet adapter (MTU follows the room;
 /// created and removed by the port).
@@ -57,6 +65,11 @@ pub struct TapSettings {
     /// The link role filters see.
     #[key(default = "host")]
     pub role: LinkRole,
+    /// Write consecutive TCP segments of a flow that arrive together as
+    /// one super-packet (GRO in software): the receiving kernel's TCP
+    /// handles one packet instead of dozens.
+    #[key(default = true)]
+    pub gro: bool,
 }
 
 /// A configured TAP port.
@@ -136,7 +149,17 @@ impl TapPort {
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
-        let fd = open_tun(&name, TunMode::Tap).map_err(|e| self.fail(e))?;
+        let (fd, vnet) = match open_tun(&name, TunMode::Tap, self.settings.gro) {
+            Ok(fd) => (fd, self.settings.gro),
+            Err(e) if self.settings.gro => {
+                tracing::info!(device = %name, "no virtio-net headers on this TAP ({e}): frames are written one by one");
+                (
+                    open_tun(&name, TunMode::Tap, false).map_err(|e| self.fail(e))?,
+                    false,
+                )
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
         let device = Arc::new(Device::new(fd, &name).map_err(|e| {
             self.fail(format!(
                 "cannot register the device with the reactor: {e:?}"
@@ -144,6 +167,12 @@ impl TapPort {
         })?);
         let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
         let mac = self.settings.mac.unwrap_or(mac);
+        let sink = Arc::new(TapSink {
+            device: device.clone(),
+            gro: vnet.then(|| Mutex::new(Gro::default())),
+            errors: AtomicU64::new(0),
+        });
+        ctx.publish_status(sink.clone());
         let mut link = ctx.attach(
             &self.settings.room,
             LinkSpec {
@@ -151,10 +180,7 @@ impl TapPort {
                 role: self.settings.role,
                 macs: vec![mac],
                 mtu: self.settings.mtu,
-                sink: Some(Arc::new(TapSink {
-                    device: device.clone(),
-                    errors: AtomicU64::new(0),
-                })),
+                sink: Some(sink.clone()),
             },
         );
         let mut room_mtu = link.mtu();
@@ -162,7 +188,7 @@ impl TapPort {
         self.configure(mtu)?;
         tracing::info!(device = %name, %mac, mtu, room = %self.settings.room, "TAP device up");
         let result = self
-            .pump(&device, &mut link, &mut room_mtu, ctx.shutdown())
+            .pump(&device, vnet, &mut link, &mut room_mtu, ctx.shutdown())
             .await;
         tracing::info!(device = %name, "TAP port stopped");
         result
@@ -171,11 +197,13 @@ impl TapPort {
     async fn pump(
         &self,
         device: &Device,
+        vnet: bool,
         link: &mut LinkHandle,
         room_mtu: &mut tokio::sync::watch::Receiver<u16>,
         mut shutdown: lanparty_core::runtime::ShutdownSignal,
     ) -> Result<(), PortError> {
-        let mut rx = RxBuffer::new(MAX_FRAME, CHUNK);
+        let mut rx = RxBuffer::new(MAX_FRAME + VNET_HDR_LEN, CHUNK);
+        let mut scratch = Vec::new();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
@@ -185,7 +213,12 @@ impl TapPort {
                         match device.read(rx.space()) {
                             Ok(0) => break,
                             Ok(n) => {
-                                link.send(rx.take(n));
+                                let frame = rx.take(n);
+                                if vnet {
+                                    from_vnet(frame, link, &mut scratch);
+                                } else {
+                                    link.send(frame);
+                                }
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 guard.clear_ready();
@@ -207,19 +240,60 @@ impl TapPort {
     }
 }
 
+/// A frame read behind a virtio-net header, to the room. Without
+/// offloads enabled (`TUNSETOFFLOAD`) the kernel sends plain frames with
+/// complete checksums; a pending checksum is completed and a super-packet
+/// cut into segments all the same, should a kernel send one.
+fn from_vnet(frame: Bytes, link: &LinkHandle, scratch: &mut Vec<u8>) {
+    let Some(header) = VnetHeader::parse(&frame) else {
+        return;
+    };
+    let body = frame.slice(VNET_HDR_LEN..);
+    match header.gso_type & !gso_type::ECN {
+        gso_type::NONE if header.flags & NEEDS_CSUM == 0 => {
+            link.send(body);
+        }
+        gso_type::NONE => {
+            let mut owned = body.to_vec();
+            checksum::complete_l4_checksum(&mut owned);
+            link.send(Bytes::from(owned));
+        }
+        _ => {
+            let cut = gso::segment_tcp(&body, usize::from(header.gso_size), scratch, &mut |s| {
+                link.send(Bytes::copy_from_slice(s));
+            });
+            if let Err(why) = cut {
+                tracing::debug!(
+                    gso_size = header.gso_size,
+                    "TAP super-packet not cut: {why}; dropped"
+                );
+            }
+        }
+    }
+}
+
 /// Writes the room's frames straight to the device, in the task that
 /// routed them: no queue, no task switch. A TAP device takes a write at
 /// once (the kernel queues it on the receive side of the interface); a
 /// write it refuses is dropped and counted by the room (`tx_queue_full`).
+/// With GRO, TCP segments are held until the room's batch ends
+/// ([`LinkSink::flush`]) and go out merged.
 #[derive(Debug)]
 struct TapSink {
     device: Arc<Device>,
+    gro: Option<Mutex<Gro>>,
     errors: AtomicU64,
 }
 
-impl LinkSink for TapSink {
-    fn deliver(&self, frame: Bytes) -> bool {
-        match self.device.write(&frame) {
+impl TapSink {
+    fn gro_stats(&self) -> GroStats {
+        self.gro.as_ref().map_or_else(GroStats::default, |g| {
+            g.lock().unwrap_or_else(PoisonError::into_inner).stats()
+        })
+    }
+
+    fn write(&self, parts: &[&[u8]]) -> bool {
+        match self.device.write_parts(parts) {
             Ok(_) => true,
             Err(e) => {
                 let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -228,6 +302,66 @@ impl LinkSink for TapSink {
                 }
                 false
             }
+        }
+    }
+}
+
+/// `lanparty status` for a TAP port: the device, whether GRO is on and what
+/// it merged, failed writes.
+impl StatusSource for TapSink {
+    fn status(&self) -> serde_json::Value {
+        let gro = self.gro_stats();
+        serde_json::json!({
+            "type": "tap",
+            "device": self.device.name,
+            "gro": self.gro.is_some(),
+            "gro_super_packets": gro.super_packets,
+            "gro_merged_segments": gro.merged_segments,
+            "write_errors": self.errors.load(Ordering::Relaxed),
+        })
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        let gro = self.gro_stats();
+        let device = [("device", self.device.name.as_str())];
+        for (name, help, value) in [
+            (
+                "lanparty_tap_gro_super_packets_total",
+                "TCP super-packets written to a TAP device (two segments or more)",
+                gro.super_packets,
+            ),
+            (
+                "lanparty_tap_gro_merged_segments_total",
+                "TCP segments written inside super-packets",
+                gro.merged_segments,
+            ),
+            (
+                "lanparty_tap_write_errors_total",
+                "Writes a TAP device refused",
+                self.errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            out.counter(name, help, &device, value);
+        }
+    }
+}
+
+impl LinkSink for TapSink {
+    fn deliver(&self, frame: Bytes) -> bool {
+        match &self.gro {
+            Some(gro) => gro
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(&frame, &mut |parts| self.write(parts)),
+            None => self.write(&[&frame]),
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(gro) = &self.gro {
+            gro.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .flush(&mut |parts| self.write(parts));
         }
     }
 }

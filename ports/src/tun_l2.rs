@@ -160,7 +160,7 @@ impl TunL2Port {
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
         let name = self.settings.device.clone();
-        let fd = open_tun(&name, TunMode::Tun).map_err(|e| self.fail(e))?;
+        let fd = open_tun(&name, TunMode::Tun, false).map_err(|e| self.fail(e))?;
         let device = Device::new(fd, &name).map_err(|e| {
             self.fail(format!(
                 "cannot register the device with the reactor: {e:?}"

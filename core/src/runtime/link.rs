@@ -4,12 +4,12 @@
 //! follow the room's MTU. Dropping the handle detaches the link.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use super::room_task::{Direct, SharedRoom};
+use super::room_task::{Direct, SharedRoom, lock_room};
 use super::rooms::Rooms;
 use crate::room::{LinkCounters, LinkSink};
 use crate::stage::{LinkId, LinkRole};
@@ -45,6 +45,9 @@ pub struct LinkHandle {
     pub(super) from_room: mpsc::Receiver<Bytes>,
     pub(super) counters: Arc<LinkCounters>,
     pub(super) rooms: Arc<Rooms>,
+    /// Inside [`LinkHandle::gathered`]: the batch ends there, not with
+    /// each frame.
+    pub(super) gathering: AtomicBool,
 }
 
 impl LinkHandle {
@@ -71,17 +74,20 @@ impl LinkHandle {
     /// counted, and false returned.
     pub fn send(&self, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        let direct = if !self.run_to_completion {
-            Direct::Queue(frame)
-        } else {
-            match self.core.try_lock() {
-                Ok(mut core) => core.direct(self.id, frame),
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                    poisoned.into_inner().direct(self.id, frame)
+        let direct =
+            if !self.run_to_completion {
+                Direct::Queue(frame)
+            } else {
+                match self.core.try_lock() {
+                    Ok(mut core) => {
+                        core.direct(self.id, frame, !self.gathering.load(Ordering::Relaxed))
+                    }
+                    Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned
+                        .into_inner()
+                        .direct(self.id, frame, !self.gathering.load(Ordering::Relaxed)),
+                    Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
                 }
-                Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
-            }
-        };
+            };
         let taken = match direct {
             Direct::Processed => true,
             Direct::Queue(frame) => self.to_room.try_send((self.id, frame)).is_ok(),
@@ -95,6 +101,21 @@ impl LinkHandle {
             self.room_queue_full.fetch_add(1, Ordering::Relaxed);
         }
         taken
+    }
+
+    /// Runs `send` calls as one batch: on the direct path the room's sinks
+    /// flush once, after `f`, instead of after every frame — a TAP sink
+    /// writes the TCP segments of the batch as super-packets. A port that
+    /// reads many frames per wake-up (a QUIC session draining its
+    /// datagrams) wraps them in this; the batch is over when `f` returns.
+    pub fn gathered<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.gathering.store(true, Ordering::Relaxed);
+        let result = f();
+        self.gathering.store(false, Ordering::Relaxed);
+        if self.run_to_completion {
+            lock_room(&self.core).flush();
+        }
+        result
     }
 
     /// The next frame the room routed to this link; `None` once the room is

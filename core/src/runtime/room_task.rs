@@ -45,6 +45,12 @@ impl LinkSink for PortSink {
             None => self.queue.try_send(frame).is_ok(),
         }
     }
+
+    fn flush(&self) {
+        if let Some(sink) = &self.sink {
+            sink.flush();
+        }
+    }
 }
 
 /// A live capture's reader, stamped with the wall clock as frames pass.
@@ -175,8 +181,9 @@ impl RoomCore {
     }
 
     /// A port's frame, processed in the port's task unless frames queued
-    /// earlier must go first.
-    pub(super) fn direct(&mut self, link: LinkId, frame: Bytes) -> Direct {
+    /// earlier must go first; with `flush`, the batch ends with it (else
+    /// the port ends it with [`RoomCore::flush`]).
+    pub(super) fn direct(&mut self, link: LinkId, frame: Bytes, flush: bool) -> Direct {
         self.apply_commands();
         if !self.open {
             return Direct::Closed;
@@ -184,10 +191,19 @@ impl RoomCore {
         let now = self.clock.now();
         let log_frames = frame_logs_enabled();
         if !self.drain_queue(now, log_frames, self.batch_limit) {
+            self.room.flush();
             return Direct::Queue(frame);
         }
         self.room.process(now, log_frames, link, frame);
+        if flush {
+            self.room.flush();
+        }
         Direct::Processed
+    }
+
+    /// Ends a batch of direct frames.
+    pub(super) fn flush(&self) {
+        self.room.flush();
     }
 
     /// The worker's side: commands and queued frames, registering for
@@ -213,6 +229,7 @@ impl RoomCore {
                 let log_frames = frame_logs_enabled();
                 self.room.process(now, log_frames, link, frame);
                 self.drain_queue(now, log_frames, self.batch_limit.saturating_sub(1));
+                self.room.flush();
                 // One batch per poll; come back for the rest (and to
                 // register for a wake-up once the queue is empty).
                 cx.waker().wake_by_ref();

@@ -4,7 +4,7 @@
 //! attach links here and get a [`LinkHandle`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -126,6 +126,7 @@ impl Rooms {
             from_room: rx,
             counters,
             rooms: self.clone(),
+            gathering: AtomicBool::new(false),
         }
     }
 

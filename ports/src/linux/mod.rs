@@ -1,6 +1,7 @@
 //! Linux network device plumbing shared by the TAP and AF_PACKET ports.
 
 pub mod checksum;
+pub mod gro;
 pub mod gso;
 pub mod netdev;
 pub mod rxbuf;

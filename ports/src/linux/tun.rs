@@ -19,8 +19,10 @@ pub enum TunMode {
 }
 
 /// Opens (creating if needed) the TAP or TUN device `name`, non-blocking,
-/// without packet info headers; returns the fd.
-pub fn open_tun(name: &str, mode: TunMode) -> io::Result<OwnedFd> {
+/// without packet info headers; returns the fd. With `vnet_hdr`, every
+/// read and write carries a virtio-net header (`IFF_VNET_HDR`, 10 bytes),
+/// which lets a write be a TCP super-packet ([`super::gro`]).
+pub fn open_tun(name: &str, mode: TunMode, vnet_hdr: bool) -> io::Result<OwnedFd> {
     let (flag, kind) = match mode {
         TunMode::Tap => (libc::IFF_TAP, "TAP"),
         TunMode::Tun => (libc::IFF_TUN, "TUN"),
@@ -46,7 +48,8 @@ pub fn open_tun(name: &str, mode: TunMode) -> io::Result<OwnedFd> {
     // SAFETY: ifreq is plain old data; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_name = netdev::ifname(name)?;
-    req.ifr_ifru.ifru_flags = (flag | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
+    req.ifr_ifru.ifru_flags = (flag | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF takes a pointer to an ifreq; the result is checked.
     let rc = unsafe {
         libc::ioctl(
@@ -117,6 +120,30 @@ impl Device {
                 frame.len(),
             )
         };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// One non-blocking write of `parts` (at most two: a header and a
+    /// frame) as one frame (`writev`).
+    pub fn write_parts(&self, parts: &[&[u8]]) -> io::Result<usize> {
+        let iov: [libc::iovec; 2] = std::array::from_fn(|i| match parts.get(i) {
+            Some(part) => libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            },
+            None => libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+        });
+        let count = parts.len().min(iov.len());
+        // SAFETY: the iovecs point into live, borrowed buffers; writev only
+        // reads them.
+        let n = unsafe { libc::writev(self.fd.get_ref().as_raw_fd(), iov.as_ptr(), count as i32) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {

@@ -32,7 +32,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::datapath::{
-    DataPath, DatapathCounters, PeerSender, datapath_metrics, reassembly_limits,
+    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, datapath_metrics, ready_datagram,
+    reassembly_limits,
 };
 use crate::net::{self, close};
 use crate::tls::{self, Trust};
@@ -471,7 +472,15 @@ impl QuicClient {
                     return SessionEnd::Shutdown;
                 }
                 datagram = conn.read_datagram() => match datagram {
-                    Ok(d) => data.from_peer(d, link, counters),
+                    // With what else has arrived, as one batch: a TAP
+                    // adapter writes its TCP segments merged.
+                    Ok(d) => link.gathered(|| {
+                        data.from_peer(d, link, counters);
+                        for _ in 1..DATAGRAM_BATCH {
+                            let Some(d) = ready_datagram(conn) else { break };
+                            data.from_peer(d, link, counters);
+                        }
+                    }),
                     Err(e) => return SessionEnd::Lost(format!("lost the relay: {e}")),
                 },
                 // Frames from the room go to `sender` directly.

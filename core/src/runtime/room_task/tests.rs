@@ -103,13 +103,17 @@ fn a_direct_frame_never_overtakes_frames_queued_before_it() {
     }
     // Two of the three queued frames fit this turn: the port's frame must
     // queue behind the third instead of going first.
-    let Direct::Queue(fourth) = d.core.direct(LinkId(1), frame(MacAddr::BROADCAST, A, 4)) else {
+    let Direct::Queue(fourth) = d
+        .core
+        .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 4), true)
+    else {
         panic!("a frame went ahead of one queued before it");
     };
     assert_eq!(b.tags(), [1, 2]);
     d.frames.try_send((LinkId(1), fourth)).unwrap();
     assert!(matches!(
-        d.core.direct(LinkId(1), frame(MacAddr::BROADCAST, A, 5)),
+        d.core
+            .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 5), true),
         Direct::Processed
     ));
     assert_eq!(
@@ -125,19 +129,22 @@ fn commands_sent_before_a_frame_apply_before_it() {
     let _a = attach(&d.control, 1, A);
     let c = attach(&d.control, 3, C);
     assert!(matches!(
-        d.core.direct(LinkId(1), frame(MacAddr::BROADCAST, A, 1)),
+        d.core
+            .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 1), true),
         Direct::Processed
     ));
     assert_eq!(c.tags(), [1], "the link attached before the frame got it");
     d.control
         .send(Command::Room(RoomCommand::Detach(LinkId(3))))
         .unwrap();
-    d.core.direct(LinkId(1), frame(MacAddr::BROADCAST, A, 2));
+    d.core
+        .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 2), true);
     assert_eq!(c.tags(), [1], "the link detached before the frame did not");
     drop(d.control);
     assert!(
         matches!(
-            d.core.direct(LinkId(1), frame(MacAddr::BROADCAST, A, 3)),
+            d.core
+                .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 3), true),
             Direct::Closed
         ),
         "a room the table dropped takes no more frames"
@@ -151,8 +158,9 @@ fn the_driver_hands_the_room_its_clock() {
     let b = attach(&d.control, 2, B);
     let c = attach(&d.control, 3, C);
     // B speaks: the switch learns where B is, at the clock's time.
-    d.core.direct(LinkId(2), frame(MacAddr::BROADCAST, B, 1));
-    d.core.direct(LinkId(1), frame(B, A, 2));
+    d.core
+        .direct(LinkId(2), frame(MacAddr::BROADCAST, B, 1), true);
+    d.core.direct(LinkId(1), frame(B, A, 2), true);
     assert_eq!(
         (b.tags(), c.tags()),
         (vec![2], vec![1]),
@@ -160,7 +168,7 @@ fn the_driver_hands_the_room_its_clock() {
     );
     // Past the switch's ageing (300 s) B is forgotten: unicast floods.
     d.clock.advance(Duration::from_secs(301));
-    d.core.direct(LinkId(1), frame(B, A, 3));
+    d.core.direct(LinkId(1), frame(B, A, 3), true);
     assert_eq!((b.tags(), c.tags()), (vec![2, 3], vec![1, 3]));
     assert_eq!(a.tags(), [1], "nothing comes back to the sender");
 }

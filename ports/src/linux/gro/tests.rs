@@ -1,0 +1,234 @@
+//! The GRO rules, checked by cutting each super-packet back with the
+//! gateway's own segmenter (`gso::segment_tcp`): what comes out must be,
+//! byte for byte, what went in.
+
+#![allow(clippy::unwrap_used)]
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+
+use super::*;
+use crate::linux::gso::{VnetHeader, segment_tcp};
+
+/// One TCP segment of flow `port`, with timestamps (as iperf3's are).
+fn segment(v6: bool, port: u16, seq: u32, payload: &[u8], ip_id: u16, psh: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+    let options = [
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::Timestamp(7, 9),
+    ];
+    if v6 {
+        let t = eth
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(port, 5201, seq, 1000)
+            .ack(77);
+        let t = t.options(&options).unwrap();
+        let t = if psh { t.psh() } else { t };
+        t.write(&mut out, payload).unwrap();
+    } else {
+        let t = eth
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(port, 5201, seq, 1000)
+            .ack(77);
+        let t = t.options(&options).unwrap();
+        let t = if psh { t.psh() } else { t };
+        t.write(&mut out, payload).unwrap();
+        // An ID per packet, as a sender without DF numbers them.
+        out[18..20].copy_from_slice(&ip_id.to_be_bytes());
+        out[20] &= !0x40;
+        let mut acc = 0u32;
+        out[24..26].fill(0);
+        acc = crate::inet::sum(&out[14..34], acc);
+        out[24..26].copy_from_slice(&crate::inet::fold(acc).to_be_bytes());
+    }
+    out
+}
+
+/// `n` full segments of `size` bytes and a last one of `last` bytes.
+fn stream(v6: bool, n: usize, size: usize, last: usize) -> Vec<Vec<u8>> {
+    let mut seq = 1000u32;
+    (0..=n)
+        .filter_map(|i| {
+            let len = if i < n { size } else { last };
+            (len > 0).then(|| {
+                let payload: Vec<u8> = (0..len).map(|b| (b + i) as u8).collect();
+                let s = segment(v6, 40000, seq, &payload, 100 + i as u16, i == n);
+                seq += len as u32;
+                s
+            })
+        })
+        .collect()
+}
+
+/// Everything written: (virtio-net header, frame).
+fn run(gro: &mut Gro, frames: &[Vec<u8>]) -> Vec<(VnetHeader, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut write = |parts: &[&[u8]]| {
+        let whole: Vec<u8> = parts.concat();
+        out.push((
+            VnetHeader::parse(&whole).unwrap(),
+            whole[VNET_HDR_LEN..].to_vec(),
+        ));
+        true
+    };
+    for f in frames {
+        assert!(gro.push(f, &mut write));
+    }
+    assert!(gro.flush(&mut write));
+    out
+}
+
+/// The segments a super-packet stands for, as the kernel would cut it.
+fn cut(header: &VnetHeader, frame: &[u8]) -> Vec<Vec<u8>> {
+    if header.gso_type == gso_type::NONE {
+        return vec![frame.to_vec()];
+    }
+    let mut scratch = Vec::new();
+    let mut segments = Vec::new();
+    segment_tcp(
+        frame,
+        usize::from(header.gso_size),
+        &mut scratch,
+        &mut |s| {
+            segments.push(s.to_vec());
+        },
+    )
+    .unwrap();
+    segments
+}
+
+#[test]
+fn a_burst_of_one_flow_becomes_one_super_packet_that_cuts_back_into_it() {
+    for v6 in [false, true] {
+        let frames = stream(v6, 20, 1342, 500);
+        let mut gro = Gro::default();
+        let out = run(&mut gro, &frames);
+        assert_eq!(out.len(), 1, "v6={v6}");
+        let (header, frame) = &out[0];
+        assert_eq!(header.flags, NEEDS_CSUM);
+        assert_eq!(
+            header.gso_type,
+            if v6 { gso_type::TCPV6 } else { gso_type::TCPV4 }
+        );
+        assert_eq!(header.gso_size, 1342);
+        assert_eq!(cut(header, frame), frames, "v6={v6}");
+        assert_eq!(
+            gro.stats(),
+            GroStats {
+                super_packets: 1,
+                merged_segments: 21
+            }
+        );
+    }
+}
+
+#[test]
+fn a_lone_segment_goes_out_untouched_with_a_plain_header() {
+    let frames = stream(false, 0, 0, 700);
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, VnetHeader::default());
+    assert_eq!(out[0].1, frames[0]);
+}
+
+#[test]
+fn order_is_kept_around_what_cannot_merge() {
+    let frames = stream(false, 6, 1000, 0);
+    let arp = lanparty_core::testing::frames::arp_request(
+        lanparty_core::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+        lanparty_core::testing::frames::Tags::None,
+        [10, 0, 0, 2],
+        [10, 0, 0, 1],
+    );
+    let other_flow = segment(false, 40001, 5, &[1; 1000], 7, false);
+    let mut input = frames[..3].to_vec();
+    input.push(arp.clone());
+    input.extend_from_slice(&frames[3..5]);
+    input.push(other_flow.clone());
+    input.extend_from_slice(&frames[5..]);
+    let out = run(&mut Gro::default(), &input);
+    let mut unrolled = Vec::new();
+    for (header, frame) in &out {
+        unrolled.extend(cut(header, frame));
+    }
+    assert_eq!(unrolled, input, "every frame, in the order given");
+    assert_eq!(out.len(), 5, "3 segments | ARP | 2 | other flow | the rest");
+}
+
+#[test]
+fn gaps_short_segments_and_psh_end_a_super_packet() {
+    // A gap in the sequence.
+    let mut frames = stream(false, 4, 1000, 0);
+    frames.remove(2);
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 2);
+    // A short segment ends it; the next full one starts another.
+    let a = stream(false, 3, 1000, 400);
+    let mut frames = a[..3].to_vec();
+    let short = segment(false, 40000, 1000 + 3000, &[9; 400], 103, false);
+    let next = segment(false, 40000, 1000 + 3400, &[9; 1000], 104, false);
+    frames.push(short);
+    frames.push(next);
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 2);
+    assert_eq!(cut(&out[0].0, &out[0].1).len(), 4);
+    // PSH on the last merged segment is kept.
+    let frames = stream(false, 3, 1000, 1000);
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1[14 + 20 + 13] & TCP_PSH, TCP_PSH);
+}
+
+#[test]
+fn ids_that_do_not_follow_and_other_flags_go_alone() {
+    let mut frames = stream(false, 3, 1000, 0);
+    // The third segment's IP id jumps (DF clear): no merge.
+    frames[2][18..20].copy_from_slice(&999u16.to_be_bytes());
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 2);
+    // A FIN segment never merges.
+    let mut frames = stream(false, 2, 1000, 0);
+    frames[1][14 + 20 + 13] |= 0x01;
+    assert!(Segment::parse(&frames[1]).is_none());
+    // Nor an empty one, a fragment, or garbage.
+    let empty = segment(false, 40000, 1, &[], 1, false);
+    assert!(Segment::parse(&empty).is_none());
+    let mut fragment = segment(false, 40000, 1, &[1; 100], 1, false);
+    fragment[20] |= 0x20;
+    assert!(Segment::parse(&fragment).is_none());
+    assert!(Segment::parse(&[0u8; 20]).is_none());
+    assert!(Segment::parse(&[]).is_none());
+}
+
+#[test]
+fn a_super_packet_stays_within_what_ip_can_carry() {
+    let frames = stream(false, 60, 1342, 0);
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 2);
+    for (_, frame) in &out {
+        assert!(frame.len() - 14 <= MAX_IP_LEN);
+    }
+    let mut unrolled = Vec::new();
+    for (header, frame) in &out {
+        unrolled.extend(cut(header, frame));
+    }
+    assert_eq!(unrolled, frames);
+}
+
+#[test]
+fn a_failed_write_is_reported_for_the_frame_that_was_written() {
+    let arp = lanparty_core::testing::frames::arp_request(
+        lanparty_core::wire::MacAddr([2, 0, 0, 0, 0, 2]),
+        lanparty_core::testing::frames::Tags::None,
+        [10, 0, 0, 2],
+        [10, 0, 0, 1],
+    );
+    let mut gro = Gro::default();
+    assert!(!gro.push(&arp, &mut |_| false));
+    assert!(
+        gro.push(&stream(false, 1, 100, 0)[0], &mut |_| false),
+        "held, not written yet"
+    );
+    assert!(!gro.flush(&mut |_| false));
+}
