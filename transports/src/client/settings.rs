@@ -36,7 +36,8 @@ crate::net::connection_settings! {
         /// CAs.
         #[key(default, ty = "{pin: path} | {ca: path} | {system: true}", shown = "required")]
         pub trust: TrustSettings,
-        /// Room code to join: 1-32 of A-Z a-z 0-9 . _ - (case-insensitive:
+        /// The relay's room code to join (the local room is `local_room`):
+        /// 1-32 of A-Z a-z 0-9 . _ - (case-insensitive:
         /// the relay files it in upper case; a number such as `2024` is
         /// taken as written).
         #[serde(deserialize_with = "lanparty_core::config::text_or_number")]
