@@ -212,13 +212,9 @@ impl TapPort {
                     for _ in 0..RX_BATCH {
                         match device.read(rx.space()) {
                             Ok(0) => break,
+                            Ok(n) if vnet => from_vnet(&mut rx, n, link, &mut scratch),
                             Ok(n) => {
-                                let frame = rx.take(n);
-                                if vnet {
-                                    from_vnet(frame, link, &mut scratch);
-                                } else {
-                                    link.send(frame);
-                                }
+                                link.send(rx.take(n));
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 guard.clear_ready();
@@ -240,28 +236,34 @@ impl TapPort {
     }
 }
 
-/// A frame read behind a virtio-net header, to the room. Without
-/// offloads enabled (`TUNSETOFFLOAD`) the kernel sends plain frames with
-/// complete checksums; a pending checksum is completed and a super-packet
-/// cut into segments all the same, should a kernel send one.
-fn from_vnet(frame: Bytes, link: &LinkHandle, scratch: &mut Vec<u8>) {
-    let Some(header) = VnetHeader::parse(&frame) else {
+/// The `n` bytes just read into `rx` behind a virtio-net header, to the
+/// room. Without offloads enabled (`TUNSETOFFLOAD`) the kernel sends plain
+/// frames with complete checksums; a pending checksum is completed in
+/// place and a super-packet cut into segments (each in `rx`) all the same,
+/// should a kernel send one. (Letting it send super-packets, TSO on the
+/// read side, was measured: +4 % ± 8 % TCP, within noise; left off.)
+fn from_vnet(rx: &mut RxBuffer, n: usize, link: &LinkHandle, scratch: &mut Vec<u8>) {
+    let Some(header) = VnetHeader::parse(&rx.space()[..n]) else {
         return;
     };
-    let body = frame.slice(VNET_HDR_LEN..);
     match header.gso_type & !gso_type::ECN {
-        gso_type::NONE if header.flags & NEEDS_CSUM == 0 => {
-            link.send(body);
-        }
         gso_type::NONE => {
-            let mut owned = body.to_vec();
-            checksum::complete_l4_checksum(&mut owned);
-            link.send(Bytes::from(owned));
+            if header.flags & NEEDS_CSUM != 0 {
+                checksum::complete_l4_checksum(&mut rx.space()[VNET_HDR_LEN..n]);
+            }
+            link.send(rx.take(n).slice(VNET_HDR_LEN..));
         }
         _ => {
-            let cut = gso::segment_tcp(&body, usize::from(header.gso_size), scratch, &mut |s| {
-                link.send(Bytes::copy_from_slice(s));
-            });
+            let packet = rx.take(n);
+            let cut = gso::segment_tcp(
+                &packet[VNET_HDR_LEN..],
+                usize::from(header.gso_size),
+                scratch,
+                &mut |segment| {
+                    rx.space()[..segment.len()].copy_from_slice(segment);
+                    link.send(rx.take(segment.len()));
+                },
+            );
             if let Err(why) = cut {
                 tracing::debug!(
                     gso_size = header.gso_size,
