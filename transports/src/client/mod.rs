@@ -38,9 +38,11 @@ use crate::datapath::{
 use crate::net::{self, close};
 use crate::tls::{self, Trust};
 
+mod reconnect;
 mod settings;
 mod status;
 
+use reconnect::Reconnect;
 pub use settings::{ClientSettings, TrustSettings};
 use status::{ClientStatus, SessionState};
 
@@ -237,10 +239,13 @@ impl QuicClient {
         ctx.publish_status(status.clone());
         let mut shutdown = ctx.shutdown();
         tracing::info!(port = %self.name, relay = %self.settings.relay, room = %self.settings.room, role = %self.settings.role, "connecting to the relay");
-        let mut backoff = self.settings.reconnect_min.0;
-        let mut jitter = Jitter::new();
+        let mut reconnect = Reconnect::new(
+            self.settings.reconnect_min.0,
+            self.settings.reconnect_max.0,
+            Reconnect::seed(),
+        );
         loop {
-            let started = Instant::now();
+            reconnect.attempt(Instant::now());
             let attempt = tokio::select! {
                 biased;
                 // Stop at once, and never log a join after `shutting down`.
@@ -279,10 +284,7 @@ impl QuicClient {
                 SessionEnd::Shutdown => return Ok(()),
                 SessionEnd::Kicked(why) => return Err(PortError::new(&self.name, why)),
                 SessionEnd::Lost(why) => {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff = self.settings.reconnect_min.0;
-                    }
-                    let delay = jitter.apply(backoff, self.settings.reconnect_max.0);
+                    let delay = reconnect.ended(Instant::now());
                     tracing::warn!(port = %self.name, relay = %self.settings.relay, retry_in = ?delay, "{why}");
                     if self
                         .wait_disconnected(delay, &mut link, &mut shutdown)
@@ -290,7 +292,6 @@ impl QuicClient {
                     {
                         return Ok(());
                     }
-                    backoff = (backoff * 2).min(self.settings.reconnect_max.0);
                 }
             }
         }
@@ -527,30 +528,6 @@ struct Control {
     _endpoint: quinn::Endpoint,
 }
 
-/// Multiplies delays by 0.5–1.5, from a small xorshift generator seeded by
-/// the clock and the process id, so that many clients do not reconnect in
-/// lock-step after a relay restart.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            ^ (u64::from(std::process::id()) << 32);
-        Jitter(seed | 1)
-    }
-
-    /// `delay` times a random factor in 0.5..=1.5, never above `max`.
-    fn apply(&mut self, delay: Duration, max: Duration) -> Duration {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let factor = 500 + (self.0 % 1001); // 500..=1500 per mille
-        (delay * factor as u32 / 1000).min(max)
-    }
-}
-
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     Ok(Box::new(QuicClient::from_config(config)?))
 }
@@ -579,32 +556,5 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:4433"), Some("127.0.0.1"));
         assert_eq!(host_of("nope"), None);
         assert_eq!(host_of(":443"), None);
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        let mut j = Jitter::new();
-        let max = Duration::from_secs(30);
-        for _ in 0..1000 {
-            let d = j.apply(Duration::from_millis(1000), max);
-            assert!(
-                d >= Duration::from_millis(500) && d <= Duration::from_millis(1500),
-                "{d:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn jitter_never_exceeds_the_maximum() {
-        let mut j = Jitter::new();
-        let max = Duration::from_secs(30);
-        let mut at_max = 0;
-        for _ in 0..1000 {
-            let d = j.apply(max, max);
-            assert!(d >= max / 2 && d <= max, "{d:?}");
-            at_max += usize::from(d == max);
-        }
-        // Half the draws would have gone above it.
-        assert!(at_max > 300, "{at_max}");
     }
 }
