@@ -15,14 +15,18 @@ use crate::testing::frames::{Tags, ethernet};
 use crate::time::SimulatedClock;
 use crate::wire::MacAddr;
 
-/// Collects what the room hands it.
+/// Collects what the room hands it, and counts the batches it ends.
 #[derive(Debug, Default)]
-struct Recorder(Mutex<Vec<Bytes>>);
+struct Recorder(Mutex<Vec<Bytes>>, AtomicU64);
 
 impl LinkSink for Recorder {
     fn deliver(&self, frame: Bytes) -> bool {
         self.0.lock().unwrap().push(frame);
         true
+    }
+
+    fn flush(&self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -35,6 +39,10 @@ impl Recorder {
             .iter()
             .map(|f| f[f.len() - 1])
             .collect()
+    }
+
+    fn flushes(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -171,4 +179,32 @@ fn the_driver_hands_the_room_its_clock() {
     d.core.direct(LinkId(1), frame(B, A, 3), true);
     assert_eq!((b.tags(), c.tags()), (vec![2, 3], vec![1, 3]));
     assert_eq!(a.tags(), [1], "nothing comes back to the sender");
+}
+
+#[test]
+fn every_batch_ends_with_a_flush_so_nothing_waits_past_it() {
+    let mut d = driver(8);
+    let _a = attach(&d.control, 1, A);
+    let b = attach(&d.control, 2, B);
+    // A lone frame ends its own batch.
+    d.core
+        .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 1), true);
+    assert_eq!((b.tags(), b.flushes()), (vec![1], 1));
+    // Gathered frames (a session draining its datagrams) end theirs once.
+    d.core
+        .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 2), false);
+    d.core
+        .direct(LinkId(1), frame(MacAddr::BROADCAST, A, 3), false);
+    assert_eq!(b.flushes(), 1, "held until the port says the batch is over");
+    d.core.flush();
+    assert_eq!((b.tags(), b.flushes()), (vec![1, 2, 3], 2));
+    // The room task's batches of queued frames end with one too.
+    for tag in 4..=6 {
+        d.frames
+            .try_send((LinkId(1), frame(MacAddr::BROADCAST, A, tag)))
+            .unwrap();
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(d.core.poll_work(&mut cx).is_pending());
+    assert_eq!((b.tags(), b.flushes()), (vec![1, 2, 3, 4, 5, 6], 3));
 }
