@@ -232,3 +232,34 @@ fn a_failed_write_is_reported_for_the_frame_that_was_written() {
     );
     assert!(!gro.flush(&mut |_| false));
 }
+
+#[test]
+fn the_partial_checksum_completes_to_the_right_one_as_the_kernel_does_it() {
+    for v6 in [false, true] {
+        let frames = stream(v6, 5, 1000, 321);
+        let out = run(&mut Gro::default(), &frames);
+        let (header, frame) = &out[0];
+        let start = usize::from(header.gso_type == gso_type::TCPV6) * 20 + 34;
+        // CHECKSUM_PARTIAL: the kernel sums from csum_start to the end,
+        // starting from what the field holds, and stores the complement.
+        let completed = crate::inet::fold(crate::inet::sum(&frame[start..], 0));
+        let mut whole = frame.clone();
+        crate::linux::checksum::complete_l4_checksum(&mut whole);
+        let want = u16::from_be_bytes([whole[start + 16], whole[start + 17]]);
+        assert_eq!(completed, want, "v6={v6}");
+    }
+}
+
+#[test]
+fn a_vlan_tagged_segment_goes_out_alone_and_untouched() {
+    let mut tagged = segment(false, 40000, 1000, &[5; 1000], 1, false);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+    assert!(Segment::parse(&tagged).is_none());
+    let frames = vec![tagged.clone(), tagged.clone()];
+    let out = run(&mut Gro::default(), &frames);
+    assert_eq!(out.len(), 2);
+    assert!(
+        out.iter()
+            .all(|(h, f)| *h == VnetHeader::default() && *f == tagged)
+    );
+}
