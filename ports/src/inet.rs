@@ -36,6 +36,13 @@ pub fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
+/// Sets an IPv4 header's checksum (the header alone, options included).
+pub fn set_ipv4_header_checksum(header: &mut [u8]) {
+    header[10..12].fill(0);
+    let checksum = fold(sum(header, 0));
+    header[10..12].copy_from_slice(&checksum.to_be_bytes());
+}
+
 /// Parses `10.0.0.2/24` or `fd00::2/64` (a bare address gets /32 or /128).
 pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     let (addr, prefix) = match text.split_once('/') {

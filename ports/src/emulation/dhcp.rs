@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lanparty_core::wire::MacAddr;
 
 use super::packets::{ETH_IPV4, ethernet, ipv4_at};
-use crate::inet::{fold, sum};
+use crate::inet::{fold, set_ipv4_header_checksum, sum};
 
 /// A lease as the OS side needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,8 +354,7 @@ fn udp_ipv4_frame(
     ip.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
-    let header_sum = fold(sum(&ip[..20], 0));
-    ip[10..12].copy_from_slice(&header_sum.to_be_bytes());
+    set_ipv4_header_checksum(&mut ip[..20]);
     ip.extend_from_slice(&sport.to_be_bytes());
     ip.extend_from_slice(&dport.to_be_bytes());
     ip.extend_from_slice(&udp_len.to_be_bytes());

@@ -18,7 +18,7 @@
 use lanparty_core::wire::ethertype;
 
 use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, gso_type};
-use crate::inet::{fold, sum};
+use crate::inet::{fold, set_ipv4_header_checksum, sum};
 
 const ETH_LEN: usize = 14;
 const TCP_ACK: u8 = 0x10;
@@ -260,9 +260,7 @@ impl Gro {
         } else {
             let total = (frame.len() - ip) as u16;
             frame[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
-            frame[ip + 10..ip + 12].fill(0);
-            let check = fold(sum(&frame[ip..ip + 20], 0));
-            frame[ip + 10..ip + 12].copy_from_slice(&check.to_be_bytes());
+            set_ipv4_header_checksum(&mut frame[ip..ip + 20]);
             sum(&frame[ip + 12..ip + 20], pseudo)
         };
         if p.psh {

@@ -11,6 +11,7 @@
 use lanparty_core::wire::{EthernetHeader, ethertype};
 
 use super::checksum::complete_l4_checksum;
+use crate::inet::set_ipv4_header_checksum;
 
 /// `virtio_net_hdr.gso_type` values.
 pub mod gso_type {
@@ -54,19 +55,6 @@ impl VnetHeader {
             gso_size: u16::from_ne_bytes([b[4], b[5]]),
         })
     }
-}
-
-fn ipv4_header_checksum(header: &mut [u8]) {
-    header[10] = 0;
-    header[11] = 0;
-    let mut acc: u32 = 0;
-    for pair in header.chunks_exact(2) {
-        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    header[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
 }
 
 /// Cuts a TCP super-packet into segments of at most `gso_size` payload
@@ -121,7 +109,7 @@ pub fn segment_tcp(
         if ipv4 {
             scratch[l3 + 2..l3 + 4].copy_from_slice(&(l3_len as u16).to_be_bytes());
             scratch[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            ipv4_header_checksum(&mut scratch[l3..l4]);
+            set_ipv4_header_checksum(&mut scratch[l3..l4]);
         } else {
             scratch[l3 + 4..l3 + 6].copy_from_slice(&((l3_len - 40) as u16).to_be_bytes());
         }
@@ -182,7 +170,7 @@ mod tests {
                     // IP id increments per segment.
                     let id = u16::from_be_bytes([want[18], want[19]]).wrapping_add(i as u16);
                     want[18..20].copy_from_slice(&id.to_be_bytes());
-                    ipv4_header_checksum(&mut want[14..34]);
+                    set_ipv4_header_checksum(&mut want[14..34]);
                 }
                 assert_eq!(seg, &want, "v6={v6} segment {i}");
             }

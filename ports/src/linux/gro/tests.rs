@@ -37,10 +37,7 @@ fn segment(v6: bool, port: u16, seq: u32, payload: &[u8], ip_id: u16, psh: bool)
         // An ID per packet, as a sender without DF numbers them.
         out[18..20].copy_from_slice(&ip_id.to_be_bytes());
         out[20] &= !0x40;
-        let mut acc = 0u32;
-        out[24..26].fill(0);
-        acc = crate::inet::sum(&out[14..34], acc);
-        out[24..26].copy_from_slice(&crate::inet::fold(acc).to_be_bytes());
+        crate::inet::set_ipv4_header_checksum(&mut out[14..34]);
     }
     out
 }
