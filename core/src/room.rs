@@ -88,8 +88,16 @@ pub trait LinkSink: Send + Sync + std::fmt::Debug {
     /// The room's batch is over: a sink that gathers frames (a TAP writing
     /// TCP super-packets) writes what it holds. The room calls it after
     /// every frame a port hands over alone and after every batch, so
-    /// nothing waits past the batch it came in. Default: nothing held.
+    /// nothing waits past the batch it came in — on the sinks that say they
+    /// gather ([`LinkSink::gathers`]) only, so a room of many links pays
+    /// nothing per frame for it. Default: nothing held.
     fn flush(&self) {}
+
+    /// Whether the sink holds frames until [`LinkSink::flush`]; asked once,
+    /// when its link joins. Default: no.
+    fn gathers(&self) -> bool {
+        false
+    }
 }
 
 /// What a live capture did with a frame offered to it.
@@ -200,6 +208,9 @@ pub struct Room {
     pipeline: Pipeline,
     /// Sorted by link id.
     outputs: Vec<RoomOutput>,
+    /// The outputs whose sinks gather ([`LinkSink::gathers`]): what a
+    /// flush visits.
+    gathering: Vec<RoomOutput>,
     captures: Vec<Box<dyn FrameTap>>,
     capture_dropped: u64,
     /// The pipeline's output, reused frame after frame.
@@ -225,6 +236,7 @@ impl Room {
             id,
             pipeline,
             outputs: Vec::new(),
+            gathering: Vec::new(),
             captures: Vec::new(),
             capture_dropped: 0,
             out: Vec::with_capacity(64),
@@ -233,7 +245,7 @@ impl Room {
 
     /// Ends a batch: every link's sink writes what it gathered.
     pub fn flush(&self) {
-        for output in &self.outputs {
+        for output in &self.gathering {
             output.sink.flush();
         }
     }
@@ -253,6 +265,10 @@ impl Room {
         match command {
             RoomCommand::Attach { info, output } => {
                 self.pipeline.add_link(info);
+                self.gathering.retain(|o| o.id != output.id);
+                if output.sink.gathers() {
+                    self.gathering.push(output.clone());
+                }
                 match self.outputs.binary_search_by_key(&output.id, |o| o.id) {
                     Ok(i) => self.outputs[i] = output,
                     Err(i) => self.outputs.insert(i, output),
@@ -261,6 +277,7 @@ impl Room {
             RoomCommand::Detach(id) => {
                 self.pipeline.remove_link(id);
                 self.outputs.retain(|o| o.id != id);
+                self.gathering.retain(|o| o.id != id);
             }
             RoomCommand::Capture(tap) => {
                 tracing::info!(room = %self.name, "live capture started");

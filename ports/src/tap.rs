@@ -359,6 +359,10 @@ impl LinkSink for TapSink {
         }
     }
 
+    fn gathers(&self) -> bool {
+        self.gro.is_some()
+    }
+
     fn flush(&self) {
         if let Some(gro) = &self.gro {
             gro.lock()

@@ -51,6 +51,10 @@ impl LinkSink for PortSink {
             sink.flush();
         }
     }
+
+    fn gathers(&self) -> bool {
+        self.sink.as_ref().is_some_and(|sink| sink.gathers())
+    }
 }
 
 /// A live capture's reader, stamped with the wall clock as frames pass.

@@ -28,6 +28,10 @@ impl LinkSink for Recorder {
     fn flush(&self) {
         self.1.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn gathers(&self) -> bool {
+        true
+    }
 }
 
 impl Recorder {
