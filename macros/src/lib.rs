@@ -358,20 +358,10 @@ fn expand(args: Tokens, input: &mut DeriveInput) -> syn::Result<Tokens> {
             }
         }
     });
-    let (vis, attrs) = (&input.vis, &input.attrs);
-    let generics = &input.generics;
-    let body = match &input.data {
-        Data::Struct(s) => match &s.fields {
-            Fields::Named(named) => quote!(#named),
-            _ => quote!({}),
-        },
-        _ => quote!({}),
-    };
     Ok(quote! {
-        #(#attrs)*
         #[derive(lanparty_core::serde::Deserialize)]
         #[serde(crate = "lanparty_core::serde", deny_unknown_fields)]
-        #vis struct #ident #generics #body
+        #input
 
         impl #ident {
             /// The stage kind's keys, as `lanparty stages` documents them.
