@@ -178,7 +178,7 @@ impl QuicClient {
                 server_name: settings
                     .server_name
                     .clone()
-                    .or_else(|| host_of(&settings.relay).map(str::to_string))
+                    .or_else(|| host.map(str::to_string))
                     .unwrap_or_default(),
                 settings,
                 trust,
