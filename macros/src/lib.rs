@@ -25,7 +25,9 @@
 //! A field's default: `#[key(default = "TEXT")]` (config text, read by the
 //! key's own parser; a generated test checks that it parses),
 //! `#[key(default = 200)]` (an integer or bool literal), `#[key(default =
-//! EXPR, shown = "...")]` (any Rust expression), `#[key(default, shown = "...")]`
+//! EXPR, shown = "...")]` (any Rust expression; a `shown` written as text
+//! must read, through the key's parser, as EXPR's value — a generated test
+//! checks it — or name a `&str` constant), `#[key(default, shown = "...")]`
 //! (`Default::default()`), an `Option` without `key` (shown `none`), or
 //! none: the key is required. Other `#[serde(...)]` attributes pass
 //! through. This crate only rewrites tokens; it names paths in
@@ -322,7 +324,23 @@ fn expand(args: Tokens, input: &mut DeriveInput) -> syn::Result<Tokens> {
                         });
                         quote!(lanparty_core::config::default_from_text(#name, #key_name, #text))
                     }
-                    _ => value,
+                    Ok(_) => value,
+                    // An expression shown as config text: a generated test
+                    // reads the text with the key's parser and checks it is
+                    // the expression's value, so the two cannot drift.
+                    Err(_) => {
+                        if let Ok(Lit::Str(text)) = syn::parse2::<Lit>(shown.clone()) {
+                            let test = format_ident!("default_of_{}_reads_as_shown", key);
+                            default_tests.push(quote! {
+                                #[test]
+                                fn #test() {
+                                    let shown: #ty = lanparty_core::config::default_from_text(#name, #key_name, #text);
+                                    assert_eq!(shown, #ident::#function());
+                                }
+                            });
+                        }
+                        value
+                    }
                 };
                 defaults.push(quote! {
                     #[doc(hidden)]
