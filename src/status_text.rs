@@ -4,6 +4,7 @@
 
 use lanparty_core::room::RoomStats;
 use lanparty_core::runtime::{NodeReport, STATUS_VERSION};
+use lanparty_transports::datapath::DatapathSnapshot;
 use lanparty_transports::report::{
     CLIENT_KIND, ClientReport, ClientState, SERVER_KIND, ServerReport,
 };
@@ -75,6 +76,7 @@ fn server(s: &ServerReport) -> String {
             out += &format!("  {what}: {}\n", list.join(", "));
         }
     }
+    out += &datapath(&s.datapath);
     for p in &s.peers {
         out += &format!(
             "\n  peer#{}: {} {} in room {}\n    remote: {}  rtt: {}  mtu: {}  up: {}\n    sent: {} frames, {} bytes, {} dropped\n",
@@ -106,19 +108,33 @@ fn client(c: &ClientReport) -> String {
     match (&c.session, &c.last_error) {
         (Some(s), _) => {
             out += &format!(
-                "  peer#{}  room id {}  mtu {}  remote {}  rtt {}  up {}\n",
+                "  peer#{}  room id {}  mtu {}  remote {}  rtt {}  up {}  header compression {}\n",
                 s.peer_id,
                 s.room_id,
                 s.mtu,
                 s.path.remote,
                 rtt(s.path.rtt_us),
-                duration(s.uptime_s)
+                duration(s.uptime_s),
+                if s.header_compression { "on" } else { "off" }
             );
         }
         (None, Some(e)) => out += &format!("  last error: {e}\n"),
         (None, None) => {}
     }
-    out
+    out + &datapath(&c.datapath)
+}
+
+/// The data path's traffic counters of a QUIC port.
+fn datapath(d: &DatapathSnapshot) -> String {
+    format!(
+        "  datagrams in/out: {}/{}  header-compressed out/rebuilt in: {}/{}  fragmented out/reassembled in: {}/{}\n",
+        d.datagrams_in,
+        d.datagrams_out,
+        d.compressed_out,
+        d.compressed_in,
+        d.fragmented_out,
+        d.reassembled
+    )
 }
 
 fn room(room: &RoomStats) -> String {

@@ -457,6 +457,24 @@ fn lan_party_end_to_end() {
     let supers = adapter["gro_super_packets"].as_u64().unwrap_or(0);
     assert!(supers > 0 && merged > 2 * supers, "{report:#}");
     eprintln!("   A's TAP wrote {merged} segments as {supers} super-packets");
+    // The download's headers crossed both hops compressed (the shipped
+    // configs agree on it), and every frame rebuilt: nothing refused.
+    let relay = &report["ports"]["relay"];
+    assert_eq!(relay["session"]["header_compression"], true, "{report:#}");
+    let d = &relay["datapath"];
+    let count = |k: &str| d[k].as_u64().unwrap_or(0);
+    assert!(
+        count("compressed_out") > 1000 && count("compressed_in") > 1000,
+        "{report:#}"
+    );
+    for refused in ["compress_unknown", "compress_stale", "compress_malformed"] {
+        assert_eq!(count(refused), 0, "{report:#}");
+    }
+    eprintln!(
+        "   A's session: {} frames sent and {} received header-compressed",
+        count("compressed_out"),
+        count("compressed_in")
+    );
 
     for (p, name) in [
         (&mut a, "a"),

@@ -1,21 +1,12 @@
 //! Small Internet helpers shared by the ports: the Internet checksum
-//! (RFC 1071), used by the AF_PACKET port's checksum completion and the
-//! Ethernet emulation's ARP/ND/DHCP packets, and CIDR parsing for configs.
+//! (RFC 1071; its home is `lanparty_core::wire::checksum`, re-exported
+//! here for the AF_PACKET port's checksum completion, the TAP's GRO and
+//! the Ethernet emulation's ARP/ND/DHCP packets), and CIDR parsing for
+//! configs.
 
 use std::net::IpAddr;
 
-/// Adds `data` as big-endian 16-bit words to `acc` (an odd last byte is
-/// padded with zero).
-pub fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
+pub use lanparty_core::wire::checksum::{fold, set_ipv4_header_checksum, sum};
 
 /// The IPv4 netmask of a prefix length (`24` → 255.255.255.0); prefixes
 /// over 32 count as 32.
@@ -26,21 +17,6 @@ pub fn ipv4_netmask(prefix: u8) -> std::net::Ipv4Addr {
     } else {
         u32::MAX << (32 - bits)
     })
-}
-
-/// Folds a sum into the one's complement checksum.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// Sets an IPv4 header's checksum (the header alone, options included).
-pub fn set_ipv4_header_checksum(header: &mut [u8]) {
-    header[10..12].fill(0);
-    let checksum = fold(sum(header, 0));
-    header[10..12].copy_from_slice(&checksum.to_be_bytes());
 }
 
 /// Parses `10.0.0.2/24` or `fd00::2/64` (a bare address gets /32 or /128).

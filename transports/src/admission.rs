@@ -325,6 +325,7 @@ mod tests {
             mac: MacAddr([2, 0, 0, 0, 0, mac]),
             datagram_budget: 1414,
             credential: None,
+            header_compression: false,
         }
     }
 

@@ -127,6 +127,8 @@ async fn join(
         mac,
         datagram_budget: conn.max_datagram_size().unwrap_or(0) as u32,
         credential: None,
+        // Synthetic peers read and write plain frames.
+        header_compression: false,
     };
     write_message(&mut send, &ControlMessage::Hello(hello))
         .await

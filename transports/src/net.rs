@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use lanparty_core::wire::compress::Compressor;
 use lanparty_core::wire::fragment::FragmentHeader;
-use lanparty_core::wire::overlay::ETHERNET_HEADER;
+use lanparty_core::wire::overlay::{self, ETHERNET_HEADER};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Default UDP socket buffer size: bursts of frames must not overflow the
@@ -21,7 +22,7 @@ pub const DEFAULT_INITIAL_MTU: u16 = 1452;
 /// Declares a QUIC port's settings struct (put `#[stage_kind]` on it): the
 /// fields as written, then the connection keys both QUIC ports have —
 /// `idle_timeout`, `socket_buffer`, `initial_mtu`, `congestion`, `queue`,
-/// declared here once.
+/// `header_compression`, declared here once.
 macro_rules! connection_settings {
     ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
@@ -50,6 +51,11 @@ macro_rules! connection_settings {
             /// time) }.
             #[key(default, shown = "fq-codel")]
             pub queue: lanparty_core::queue::QueueSettings,
+            /// Compress the headers of repeated flows (a TCP download's
+            /// ~35 bytes of Ethernet, IP and port fields per frame) when
+            /// the other end agrees; off on either end turns it off.
+            #[key(default = true)]
+            pub header_compression: bool,
         }
     };
 }
@@ -295,6 +301,33 @@ impl DatagramEncoder {
     /// The datagram for one fragment of a frame.
     pub fn encode_fragment(&mut self, header: &FragmentHeader, payload: &[u8]) -> Bytes {
         self.datagram(&header.encode(), payload)
+    }
+
+    /// The datagram for a whole frame that installs compression context
+    /// `slot` at `generation`.
+    pub fn encode_install(&mut self, slot: u8, generation: u8, frame: &[u8]) -> Bytes {
+        let header = overlay::context_header(overlay::CONTEXT_INSTALL, slot, generation);
+        self.datagram(&header, frame)
+    }
+
+    /// The datagram for `frame` compressed against `compressor`'s `slot`.
+    pub fn encode_compressed(&mut self, compressor: &Compressor, slot: u8, frame: &[u8]) -> Bytes {
+        if self.buf.capacity() - self.buf.len() < 2 + 2 + frame.len() {
+            self.buf = BytesMut::with_capacity(ENCODER_CHUNK.max(4 + frame.len()));
+        }
+        let header = overlay::context_header(overlay::CONTEXT_COMPRESSED, 0, 0);
+        self.buf.extend_from_slice(&header[..2]);
+        compressor.write_compressed(slot, frame, &mut self.buf);
+        self.buf.split().freeze()
+    }
+
+    /// The datagram that acknowledges the install of `slot` at
+    /// `generation`.
+    pub fn encode_ack(&mut self, slot: u8, generation: u8) -> Bytes {
+        self.datagram(
+            &overlay::context_header(overlay::CONTEXT_ACK, slot, generation),
+            &[],
+        )
     }
 }
 

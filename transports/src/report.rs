@@ -133,6 +133,9 @@ pub struct SessionReport {
     pub path: PathReport,
     /// Seconds since the welcome.
     pub uptime_s: u64,
+    /// Headers are compressed both ways on this session.
+    #[serde(default)]
+    pub header_compression: bool,
 }
 
 /// Whether a client has a session now.

@@ -23,14 +23,6 @@ fn full(dst: MacAddr, src: MacAddr, tags: Tags) -> Vec<u8> {
     frames::ipv4_of_len(dst, src, tags, 1500)
 }
 
-async fn exchange(from: &Peer, to: &mut Peer, frame: Vec<u8>) {
-    // Until `to`'s MAC is learned the frame floods; either way it arrives.
-    from.send(frame.clone());
-    let got = to.recv(LONG).await.expect("the frame arrives");
-    assert_eq!(got.len(), frame.len());
-    assert_eq!(&got[..], &frame[..], "whole and unchanged");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_frames_cross_the_relay_in_fragments() {
     let dir = TempDir::new();

@@ -14,8 +14,10 @@ use crate::wire::MacAddr;
 /// The control protocol version this build speaks. Version 2: frames
 /// larger than a datagram travel as overlay fragments and rooms run at
 /// MTU 1500 whatever the path (a version 1 peer would drop the fragments,
-/// so it gets `version_mismatch`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// so it gets `version_mismatch`). Version 3: hello and welcome say
+/// whether headers are compressed (`header_compression`; an older peer
+/// would refuse the field, so it gets `version_mismatch`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The role a peer asks for in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +88,10 @@ pub struct Hello {
     /// Room password or token, where the room asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<Credential>,
+    /// The peer compresses headers and takes compressed frames, if the
+    /// relay does too ([`crate::wire::compress`]).
+    #[serde(default)]
+    pub header_compression: bool,
 }
 
 /// The relay's answer to an admitted hello.
@@ -99,6 +105,10 @@ pub struct Welcome {
     pub room_id: u64,
     /// The room's MTU: what the peer's adapter must be set to.
     pub mtu: u16,
+    /// Headers are compressed both ways on this connection (the hello
+    /// asked for it and the relay allows it).
+    #[serde(default)]
+    pub header_compression: bool,
 }
 
 /// Machine-readable reasons for refusing a hello.

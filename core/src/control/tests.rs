@@ -12,6 +12,7 @@ fn hello() -> Hello {
         mac: "02:00:00:00:00:51".parse().unwrap(),
         datagram_budget: 1414,
         credential: Some(Credential("hunter2".into())),
+        header_compression: true,
     }
 }
 
@@ -22,6 +23,7 @@ fn all_messages() -> Vec<ControlMessage> {
             peer_id: PeerId(7),
             room_id: 3,
             mtu: 1394,
+            header_compression: true,
         }),
         ControlMessage::Reject(Reject {
             code: RejectCode::DuplicateMac,
@@ -175,6 +177,7 @@ fn validation_names_the_field() {
             peer_id: PeerId(peer_id),
             room_id: 1,
             mtu,
+            header_compression: false,
         })
     };
     assert_eq!(field_error(welcome(0, 1394)), "peer_id");

@@ -1,7 +1,45 @@
-//! The Internet (one's-complement) checksum's incremental update (RFC 1624),
-//! for stages that rewrite one 16-bit word of a packet: the ECN mark (IPv4
-//! header checksum), the RA lifetime rewrite (ICMPv6) and the TCP MSS
-//! clamp.
+//! The Internet (one's-complement) checksum: the sum and fold (RFC 1071)
+//! and the IPv4 header checksum, used by the adapters' offloads and
+//! emulated packets and by header compression, and the incremental update
+//! (RFC 1624) for stages that rewrite one 16-bit word of a packet: the ECN
+//! mark (IPv4 header checksum), the RA lifetime rewrite (ICMPv6) and the
+//! TCP MSS clamp.
+
+/// Adds `data` as big-endian 16-bit words to `acc` (an odd last byte is
+/// padded with zero).
+pub fn sum(data: &[u8], mut acc: u32) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for pair in &mut chunks {
+        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u32::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a sum into the one's complement checksum.
+pub fn fold(mut acc: u32) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// The checksum an IPv4 header (options included) should carry: its sum
+/// with the checksum field counted as zero.
+pub fn ipv4_header_checksum(header: &[u8]) -> u16 {
+    let (before, rest) = header.split_at(header.len().min(10));
+    fold(sum(rest.get(2..).unwrap_or(&[]), sum(before, 0)))
+}
+
+/// Sets an IPv4 header's checksum (the header alone, options included).
+pub fn set_ipv4_header_checksum(header: &mut [u8]) {
+    let checksum = ipv4_header_checksum(header);
+    if let Some(field) = header.get_mut(10..12) {
+        field.copy_from_slice(&checksum.to_be_bytes());
+    }
+}
 
 /// The checksum after a 16-bit word it covers changed from `old` to `new`
 /// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
@@ -41,5 +79,19 @@ mod tests {
         // Changing a word and back restores the checksum.
         let c = update_checksum(0x1234, 0x0708, 0);
         assert_eq!(update_checksum(c, 0, 0x0708), 0x1234);
+    }
+
+    #[test]
+    fn ipv4_header_checksum_ignores_its_own_field() {
+        // RFC 1071's classic example header (checksum 0xb861).
+        let mut header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_header_checksum(&header), 0xb861);
+        header[10..12].fill(0xff);
+        set_ipv4_header_checksum(&mut header);
+        assert_eq!(header[10..12], [0xb8, 0x61]);
+        assert_eq!(fold(sum(&header, 0)), 0);
     }
 }

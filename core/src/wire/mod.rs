@@ -1,6 +1,7 @@
 //! Wire formats: one file per format, each a checked view over bytes.
 
 pub mod checksum;
+pub mod compress;
 pub mod ethernet;
 pub mod fragment;
 pub mod frame;

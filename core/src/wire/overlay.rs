@@ -13,8 +13,10 @@
 //! - `context id` is a QUIC variable-length integer (RFC 9000 §16), as in the
 //!   MASQUE Ethernet proxying draft: context 0 is a whole Ethernet frame,
 //!   context 1 a fragment of a frame larger than one datagram (its
-//!   sub-header and rules: [`super::fragment`]). Unknown contexts are
-//!   counted and dropped.
+//!   sub-header and rules: [`super::fragment`]); contexts 2, 3 and 4 are
+//!   header compression's install, compressed frame and acknowledgement
+//!   (each starts with a context slot and its generation; rules:
+//!   [`super::compress`]). Unknown contexts are counted and dropped.
 
 use super::fragment::FragmentHeader;
 
@@ -24,6 +26,12 @@ pub const OVERLAY_VERSION: u8 = 1;
 pub const CONTEXT_ETHERNET: u64 = 0;
 /// Context id of a fragment of an Ethernet frame.
 pub const CONTEXT_FRAGMENT: u64 = 1;
+/// Context id of a whole frame that installs a compression context.
+pub const CONTEXT_INSTALL: u64 = 2;
+/// Context id of a frame compressed against a context.
+pub const CONTEXT_COMPRESSED: u64 = 3;
+/// Context id of the acknowledgement of an install.
+pub const CONTEXT_ACK: u64 = 4;
 /// Bytes of overlay header in front of an Ethernet frame.
 pub const ETHERNET_HEADER_LEN: usize = 2;
 /// The header bytes in front of an Ethernet frame.
@@ -36,6 +44,32 @@ pub enum OverlayPayload<'a> {
     Ethernet(&'a [u8]),
     /// A fragment of a frame (context 1): its header and payload.
     Fragment(FragmentHeader, &'a [u8]),
+    /// A whole frame that installs compression context `slot` at
+    /// `generation` (context 2).
+    Install {
+        /// The context slot.
+        slot: u8,
+        /// Its generation.
+        generation: u8,
+        /// The frame.
+        frame: &'a [u8],
+    },
+    /// A frame compressed against context `slot` (context 3).
+    Compressed {
+        /// The context slot.
+        slot: u8,
+        /// Its generation.
+        generation: u8,
+        /// The changing header bytes and the rest of the frame.
+        body: &'a [u8],
+    },
+    /// The peer took the install of `slot` at `generation` (context 4).
+    Ack {
+        /// The context slot.
+        slot: u8,
+        /// Its generation.
+        generation: u8,
+    },
 }
 
 /// Why a datagram was not accepted.
@@ -105,8 +139,32 @@ pub fn decode(datagram: &[u8]) -> Result<OverlayPayload<'_>, OverlayError> {
         CONTEXT_FRAGMENT => FragmentHeader::decode(payload)
             .map(|(header, payload)| OverlayPayload::Fragment(header, payload))
             .ok_or(OverlayError::Truncated),
+        CONTEXT_INSTALL | CONTEXT_COMPRESSED | CONTEXT_ACK => {
+            let [slot, generation, ref rest @ ..] = *payload else {
+                return Err(OverlayError::Truncated);
+            };
+            Ok(match context {
+                CONTEXT_INSTALL => OverlayPayload::Install {
+                    slot,
+                    generation,
+                    frame: rest,
+                },
+                CONTEXT_COMPRESSED => OverlayPayload::Compressed {
+                    slot,
+                    generation,
+                    body: rest,
+                },
+                _ => OverlayPayload::Ack { slot, generation },
+            })
+        }
         other => Err(OverlayError::UnknownContext(other)),
     }
+}
+
+/// The header of a compression datagram of `context` (install, compressed
+/// or ack) for `slot` at `generation`.
+pub const fn context_header(context: u64, slot: u8, generation: u8) -> [u8; 4] {
+    [OVERLAY_VERSION, context as u8, slot, generation]
 }
 
 /// Writes the overlay header for an Ethernet frame followed by the frame.
@@ -129,6 +187,35 @@ mod tests {
     }
 
     #[test]
+    fn compression_contexts_round_trip() {
+        let install = [&context_header(CONTEXT_INSTALL, 3, 9)[..], &[7, 8]].concat();
+        assert_eq!(
+            decode(&install),
+            Ok(OverlayPayload::Install {
+                slot: 3,
+                generation: 9,
+                frame: &[7, 8]
+            })
+        );
+        let compressed = [&context_header(CONTEXT_COMPRESSED, 1, 2)[..], &[5]].concat();
+        assert_eq!(
+            decode(&compressed),
+            Ok(OverlayPayload::Compressed {
+                slot: 1,
+                generation: 2,
+                body: &[5]
+            })
+        );
+        assert_eq!(
+            decode(&context_header(CONTEXT_ACK, 4, 255)),
+            Ok(OverlayPayload::Ack {
+                slot: 4,
+                generation: 255
+            })
+        );
+    }
+
+    #[test]
     fn rejects_unknown_and_truncated() {
         assert_eq!(decode(&[]), Err(OverlayError::Truncated));
         assert_eq!(decode(&[1]), Err(OverlayError::Truncated));
@@ -142,6 +229,9 @@ mod tests {
             decode(&[1, 0x52, 0x34]),
             Err(OverlayError::UnknownContext(0x1234))
         );
+        // Compression contexts need their slot and generation.
+        assert_eq!(decode(&[1, 2, 0]), Err(OverlayError::Truncated));
+        assert_eq!(decode(&[1, 4]), Err(OverlayError::Truncated));
         // Non-minimal encoding of context 0 is still context 0.
         assert_eq!(
             decode(&[1, 0x40, 0x00, 7]),

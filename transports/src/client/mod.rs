@@ -253,14 +253,25 @@ impl QuicClient {
                 attempt = self.connect(&quic) => attempt,
             };
             let end = match attempt {
-                Ok((conn, control, welcome)) => {
+                Ok((conn, control, mut welcome)) => {
                     let mtu = welcome.mtu;
                     link.set_room_mtu(mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
                     sender.set_connection(Some(conn.clone()));
+                    let compression =
+                        welcome.header_compression && self.settings.header_compression;
+                    welcome.header_compression = compression;
+                    sender.compress(compression);
                     status.connected(&conn, welcome);
                     let end = self
-                        .session(&conn, control, mtu, &mut link, &sender, &mut shutdown)
+                        .session(
+                            &conn,
+                            control,
+                            (mtu, compression),
+                            &mut link,
+                            &sender,
+                            &mut shutdown,
+                        )
                         .await;
                     sender.set_connection(None);
                     status.disconnected(match &end {
@@ -380,6 +391,7 @@ impl QuicClient {
                 mac: self.settings.mac,
                 datagram_budget: u32::try_from(budget).unwrap_or(u32::MAX),
                 credential: self.settings.credential.clone().map(Credential),
+                header_compression: self.settings.header_compression,
             };
             write_message(&mut send, &ControlMessage::Hello(hello))
                 .await
@@ -457,12 +469,12 @@ impl QuicClient {
         &self,
         conn: &quinn::Connection,
         mut control: Control,
-        mtu: u16,
+        (mtu, compression): (u16, bool),
         link: &mut LinkHandle,
         sender: &PeerSender,
         shutdown: &mut ShutdownSignal,
     ) -> SessionEnd {
-        let mut data = DataPath::new(reassembly_limits(mtu), None);
+        let mut data = DataPath::new(reassembly_limits(mtu), None, compression);
         let counters = &self.counters.datapath;
         loop {
             tokio::select! {
@@ -476,10 +488,10 @@ impl QuicClient {
                     // With what else has arrived, as one batch: a TAP
                     // adapter writes its TCP segments merged.
                     Ok(d) => link.gathered(|| {
-                        data.from_peer(d, link, counters);
+                        data.from_peer(d, sender, link, counters);
                         for _ in 1..DATAGRAM_BATCH {
                             let Some(d) = ready_datagram(conn) else { break };
-                            data.from_peer(d, link, counters);
+                            data.from_peer(d, sender, link, counters);
                         }
                     }),
                     Err(e) => return SessionEnd::Lost(format!("lost the relay: {e}")),

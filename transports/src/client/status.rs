@@ -49,6 +49,7 @@ impl StatusSource for ClientStatus {
             mtu: w.mtu,
             path: PathReport::of(conn),
             uptime_s: since.elapsed().as_secs(),
+            header_compression: w.header_compression,
         });
         let report = ClientReport {
             kind: CLIENT_KIND.into(),

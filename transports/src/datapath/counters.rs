@@ -78,6 +78,16 @@ datapath_counters! {
     fragment_inconsistent,
     /// Fragments received twice.
     fragment_duplicate,
+    /// Frames sent with their header compressed.
+    compressed_out,
+    /// Compressed frames received and rebuilt.
+    compressed_in,
+    /// Compressed frames for a context the peer never installed.
+    compress_unknown,
+    /// Compressed frames for a context the peer has since replaced.
+    compress_stale,
+    /// Installs or compressed frames no sender writes.
+    compress_malformed,
 }
 
 /// The data path counters as Prometheus samples labelled `labels`.
@@ -106,12 +116,27 @@ pub fn datapath_metrics(out: &mut Metrics, d: &DatapathSnapshot, labels: &[(&str
         labels,
         d.reassembled,
     );
+    out.counter(
+        "lanparty_frames_compressed_total",
+        "Frames sent with their header compressed",
+        labels,
+        d.compressed_out,
+    );
+    out.counter(
+        "lanparty_frames_decompressed_total",
+        "Compressed frames received and rebuilt",
+        labels,
+        d.compressed_in,
+    );
     for (reason, n) in [
         (fragment::reason::TIMEOUT, d.fragment_timeout),
         (fragment::reason::OVERFLOW, d.fragment_overflow),
         (fragment::reason::MALFORMED, d.fragment_malformed),
         (fragment::reason::INCONSISTENT, d.fragment_inconsistent),
         (fragment::reason::DUPLICATE, d.fragment_duplicate),
+        ("compress-unknown", d.compress_unknown),
+        ("compress-stale", d.compress_stale),
+        ("compress-malformed", d.compress_malformed),
         ("overlay-truncated", d.overlay_truncated),
         ("overlay-unknown-version", d.overlay_unknown_version),
         ("overlay-unknown-context", d.overlay_unknown_context),

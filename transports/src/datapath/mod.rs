@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lanparty_core::control::PeerStats;
 use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
 use lanparty_core::time::{MonotonicClock, Timestamp};
+use lanparty_core::wire::compress::{self, CompressError, Compressor, Decompressor, Encoding};
 use lanparty_core::wire::fragment::{
     self, FragmentHeader, Reassembled, Reassembler, ReassemblyBudget, ReassemblyLimits,
     ReassemblyStats,
@@ -54,18 +55,27 @@ pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {
     }
 }
 
+/// Bytes of the chunk rebuilt frames are written to (a new one once per
+/// ~45 full-size frames).
+const REBUILT_CHUNK: usize = 64 * 1024;
+
 /// Bytes of partial frames a whole relay holds at most (every peer's
 /// reassembly together).
 pub const RELAY_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
 
 /// The peer → room direction of one connection: whole frames go to the
 /// room as slices of their datagram; fragments are put back together first,
-/// so the room (its filters and switch) only ever sees whole frames.
+/// and compressed frames rebuilt, so the room (its filters and switch) only
+/// ever sees whole frames.
 #[derive(Debug)]
 pub struct DataPath {
     /// This connection's received traffic, for `stats` replies.
     pub stats: PeerStats,
     reassembler: Reassembler,
+    /// The peer's compression contexts, when both ends agreed to it.
+    decompressor: Option<Box<Decompressor>>,
+    /// Where rebuilt frames are written: one chunk serves many frames.
+    rebuilt: BytesMut,
     /// Reassembly counters already added to the port's counters.
     synced: ReassemblyStats,
     clock: MonotonicClock,
@@ -73,11 +83,18 @@ pub struct DataPath {
 
 impl DataPath {
     /// The receiving side of a connection, reassembling within `limits`
-    /// (and the relay's `shared` budget, on a relay).
-    pub fn new(limits: ReassemblyLimits, shared: Option<Arc<ReassemblyBudget>>) -> DataPath {
+    /// (and the relay's `shared` budget, on a relay), rebuilding compressed
+    /// frames if `compression` was agreed.
+    pub fn new(
+        limits: ReassemblyLimits,
+        shared: Option<Arc<ReassemblyBudget>>,
+        compression: bool,
+    ) -> DataPath {
         DataPath {
             stats: PeerStats::default(),
             reassembler: Reassembler::new(limits, shared),
+            decompressor: compression.then(Box::default),
+            rebuilt: BytesMut::new(),
             synced: ReassemblyStats::default(),
             clock: MonotonicClock::start(),
         }
@@ -125,16 +142,66 @@ impl DataPath {
 
     /// A datagram from the peer: decode the overlay and hand the frame to
     /// the room (a slice of the datagram, no copy), or a fragment to the
-    /// reassembly.
-    pub fn from_peer(&mut self, datagram: Bytes, link: &LinkHandle, counters: &DatapathCounters) {
+    /// reassembly, or rebuild a compressed frame; compression's installs
+    /// are acknowledged and its acknowledgements passed to `sender`.
+    pub fn from_peer(
+        &mut self,
+        datagram: Bytes,
+        sender: &PeerSender,
+        link: &LinkHandle,
+        counters: &DatapathCounters,
+    ) {
         bump(&counters.datagrams_in);
-        let offset = match overlay::decode(&datagram) {
-            Ok(OverlayPayload::Ethernet(frame)) => datagram.len() - frame.len(),
-            Ok(OverlayPayload::Fragment(header, payload)) => {
+        let offset = match (overlay::decode(&datagram), self.decompressor.as_deref_mut()) {
+            (Ok(OverlayPayload::Ethernet(frame)), _) => datagram.len() - frame.len(),
+            (Ok(OverlayPayload::Fragment(header, payload)), _) => {
                 self.fragment(header, payload, link, counters);
                 return;
             }
-            Err(e) => {
+            (
+                Ok(OverlayPayload::Install {
+                    slot,
+                    generation,
+                    frame,
+                }),
+                Some(d),
+            ) => {
+                if let Err(e) = d.install(slot, generation, frame) {
+                    return self.refuse(e, counters);
+                }
+                sender.ack_context(slot, generation);
+                datagram.len() - frame.len()
+            }
+            (
+                Ok(OverlayPayload::Compressed {
+                    slot,
+                    generation,
+                    body,
+                }),
+                Some(d),
+            ) => {
+                if self.rebuilt.capacity() < body.len() + 64 {
+                    self.rebuilt = BytesMut::with_capacity(REBUILT_CHUNK.max(body.len() + 64));
+                }
+                if let Err(e) = d.decompress(slot, generation, body, &mut self.rebuilt) {
+                    return self.refuse(e, counters);
+                }
+                bump(&counters.compressed_in);
+                let frame = self.rebuilt.split().freeze();
+                self.deliver(frame, link);
+                return;
+            }
+            (Ok(OverlayPayload::Ack { slot, generation }), Some(_)) => {
+                sender.context_acked(slot, generation);
+                return;
+            }
+            (Ok(_), None) => {
+                // Compression the ends did not agree on.
+                self.stats.dropped += 1;
+                bump(&counters.overlay_unknown_context);
+                return;
+            }
+            (Err(e), _) => {
                 self.stats.dropped += 1;
                 bump(match e {
                     OverlayError::Truncated => &counters.overlay_truncated,
@@ -145,6 +212,19 @@ impl DataPath {
             }
         };
         self.deliver(datagram.slice(offset..), link);
+    }
+
+    /// An install or compressed frame that cannot be taken: dropped and
+    /// counted by reason.
+    fn refuse(&mut self, e: CompressError, counters: &DatapathCounters) {
+        self.stats.dropped += 1;
+        bump(match e {
+            CompressError::Unknown => &counters.compress_unknown,
+            CompressError::Stale => &counters.compress_stale,
+            CompressError::BadSlot | CompressError::NotCompressible | CompressError::Truncated => {
+                &counters.compress_malformed
+            }
+        });
     }
 
     /// The stats to answer a `stats_request` with: this direction's

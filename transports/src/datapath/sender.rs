@@ -39,6 +39,9 @@ enum Pump {
 struct SenderState {
     conn: Option<quinn::Connection>,
     encoder: DatagramEncoder,
+    /// Header compression's contexts towards this peer, when both ends
+    /// agreed to it on this connection.
+    compressor: Option<Compressor>,
     queue: Scheduler,
     feeder: Feeder,
     /// quinn's free datagram buffer space when it holds nothing.
@@ -72,6 +75,7 @@ impl PeerSender {
             state: Mutex::new(SenderState {
                 conn: None,
                 encoder: DatagramEncoder::default(),
+                compressor: None,
                 queue: Scheduler::new(settings, MAX_FRAME),
                 feeder: new_feeder(settings.quic_buffer.0),
                 empty_space: 0,
@@ -113,12 +117,41 @@ impl PeerSender {
         self.lock().max_datagram = max;
     }
 
+    /// Compresses headers on this connection from now on (both ends
+    /// agreed), or not; a new connection starts without.
+    pub fn compress(&self, on: bool) {
+        self.lock().compressor = on.then(Compressor::default);
+    }
+
+    /// The peer took the install of compression context `slot` at
+    /// `generation`.
+    pub(super) fn context_acked(&self, slot: u8, generation: u8) {
+        if let Some(c) = &mut self.lock().compressor {
+            c.acked(slot, generation);
+        }
+    }
+
+    /// Tells the peer that its install of `slot` at `generation` was taken.
+    pub(super) fn ack_context(&self, slot: u8, generation: u8) {
+        let mut state = self.lock();
+        let SenderState { conn, encoder, .. } = &mut *state;
+        if let Some(conn) = conn
+            && conn
+                .send_datagram(encoder.encode_ack(slot, generation))
+                .is_ok()
+        {
+            bump(&self.counters.datagrams_out);
+        }
+    }
+
     /// Binds the sender to a (new) connection, or to none between sessions.
     /// Frames still queued for the old connection are dropped (`flushed`),
-    /// and the new connection starts with a fresh rate measurement.
+    /// and the new connection starts with a fresh rate measurement and no
+    /// header compression until [`PeerSender::compress`].
     pub fn set_connection(&self, conn: Option<quinn::Connection>) {
         let mut state = self.lock();
         state.queue.flush();
+        state.compressor = None;
         state.feeder = new_feeder(self.quic_buffer);
         state.empty_space = conn
             .as_ref()
@@ -185,6 +218,7 @@ impl PeerSender {
         let SenderState {
             conn,
             encoder,
+            compressor,
             feeder,
             next_frame_id,
             max_datagram,
@@ -197,26 +231,44 @@ impl PeerSender {
         let Some((count, size)) = fragment::plan(frame.len(), budget) else {
             return self.drop_frame(&counters.too_large);
         };
-        let need = if count == 1 {
-            overlay::ETHERNET_HEADER_LEN + frame.len()
-        } else {
-            count * fragment::FRAGMENT_HEADER_LEN + frame.len()
-        };
-        if conn.datagram_send_buffer_space() < need {
-            return self.drop_frame(&counters.send_buffer_full);
-        }
         let sent = if count == 1 {
-            conn.send_datagram(encoder.encode(frame))
+            let encoding = compressor
+                .as_mut()
+                .map_or(Encoding::Plain, |c| c.plan(frame, self.clock.now()));
+            let datagram = match (encoding, compressor.as_ref()) {
+                (Encoding::Compressed { slot, .. }, Some(c)) => {
+                    bump(&counters.compressed_out);
+                    encoder.encode_compressed(c, slot, frame)
+                }
+                (Encoding::Install { slot, generation }, _)
+                    if overlay::ETHERNET_HEADER_LEN + compress::INSTALL_OVERHEAD + frame.len()
+                        <= budget =>
+                {
+                    encoder.encode_install(slot, generation, frame)
+                }
+                _ => encoder.encode(frame),
+            };
+            let need = datagram.len();
+            if conn.datagram_send_buffer_space() < need {
+                return self.drop_frame(&counters.send_buffer_full);
+            }
+            conn.send_datagram(datagram).map(|()| need)
         } else {
+            let need = count * fragment::FRAGMENT_HEADER_LEN + frame.len();
+            if conn.datagram_send_buffer_space() < need {
+                return self.drop_frame(&counters.send_buffer_full);
+            }
             let id = *next_frame_id;
             *next_frame_id = id.wrapping_add(1);
             bump(&counters.fragmented_out);
-            fragment::split(frame, count, size, id).try_for_each(|(header, payload)| {
-                conn.send_datagram(encoder.encode_fragment(&header, payload))
-            })
+            fragment::split(frame, count, size, id)
+                .try_for_each(|(header, payload)| {
+                    conn.send_datagram(encoder.encode_fragment(&header, payload))
+                })
+                .map(|()| need)
         };
         match sent {
-            Ok(()) => {
+            Ok(need) => {
                 feeder.pushed(need);
                 bump(&self.frames_tx);
                 self.bytes_tx

@@ -179,6 +179,8 @@ pub(super) async fn session(
         conn.clone(),
         hello.datagram_budget as usize,
     );
+    let compression = hello.header_compression && shared.settings.header_compression;
+    sender.compress(compression);
     let link = shared.ctx.attach(
         &hello.room,
         LinkSpec {
@@ -196,6 +198,7 @@ pub(super) async fn session(
         peer_id: peer,
         room_id: link.room_id(),
         mtu: admitted.mtu,
+        header_compression: compression,
     });
     if let Err(e) = write_message(&mut send, &welcome).await {
         tracing::debug!(%peer, "could not send welcome: {e}");
@@ -241,6 +244,7 @@ pub(super) async fn session(
     let mut data = DataPath::new(
         reassembly_limits(admitted.mtu),
         Some(shared.reassembly.clone()),
+        compression,
     );
     let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
     let counters = &shared.counters.datapath;
@@ -263,7 +267,7 @@ pub(super) async fn session(
                 break "room closed by its policy".into();
             }
             datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => data.from_peer(datagram, &link, counters),
+                Ok(datagram) => data.from_peer(datagram, &sender, &link, counters),
                 Err(e) => break format!("connection lost: {e}"),
             },
             // Frames from the room go to `sender` directly.

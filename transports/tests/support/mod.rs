@@ -269,6 +269,17 @@ impl Drop for Peer {
     }
 }
 
+/// `from` sends `frame`; it reaches `to` whole and unchanged (until `to`'s
+/// MAC is learned the frame floods; either way it arrives).
+pub async fn exchange(from: &Peer, to: &mut Peer, frame: Vec<u8>) {
+    from.send(frame.clone());
+    let got = to
+        .recv(Duration::from_secs(3))
+        .await
+        .expect("the frame arrives");
+    assert_eq!(&got[..], &frame[..], "whole and unchanged");
+}
+
 pub fn mac(last: u8) -> MacAddr {
     MacAddr([2, 0, 0, 0, 0, last])
 }
@@ -312,6 +323,7 @@ pub fn hello(room: &str, mac: MacAddr) -> Hello {
         mac,
         datagram_budget: 1414,
         credential: None,
+        header_compression: false,
     }
 }
 
