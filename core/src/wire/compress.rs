@@ -77,6 +77,13 @@ struct Layout {
     kind: Kind,
 }
 
+impl Layout {
+    /// The bytes that travel in every compressed frame.
+    const fn changing(&self) -> u64 {
+        !(self.statics | self.derived) & bits(0, self.len)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ipv4 { udp: bool },
@@ -86,6 +93,19 @@ enum Kind {
 /// Bits `from..to`.
 const fn bits(from: usize, to: usize) -> u64 {
     ((1u64 << (to - from)) - 1) << from
+}
+
+/// The runs of set bits of `mask`, as byte ranges, in order.
+fn runs(mut mask: u64) -> impl Iterator<Item = std::ops::Range<usize>> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let start = mask.trailing_zeros() as usize;
+        let len = (!(mask >> start)).trailing_zeros() as usize;
+        mask &= !bits(start, start + len);
+        Some(start..start + len)
+    })
 }
 
 const ETH: u64 = bits(0, 14);
@@ -191,12 +211,17 @@ struct Key {
 impl Key {
     fn of(layout: Layout, frame: &[u8]) -> Key {
         let mut bytes = [0u8; MAX_TEMPLATE];
+        let mut n = 0;
+        for run in runs(layout.statics) {
+            bytes[n..n + run.len()].copy_from_slice(&frame[run.clone()]);
+            n += run.len();
+        }
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ layout.statics;
-        for (i, (out, byte)) in bytes.iter_mut().zip(&frame[..layout.len]).enumerate() {
-            if layout.statics >> i & 1 == 1 {
-                *out = *byte;
-                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-            }
+        for word in bytes[..n].chunks(8) {
+            let mut w = [0u8; 8];
+            w[..word.len()].copy_from_slice(word);
+            hash = (hash ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            hash ^= hash >> 29;
         }
         Key {
             layout,
@@ -273,6 +298,8 @@ struct SenderSlot {
 #[derive(Debug, Clone)]
 pub struct Compressor {
     slots: [SenderSlot; SLOTS],
+    /// The slot the last frame matched: a bulk flow's frames come in runs.
+    last: usize,
     recent: [u64; RECENT],
     next_recent: usize,
 }
@@ -288,6 +315,7 @@ impl Default for Compressor {
             }; SLOTS],
             recent: [0; RECENT],
             next_recent: 0,
+            last: 0,
         }
     }
 }
@@ -299,8 +327,18 @@ impl Compressor {
             return Encoding::Plain;
         };
         let key = Key::of(layout, frame);
-        let same = |s: &SenderSlot| s.key.is_some_and(|k| k.hash == key.hash && k == key);
-        if let Some(slot) = self.slots.iter().position(same) {
+        let same = |s: &SenderSlot| {
+            s.key
+                .as_ref()
+                .is_some_and(|k| k.hash == key.hash && *k == key)
+        };
+        let hit = if same(&self.slots[self.last]) {
+            Some(self.last)
+        } else {
+            self.slots.iter().position(same)
+        };
+        if let Some(slot) = hit {
+            self.last = slot;
             let s = &mut self.slots[slot];
             s.used = now;
             return if s.acked {
@@ -368,11 +406,8 @@ impl Compressor {
         let layout = key.layout;
         out.reserve(2 + frame.len());
         out.extend_from_slice(&[slot, self.slots[usize::from(slot)].generation]);
-        let changing = !(layout.statics | layout.derived);
-        for (i, byte) in frame[..layout.len].iter().enumerate() {
-            if changing >> i & 1 == 1 {
-                out.extend_from_slice(&[*byte]);
-            }
+        for run in runs(layout.changing()) {
+            out.extend_from_slice(&frame[run]);
         }
         out.extend_from_slice(&frame[layout.len..]);
     }
@@ -440,7 +475,7 @@ impl Decompressor {
         if s.generation != generation {
             return Err(CompressError::Stale);
         }
-        let changing = !(layout.statics | layout.derived) & bits(0, layout.len);
+        let changing = layout.changing();
         let carried = changing.count_ones() as usize;
         if body.len() < carried {
             return Err(CompressError::Truncated);
@@ -449,13 +484,11 @@ impl Decompressor {
         let frame_len = layout.len + body.len() - carried;
         out.reserve(frame_len);
         out.extend_from_slice(&s.template[..layout.len]);
-        let mut next = body.iter();
-        for (i, byte) in out[start..].iter_mut().enumerate() {
-            if changing >> i & 1 == 1
-                && let Some(b) = next.next()
-            {
-                *byte = *b;
-            }
+        let mut next = 0;
+        for run in runs(changing) {
+            let len = run.len();
+            out[start + run.start..start + run.end].copy_from_slice(&body[next..next + len]);
+            next += len;
         }
         out.extend_from_slice(&body[carried..]);
         let frame = &mut out[start..];
