@@ -33,7 +33,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
-use crate::linux::rxbuf::{CHUNK, RxBuffer};
+use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::{checksum, netdev};
 
 /// A wired LAN interface through AF_PACKET: promiscuous, VLAN tags
@@ -483,6 +483,7 @@ impl AfPacketPort {
                 ready = fd.readable() => {
                     let mut guard = ready.map_err(|e| self.fail(format!("poll failed: {e}")))?;
                     // Drain a few batches per wake-up.
+                    let mut drained = false;
                     for _ in 0..4 {
                         match receiver.receive_batch(raw, &mut received) {
                             Ok(_) => {
@@ -492,11 +493,14 @@ impl AfPacketPort {
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENETDOWN) => {
                                 guard.clear_ready();
+                                drained = true;
                                 break;
                             }
                             Err(e) => return Err(self.fail(format!("receive failed: {e}"))),
                         }
                     }
+                    drop(guard);
+                    give_way(drained).await;
                 }
                 n = link.recv_many(&mut to_send, self.settings.batch) => {
                     if n == 0 {

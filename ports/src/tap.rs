@@ -36,7 +36,7 @@ use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 
 use crate::linux::gro::{Gro, GroStats};
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
-use crate::linux::rxbuf::{CHUNK, RxBuffer};
+use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::tun::{Device, TunMode, open_tun};
 use crate::linux::{checksum, netdev};
 
@@ -209,20 +209,27 @@ impl TapPort {
                 _ = shutdown.wait() => return Ok(()),
                 ready = device.fd.readable() => {
                     let mut guard = ready.map_err(|e| self.fail(format!("poll failed: {e}")))?;
+                    let mut drained = false;
                     for _ in 0..RX_BATCH {
                         match device.read(rx.space()) {
-                            Ok(0) => break,
+                            Ok(0) => {
+                                drained = true;
+                                break;
+                            }
                             Ok(n) if vnet => from_vnet(&mut rx, n, link, &mut scratch),
                             Ok(n) => {
                                 link.send(rx.take(n));
                             }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                                 guard.clear_ready();
+                                drained = true;
                                 break;
                             }
                             Err(e) => return Err(self.fail(format!("read failed: {e}"))),
                         }
                     }
+                    drop(guard);
+                    give_way(drained).await;
                 }
                 // Frames from the room go through the TapSink.
                 () = link.closed() => return Err(self.fail("the room closed")),

@@ -29,7 +29,7 @@ use crate::emulation::driver::{
 };
 use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
-use crate::linux::rxbuf::{CHUNK, RxBuffer};
+use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::tun::{Device, TunMode, open_tun};
 
 adapter_settings! {
@@ -90,17 +90,24 @@ impl IpAdapter for TunAdapter {
             .readable()
             .await
             .map_err(|e| format!("poll failed: {e}"))?;
+        let mut drained = false;
         for _ in 0..RX_BATCH {
             match self.device.read(self.rx.space()) {
-                Ok(0) => break,
+                Ok(0) => {
+                    drained = true;
+                    break;
+                }
                 Ok(n) => out.push(self.rx.take(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     guard.clear_ready();
+                    drained = true;
                     break;
                 }
                 Err(e) => return Err(format!("read failed: {e}")),
             }
         }
+        drop(guard);
+        give_way(drained).await;
         Ok(())
     }
 
