@@ -17,7 +17,7 @@
 
 use lanparty_core::wire::ethertype;
 
-use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, gso_type};
+use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::inet::{fold, set_ipv4_header_checksum, sum};
 
 const ETH_LEN: usize = 14;
@@ -282,30 +282,6 @@ impl Gro {
             csum_offset: 16,
         };
         self.buf[..VNET_HDR_LEN].copy_from_slice(&header.encode());
-    }
-}
-
-/// `struct virtio_net_hdr`, for writing.
-struct VnetHeader {
-    flags: u8,
-    gso_type: u8,
-    hdr_len: u16,
-    gso_size: u16,
-    csum_start: u16,
-    csum_offset: u16,
-}
-
-impl VnetHeader {
-    /// Native endian, as the kernel reads it on this host.
-    fn encode(&self) -> [u8; VNET_HDR_LEN] {
-        let mut out = [0; VNET_HDR_LEN];
-        out[0] = self.flags;
-        out[1] = self.gso_type;
-        out[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        out[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        out[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        out[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
-        out
     }
 }
 

@@ -34,26 +34,54 @@ pub const NEEDS_CSUM: u8 = 1;
 /// Size of `struct virtio_net_hdr`.
 pub const VNET_HDR_LEN: usize = 10;
 
-/// The header the kernel puts in front of each frame with `PACKET_VNET_HDR`.
+/// `struct virtio_net_hdr`: what the kernel puts in front of each frame
+/// read with `PACKET_VNET_HDR` / `IFF_VNET_HDR`, and what a TAP write of a
+/// super-packet carries ([`super::gro`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VnetHeader {
     /// Flags (`NEEDS_CSUM`).
     pub flags: u8,
     /// Segmentation kind.
     pub gso_type: u8,
+    /// Length of the headers in front of the payload.
+    pub hdr_len: u16,
     /// Segment payload size.
     pub gso_size: u16,
+    /// Where the checksummed bytes start (with `NEEDS_CSUM`).
+    pub csum_start: u16,
+    /// Where the checksum goes, from `csum_start`.
+    pub csum_offset: u16,
 }
 
 impl VnetHeader {
     /// Reads the header (native endian, as the kernel writes it on this host).
     pub fn parse(bytes: &[u8]) -> Option<VnetHeader> {
         let b = bytes.get(..VNET_HDR_LEN)?;
+        let word = |at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
         Some(VnetHeader {
             flags: b[0],
             gso_type: b[1],
-            gso_size: u16::from_ne_bytes([b[4], b[5]]),
+            hdr_len: word(2),
+            gso_size: word(4),
+            csum_start: word(6),
+            csum_offset: word(8),
         })
+    }
+
+    /// The header's bytes (native endian, as the kernel reads them).
+    pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
+        let mut out = [0; VNET_HDR_LEN];
+        out[0] = self.flags;
+        out[1] = self.gso_type;
+        for (at, word) in [
+            (2, self.hdr_len),
+            (4, self.gso_size),
+            (6, self.csum_start),
+            (8, self.csum_offset),
+        ] {
+            out[at..at + 2].copy_from_slice(&word.to_ne_bytes());
+        }
+        out
     }
 }
 

@@ -237,6 +237,8 @@ fn the_partial_checksum_completes_to_the_right_one_as_the_kernel_does_it() {
         let out = run(&mut Gro::default(), &frames);
         let (header, frame) = &out[0];
         let start = usize::from(header.gso_type == gso_type::TCPV6) * 20 + 34;
+        assert_eq!(usize::from(header.csum_start), start, "v6={v6}");
+        assert_eq!(header.csum_offset, 16, "v6={v6}");
         // CHECKSUM_PARTIAL: the kernel sums from csum_start to the end,
         // starting from what the field holds, and stores the complement.
         let completed = crate::inet::fold(crate::inet::sum(&frame[start..], 0));
