@@ -20,7 +20,7 @@ use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::overlay;
 use serde::Serialize;
 
-use crate::net;
+use crate::net::{self, Chunks};
 use crate::tls::{self, Trust};
 
 /// What to run.
@@ -260,28 +260,26 @@ struct Sender {
 }
 
 impl Sender {
-    /// Stamps the next frame (sequence, send time) into `chunk`; one
-    /// allocation per 64 KiB of datagrams, not per frame.
-    fn next(&self, chunk: &mut bytes::BytesMut, seq: u64) -> Bytes {
-        if chunk.capacity() - chunk.len() < self.template.len() {
-            *chunk = bytes::BytesMut::with_capacity((64 * 1024).max(self.template.len()));
-        }
-        chunk.extend_from_slice(&self.template);
-        let at = overlay::ETHERNET_HEADER_LEN + STAMP_AT;
-        chunk[at..at + 8].copy_from_slice(&seq.to_be_bytes());
-        chunk[at + 8..at + 16]
+    /// Stamps the next frame (sequence, send time) into `chunks`; one
+    /// allocation per chunk of datagrams, not per frame.
+    fn next(&self, chunks: &mut Chunks, seq: u64) -> Bytes {
+        let buf = chunks.room(self.template.len());
+        let at = buf.len() + overlay::ETHERNET_HEADER_LEN + STAMP_AT;
+        buf.extend_from_slice(&self.template);
+        buf[at..at + 8].copy_from_slice(&seq.to_be_bytes());
+        buf[at + 8..at + 16]
             .copy_from_slice(&(self.origin.elapsed().as_nanos() as u64).to_be_bytes());
-        chunk.split().freeze()
+        chunks.take()
     }
 
     /// As fast as QUIC takes them.
     async fn flood(self, duration: Duration) {
-        let mut chunk = bytes::BytesMut::new();
+        let mut chunks = Chunks::default();
         let started = Instant::now();
         let mut seq = 0u64;
         while started.elapsed() < duration {
             for _ in 0..64 {
-                let d = self.next(&mut chunk, seq);
+                let d = self.next(&mut chunks, seq);
                 seq += 1;
                 if self.conn.send_datagram_wait(d).await.is_err() {
                     return;
@@ -294,8 +292,8 @@ impl Sender {
 
     /// Sends one frame now; a frame QUIC cannot take at once is dropped
     /// and counted, never queued.
-    fn send_now(&self, chunk: &mut bytes::BytesMut, seq: u64) {
-        let d = self.next(chunk, seq);
+    fn send_now(&self, chunks: &mut Chunks, seq: u64) {
+        let d = self.next(chunks, seq);
         if self.conn.datagram_send_buffer_space() >= d.len() && self.conn.send_datagram(d).is_ok() {
             self.sent.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -308,7 +306,7 @@ impl Sender {
 /// peer sends what is due (one thread, so that pacing 32 peers does not
 /// take 32 threads' wake-ups from the relay).
 fn paced(senders: Vec<Sender>, duration: Duration, rate: u64, tick: Duration) {
-    let mut chunk = bytes::BytesMut::new();
+    let mut chunks = Chunks::default();
     let started = Instant::now();
     let (mut seq, mut due) = (0u64, 0u64);
     while started.elapsed() < duration {
@@ -316,7 +314,7 @@ fn paced(senders: Vec<Sender>, duration: Duration, rate: u64, tick: Duration) {
         let should = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         for n in due..should {
             for sender in &senders {
-                sender.send_now(&mut chunk, seq + n - due);
+                sender.send_now(&mut chunks, seq + n - due);
             }
         }
         seq += should - due;

@@ -263,34 +263,46 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 /// Ack-eliciting packets the peer may receive before it must send an ACK.
 pub const ACK_ELICITING_THRESHOLD: u32 = 10;
 
-/// Writes overlay header + frame into a shared chunk and hands each datagram
-/// out as a slice of it: a new chunk is allocated once per ~45 full-size
-/// frames, not per frame.
-#[derive(Debug)]
-pub struct DatagramEncoder {
+/// Bytes written one piece after another into shared chunks, each piece
+/// handed out as a `Bytes` slice of its chunk: a new chunk is allocated
+/// once per ~45 full-size frames, not per frame. The overlay encoder's
+/// datagrams and the rebuilt frames of header compression are written so.
+#[derive(Debug, Default)]
+pub struct Chunks {
     buf: BytesMut,
 }
 
-/// Chunk size of the encoder.
-const ENCODER_CHUNK: usize = 64 * 1024;
+/// Size of a chunk.
+const CHUNK: usize = 64 * 1024;
 
-impl Default for DatagramEncoder {
-    fn default() -> Self {
-        DatagramEncoder {
-            buf: BytesMut::with_capacity(ENCODER_CHUNK),
+impl Chunks {
+    /// The current chunk, with room for at least `need` more bytes (a new
+    /// chunk when this one is used up).
+    pub fn room(&mut self, need: usize) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < need {
+            self.buf = BytesMut::with_capacity(CHUNK.max(need));
         }
+        &mut self.buf
     }
+
+    /// What was written since the last `take`, as one piece.
+    pub fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+/// Writes overlay header + frame as one datagram into [`Chunks`].
+#[derive(Debug, Default)]
+pub struct DatagramEncoder {
+    chunks: Chunks,
 }
 
 impl DatagramEncoder {
     fn datagram(&mut self, header: &[u8], payload: &[u8]) -> Bytes {
-        let need = header.len() + payload.len();
-        if self.buf.capacity() - self.buf.len() < need {
-            self.buf = BytesMut::with_capacity(ENCODER_CHUNK.max(need));
-        }
-        self.buf.extend_from_slice(header);
-        self.buf.extend_from_slice(payload);
-        self.buf.split().freeze()
+        let buf = self.chunks.room(header.len() + payload.len());
+        buf.extend_from_slice(header);
+        buf.extend_from_slice(payload);
+        self.chunks.take()
     }
 
     /// The datagram for a whole Ethernet frame.
@@ -312,13 +324,12 @@ impl DatagramEncoder {
 
     /// The datagram for `frame` compressed against `compressor`'s `slot`.
     pub fn encode_compressed(&mut self, compressor: &Compressor, slot: u8, frame: &[u8]) -> Bytes {
-        if self.buf.capacity() - self.buf.len() < 2 + 2 + frame.len() {
-            self.buf = BytesMut::with_capacity(ENCODER_CHUNK.max(4 + frame.len()));
-        }
-        let header = overlay::context_header(overlay::CONTEXT_COMPRESSED, 0, 0);
-        self.buf.extend_from_slice(&header[..2]);
-        compressor.write_compressed(slot, frame, &mut self.buf);
-        self.buf.split().freeze()
+        let header = overlay::context_header(overlay::CONTEXT_COMPRESSED, slot, 0);
+        let buf = self.chunks.room(header.len() + frame.len());
+        // Version and context; the compressor writes slot and generation.
+        buf.extend_from_slice(&header[..2]);
+        compressor.write_compressed(slot, frame, buf);
+        self.chunks.take()
     }
 
     /// The datagram that acknowledges the install of `slot` at

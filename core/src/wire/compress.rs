@@ -48,6 +48,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::checksum::{ipv4_header_checksum, set_ipv4_header_checksum};
+use super::ethertype;
 use crate::time::Timestamp;
 
 /// Contexts per connection and direction.
@@ -63,18 +64,20 @@ pub const SLOT_REUSE_AFTER: Duration = Duration::from_secs(2);
 /// Unmatched frames remembered to spot a flow's second frame.
 pub const RECENT: usize = 16;
 
-/// The longest header a context covers (IPv6 + UDP).
-const MAX_TEMPLATE: usize = 62;
+/// The longest header a context covers (IPv6 + UDP): a rebuilt frame is
+/// at most this much longer than the compressed body it came from.
+pub const MAX_HEADER: usize = 62;
 
-/// Which of a frame's first `len` bytes a context holds (`statics`), which
-/// follow from the frame (`derived`), and how to recompute those; every
-/// other byte in `0..len` travels in each compressed frame.
+/// Which of a frame's first `len` bytes a context holds (`statics`) and
+/// which follow from the frame (`derived`: the IP length, IPv4's header
+/// checksum, UDP's length); every other byte in `0..len` travels in each
+/// compressed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     len: usize,
     statics: u64,
     derived: u64,
-    kind: Kind,
+    ip: Ip,
 }
 
 impl Layout {
@@ -85,9 +88,20 @@ impl Layout {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Ipv4 { udp: bool },
-    Ipv6 { udp: bool },
+enum Ip {
+    V4,
+    V6,
+}
+
+impl Ip {
+    /// Where the IP header ends (untagged, no IPv4 options or IPv6
+    /// extension headers).
+    const fn end(self) -> usize {
+        match self {
+            Ip::V4 => 34,
+            Ip::V6 => 54,
+        }
+    }
 }
 
 /// Bits `from..to`.
@@ -120,10 +134,11 @@ const V4_DERIVED: u64 = bits(16, 18) | bits(24, 26);
 const V6_STATICS: u64 = ETH | bits(16, 18) | bits(20, 54);
 const V6_DERIVED: u64 = bits(18, 20);
 
-const fn layout_of(kind: Kind, l4: u8) -> Layout {
-    let (ip_end, statics, derived) = match kind {
-        Kind::Ipv4 { .. } => (34, V4_STATICS, V4_DERIVED),
-        Kind::Ipv6 { .. } => (54, V6_STATICS, V6_DERIVED),
+const fn layout_of(ip: Ip, l4: u8) -> Layout {
+    let ip_end = ip.end();
+    let (statics, derived) = match ip {
+        Ip::V4 => (V4_STATICS, V4_DERIVED),
+        Ip::V6 => (V6_STATICS, V6_DERIVED),
     };
     match l4 {
         // Ports stay.
@@ -131,20 +146,20 @@ const fn layout_of(kind: Kind, l4: u8) -> Layout {
             len: ip_end + 4,
             statics: statics | bits(ip_end, ip_end + 4),
             derived,
-            kind,
+            ip,
         },
         // Ports stay, the length follows, the checksum changes.
         UDP => Layout {
             len: ip_end + 8,
             statics: statics | bits(ip_end, ip_end + 4),
             derived: derived | bits(ip_end + 4, ip_end + 6),
-            kind,
+            ip,
         },
         _ => Layout {
             len: ip_end,
             statics,
             derived,
-            kind,
+            ip,
         },
     }
 }
@@ -159,29 +174,28 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 /// The layout a context for `frame` would have, if the frame rebuilds
 /// exactly from one.
 fn layout(frame: &[u8]) -> Option<Layout> {
-    let (kind, ip_end, l4) = match be16(frame, 12)? {
-        0x0800 => {
-            let ip = frame.get(14..34)?;
-            let exact_length = usize::from(be16(ip, 2)?) == frame.len() - 14;
-            let exact_sum = be16(ip, 10)? == ipv4_header_checksum(ip);
-            if ip[0] != 0x45 || !exact_length || !exact_sum {
+    let (ip, l4) = match be16(frame, 12)? {
+        ethertype::IPV4 => {
+            let header = frame.get(14..34)?;
+            let exact_length = usize::from(be16(header, 2)?) == frame.len() - 14;
+            let exact_sum = be16(header, 10)? == ipv4_header_checksum(header);
+            if header[0] != 0x45 || !exact_length || !exact_sum {
                 return None;
             }
             // A fragment after the first has no ports.
-            let first = be16(ip, 6)? & 0x1fff == 0;
-            let l4 = if first { ip[9] } else { 0 };
-            let udp = l4 == UDP;
-            (Kind::Ipv4 { udp }, 34, l4)
+            let first = be16(header, 6)? & 0x1fff == 0;
+            (Ip::V4, if first { header[9] } else { 0 })
         }
-        0x86dd => {
-            let ip = frame.get(14..54)?;
-            if ip[0] >> 4 != 6 || usize::from(be16(ip, 4)?) != frame.len() - 54 {
+        ethertype::IPV6 => {
+            let header = frame.get(14..54)?;
+            if header[0] >> 4 != 6 || usize::from(be16(header, 4)?) != frame.len() - 54 {
                 return None;
             }
-            (Kind::Ipv6 { udp: ip[6] == UDP }, 54, ip[6])
+            (Ip::V6, header[6])
         }
         _ => return None,
     };
+    let ip_end = ip.end();
     let l4 = match l4 {
         TCP if frame.len() >= ip_end + 20 => TCP,
         UDP if frame.len() >= ip_end + 8
@@ -191,26 +205,20 @@ fn layout(frame: &[u8]) -> Option<Layout> {
         }
         _ => 0,
     };
-    let kind = match (kind, l4) {
-        (Kind::Ipv4 { .. }, UDP) => Kind::Ipv4 { udp: true },
-        (Kind::Ipv4 { .. }, _) => Kind::Ipv4 { udp: false },
-        (Kind::Ipv6 { .. }, UDP) => Kind::Ipv6 { udp: true },
-        (Kind::Ipv6 { .. }, _) => Kind::Ipv6 { udp: false },
-    };
-    Some(layout_of(kind, l4))
+    Some(layout_of(ip, l4))
 }
 
 /// A flow's identity under `layout`: its static header bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
     layout: Layout,
-    bytes: [u8; MAX_TEMPLATE],
+    bytes: [u8; MAX_HEADER],
     hash: u64,
 }
 
 impl Key {
     fn of(layout: Layout, frame: &[u8]) -> Key {
-        let mut bytes = [0u8; MAX_TEMPLATE];
+        let mut bytes = [0u8; MAX_HEADER];
         let mut n = 0;
         for run in runs(layout.statics) {
             bytes[n..n + run.len()].copy_from_slice(&frame[run.clone()]);
@@ -417,7 +425,7 @@ impl Compressor {
 struct ReceiverSlot {
     layout: Option<Layout>,
     generation: u8,
-    template: [u8; MAX_TEMPLATE],
+    template: [u8; MAX_HEADER],
 }
 
 /// The receiving side of one link: the contexts the sender installed.
@@ -432,7 +440,7 @@ impl Default for Decompressor {
             slots: [ReceiverSlot {
                 layout: None,
                 generation: 0,
-                template: [0; MAX_TEMPLATE],
+                template: [0; MAX_HEADER],
             }; SLOTS],
         }
     }
@@ -496,20 +504,16 @@ impl Decompressor {
             let value = u16::try_from(value).unwrap_or(u16::MAX);
             frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
         };
-        match layout.kind {
-            Kind::Ipv4 { udp } => {
+        let ip_end = layout.ip.end();
+        if layout.derived & bits(ip_end + 4, ip_end + 6) != 0 {
+            put(frame, ip_end + 4, frame_len - ip_end);
+        }
+        match layout.ip {
+            Ip::V4 => {
                 put(frame, 16, frame_len - 14);
-                if udp {
-                    put(frame, 38, frame_len - 34);
-                }
-                set_ipv4_header_checksum(&mut frame[14..34]);
+                set_ipv4_header_checksum(&mut frame[14..ip_end]);
             }
-            Kind::Ipv6 { udp } => {
-                put(frame, 18, frame_len - 54);
-                if udp {
-                    put(frame, 58, frame_len - 54);
-                }
-            }
+            Ip::V6 => put(frame, 18, frame_len - ip_end),
         }
         Ok(())
     }

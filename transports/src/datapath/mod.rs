@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lanparty_core::control::PeerStats;
 use lanparty_core::queue::{Feed, Feeder, QueueSettings, QueueStats, Scheduler};
 use lanparty_core::runtime::{LinkHandle, LinkSink, Metrics};
@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::congestion::{ControllerShare, DelayController};
-use crate::net::DatagramEncoder;
+use crate::net::{Chunks, DatagramEncoder};
 
 mod counters;
 mod sender;
@@ -55,10 +55,6 @@ pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {
     }
 }
 
-/// Bytes of the chunk rebuilt frames are written to (a new one once per
-/// ~45 full-size frames).
-const REBUILT_CHUNK: usize = 64 * 1024;
-
 /// Bytes of partial frames a whole relay holds at most (every peer's
 /// reassembly together).
 pub const RELAY_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
@@ -75,7 +71,7 @@ pub struct DataPath {
     /// The peer's compression contexts, when both ends agreed to it.
     decompressor: Option<Box<Decompressor>>,
     /// Where rebuilt frames are written: one chunk serves many frames.
-    rebuilt: BytesMut,
+    rebuilt: Chunks,
     /// Reassembly counters already added to the port's counters.
     synced: ReassemblyStats,
     clock: MonotonicClock,
@@ -94,7 +90,7 @@ impl DataPath {
             stats: PeerStats::default(),
             reassembler: Reassembler::new(limits, shared),
             decompressor: compression.then(Box::default),
-            rebuilt: BytesMut::new(),
+            rebuilt: Chunks::default(),
             synced: ReassemblyStats::default(),
             clock: MonotonicClock::start(),
         }
@@ -180,14 +176,12 @@ impl DataPath {
                 }),
                 Some(d),
             ) => {
-                if self.rebuilt.capacity() < body.len() + 64 {
-                    self.rebuilt = BytesMut::with_capacity(REBUILT_CHUNK.max(body.len() + 64));
-                }
-                if let Err(e) = d.decompress(slot, generation, body, &mut self.rebuilt) {
+                let out = self.rebuilt.room(body.len() + compress::MAX_HEADER);
+                if let Err(e) = d.decompress(slot, generation, body, out) {
                     return self.refuse(e, counters);
                 }
                 bump(&counters.compressed_in);
-                let frame = self.rebuilt.split().freeze();
+                let frame = self.rebuilt.take();
                 self.deliver(frame, link);
                 return;
             }
