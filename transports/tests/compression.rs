@@ -51,6 +51,14 @@ fn flows(dst: MacAddr, src: MacAddr, round: usize) -> Vec<Vec<u8>> {
     ]
 }
 
+/// One round of every flow from `from` to `to`, each frame arriving whole
+/// and unchanged.
+async fn flows_across(from: &Peer, to: &mut Peer, round: usize) {
+    for frame in flows(to.mac, from.mac, round) {
+        exchange(from, to, frame).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_flows_cross_the_relay_compressed_and_unchanged() {
     let dir = TempDir::new();
@@ -59,12 +67,8 @@ async fn repeated_flows_cross_the_relay_compressed_and_unchanged() {
     let mut a = Peer::join(&relay, "R", "client", ma).await;
     let mut b = Peer::join(&relay, "R", "client", mb).await;
     for round in 0..40 {
-        for frame in flows(mb, ma, round) {
-            exchange(&a, &mut b, frame).await;
-        }
-        for frame in flows(ma, mb, round) {
-            exchange(&b, &mut a, frame).await;
-        }
+        flows_across(&a, &mut b, round).await;
+        flows_across(&b, &mut a, round).await;
     }
     let r = relay.counters.datapath.snapshot();
     let (sa, sb) = (
@@ -94,9 +98,7 @@ async fn either_end_turns_compression_off() {
     let a = Peer::join(&relay, "R", "client", ma).await;
     let mut b = Peer::join(&relay, "R", "client", mb).await;
     for round in 0..10 {
-        for frame in flows(mb, ma, round) {
-            exchange(&a, &mut b, frame).await;
-        }
+        flows_across(&a, &mut b, round).await;
     }
     assert_eq!(relay.counters.datapath.snapshot().compressed_out, 0);
     assert_eq!(a.counters.datapath.snapshot().compressed_out, 0);
@@ -114,12 +116,8 @@ async fn either_end_turns_compression_off() {
     .await;
     c.wait_sessions(1).await;
     for round in 0..10 {
-        for frame in flows(mc, ma, round) {
-            exchange(&a, &mut c, frame).await;
-        }
-        for frame in flows(ma, mc, round) {
-            exchange(&c, &mut a, frame).await;
-        }
+        flows_across(&a, &mut c, round).await;
+        flows_across(&c, &mut a, round).await;
     }
     let (sa, sc) = (
         a.counters.datapath.snapshot(),
@@ -179,9 +177,7 @@ async fn hostile_compressed_frames_are_counted_while_others_carry_on() {
     assert_eq!(&got[..], &frame[..]);
     assert!(conn.close_reason().is_none());
     for round in 0..5 {
-        for frame in flows(mb, ma, round) {
-            exchange(&a, &mut b, frame).await;
-        }
+        flows_across(&a, &mut b, round).await;
     }
     relay.stop().await;
 }

@@ -74,20 +74,19 @@ impl LinkHandle {
     /// counted, and false returned.
     pub fn send(&self, frame: Bytes) -> bool {
         let len = frame.len() as u64;
-        let direct =
-            if !self.run_to_completion {
-                Direct::Queue(frame)
-            } else {
-                match self.core.try_lock() {
-                    Ok(mut core) => {
-                        core.direct(self.id, frame, !self.gathering.load(Ordering::Relaxed))
-                    }
-                    Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned
-                        .into_inner()
-                        .direct(self.id, frame, !self.gathering.load(Ordering::Relaxed)),
-                    Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
+        // Inside `gathered` the batch ends when the port says so.
+        let flush = !self.gathering.load(Ordering::Relaxed);
+        let direct = if !self.run_to_completion {
+            Direct::Queue(frame)
+        } else {
+            match self.core.try_lock() {
+                Ok(mut core) => core.direct(self.id, frame, flush),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    poisoned.into_inner().direct(self.id, frame, flush)
                 }
-            };
+                Err(std::sync::TryLockError::WouldBlock) => Direct::Queue(frame),
+            }
+        };
         let taken = match direct {
             Direct::Processed => true,
             Direct::Queue(frame) => self.to_room.try_send((self.id, frame)).is_ok(),

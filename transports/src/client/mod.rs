@@ -254,24 +254,14 @@ impl QuicClient {
             };
             let end = match attempt {
                 Ok((conn, control, mut welcome)) => {
-                    let mtu = welcome.mtu;
-                    link.set_room_mtu(mtu);
+                    link.set_room_mtu(welcome.mtu);
                     self.counters.sessions.fetch_add(1, Ordering::Relaxed);
                     sender.set_connection(Some(conn.clone()));
-                    let compression =
-                        welcome.header_compression && self.settings.header_compression;
-                    welcome.header_compression = compression;
-                    sender.compress(compression);
+                    welcome.header_compression &= self.settings.header_compression;
+                    sender.compress(welcome.header_compression);
                     status.connected(&conn, welcome);
                     let end = self
-                        .session(
-                            &conn,
-                            control,
-                            (mtu, compression),
-                            &mut link,
-                            &sender,
-                            &mut shutdown,
-                        )
+                        .session(&conn, control, &welcome, &mut link, &sender, &mut shutdown)
                         .await;
                     sender.set_connection(None);
                     status.disconnected(match &end {
@@ -469,12 +459,16 @@ impl QuicClient {
         &self,
         conn: &quinn::Connection,
         mut control: Control,
-        (mtu, compression): (u16, bool),
+        welcome: &Welcome,
         link: &mut LinkHandle,
         sender: &PeerSender,
         shutdown: &mut ShutdownSignal,
     ) -> SessionEnd {
-        let mut data = DataPath::new(reassembly_limits(mtu), None, compression);
+        let mut data = DataPath::new(
+            reassembly_limits(welcome.mtu),
+            None,
+            welcome.header_compression,
+        );
         let counters = &self.counters.datapath;
         loop {
             tokio::select! {
