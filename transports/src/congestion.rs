@@ -52,7 +52,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
@@ -111,6 +111,9 @@ struct Shared {
     credit: AtomicU64,
     /// The delivery rate over [`RATE_ROUNDS`] rounds, bytes/s, as f64 bits.
     rate: AtomicU64,
+    /// Whether the window (without credit) has no room for another
+    /// packet.
+    window_full: AtomicBool,
 }
 
 /// A credit's state in one word: bytes granted (high half) and bytes sent
@@ -144,6 +147,14 @@ impl ControllerShare {
     /// controller last measured it over [`RATE_ROUNDS`] rounds (0: not yet).
     pub fn delivery_rate(&self) -> f64 {
         f64::from_bits(self.0.rate.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection's window, without credit, has no room for
+    /// another packet: quinn sends nothing more until acknowledgements
+    /// arrive, whatever waits in its buffer. A feeder that finds quinn's
+    /// buffer dry while this holds was not starving the connection.
+    pub fn window_full(&self) -> bool {
+        self.0.window_full.load(Ordering::Relaxed)
     }
 
     fn publish_rate(&self, rate: f64) {
@@ -228,7 +239,12 @@ pub struct DelayController {
     /// [`RATE_BUCKET`], newest last.
     buckets: [f64; RATE_BUCKETS],
     bucket_start: Instant,
-    /// Credit from the sender; the delivery rate for it.
+    /// Bytes in flight: what quinn reported after its last batch of
+    /// acknowledgements, plus what it sent since, minus what it declared
+    /// lost since.
+    in_flight: u64,
+    /// Credit from the sender; the delivery rate and whether the window
+    /// is full for it.
     share: ControllerShare,
 }
 
@@ -259,6 +275,7 @@ impl DelayController {
             standing: Duration::ZERO,
             buckets: [0.0; RATE_BUCKETS],
             bucket_start: now,
+            in_flight: 0,
             share: ControllerShare::default(),
         }
     }
@@ -448,6 +465,14 @@ impl DelayController {
         };
     }
 
+    /// Tells the sender whether quinn may send another packet now (by the
+    /// window without credit, quinn's own rule: the bytes in flight plus a
+    /// whole segment must stay below it).
+    fn publish_window_full(&self) {
+        let full = self.in_flight + self.mtu >= self.current_window();
+        self.share.0.window_full.store(full, Ordering::Relaxed);
+    }
+
     /// Bytes that may be in flight now.
     pub fn current_window(&self) -> u64 {
         let window = self.window.max(self.rate_floor());
@@ -476,9 +501,22 @@ impl Controller for DelayController {
         now: Instant,
         sent: Instant,
         is_persistent_congestion: bool,
-        _lost_bytes: u64,
+        lost_bytes: u64,
     ) {
         self.lost(now, sent, is_persistent_congestion);
+        self.in_flight = self.in_flight.saturating_sub(lost_bytes);
+        self.publish_window_full();
+    }
+
+    fn on_end_acks(
+        &mut self,
+        _now: Instant,
+        in_flight: u64,
+        _app_limited: bool,
+        _largest_packet_num_acked: Option<u64>,
+    ) {
+        self.in_flight = in_flight;
+        self.publish_window_full();
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
@@ -488,6 +526,8 @@ impl Controller for DelayController {
 
     fn on_sent(&mut self, _now: Instant, bytes: u64, _last_packet_number: u64) {
         self.share.sent(bytes);
+        self.in_flight += bytes;
+        self.publish_window_full();
     }
 
     fn window(&self) -> u64 {
@@ -705,6 +745,29 @@ mod tests {
         // One grant holds at most MAX_CREDIT.
         credit.grant(10 * MAX_CREDIT);
         assert_eq!(credit.left(), MAX_CREDIT);
+    }
+
+    #[test]
+    fn the_sender_learns_when_the_window_is_full() {
+        let t0 = Instant::now();
+        let mut c = DelayController::new(t0, MTU as u16);
+        let share = c.share();
+        let window = c.current_window();
+        assert!(!share.window_full());
+        // quinn's rule: full once the bytes in flight plus a segment reach
+        // the window.
+        Controller::on_sent(&mut c, t0, window - MTU - 1, 1);
+        assert!(!share.window_full());
+        Controller::on_sent(&mut c, t0, 1, 2);
+        assert!(share.window_full());
+        // Losses leave flight ...
+        Controller::on_congestion_event(&mut c, t0, t0, false, window);
+        assert!(!share.window_full());
+        // ... and after acknowledgements quinn says what is still in flight.
+        Controller::on_sent(&mut c, t0, 10 * MTU, 3);
+        assert!(share.window_full());
+        Controller::on_end_acks(&mut c, t0, 0, false, Some(3));
+        assert!(!share.window_full());
     }
 
     #[test]

@@ -11,8 +11,12 @@
 //! bytes still in it is what the connection has sent; over a wait during
 //! which the buffer never ran dry, that over the time is its rate. A wake-up
 //! that finds the buffer empty means the allowance was too small to cover
-//! the wait (timers are coarse): it doubles. Sans-IO: occupancy and a clock
-//! in, decisions out.
+//! the wait (timers are coarse): it doubles — unless the connection's
+//! congestion window was full then: the buffer ran dry because an
+//! acknowledgement let its frames go, and nothing more could have left
+//! (on a slow link, where a frame takes milliseconds to send, doubling on
+//! those kept four frames in quinn's buffer, ahead of every sparse frame).
+//! Sans-IO: occupancy, the window's state and a clock in, decisions out.
 
 use std::time::Duration;
 
@@ -48,6 +52,9 @@ pub struct Feeder {
     /// The connection's delivery rate as its congestion controller
     /// measures it, bytes per second (0: none).
     delivery_rate: f64,
+    /// Whether the connection's congestion window has no room for another
+    /// packet, as its controller last said (false: room, or not known).
+    window_full: bool,
 }
 
 impl Feeder {
@@ -64,6 +71,7 @@ impl Feeder {
             wait_start: None,
             rate: 0.0,
             delivery_rate: 0.0,
+            window_full: false,
         }
     }
 
@@ -90,6 +98,14 @@ impl Feeder {
     /// thousand frames a second).
     pub fn use_delivery_rate(&mut self, rate: f64) {
         self.delivery_rate = rate;
+    }
+
+    /// Tells the feeder whether the connection's congestion window has room
+    /// for another packet now (`full`: none). A buffer found dry while the
+    /// window is full was emptied by an acknowledgement, not starved: the
+    /// connection could not have sent more, so the allowance does not grow.
+    pub fn use_window_full(&mut self, full: bool) {
+        self.window_full = full;
     }
 
     /// Decides about the next frame, given the bytes in the buffer now. A
@@ -138,6 +154,12 @@ impl Feeder {
     fn measure(&mut self, now: Timestamp, since: Timestamp, sent_then: u64, occupancy: usize) {
         let elapsed = now - since;
         if occupancy == 0 {
+            if self.window_full {
+                // Dry, but the window let out all it could: more in the
+                // buffer would only have waited there, ahead of whatever
+                // comes next.
+                return;
+            }
             // Ran dry while we slept: the allowance did not cover the wait.
             // It doubles, up to twice what the connection delivers in the
             // wait (or the target, if longer) when that is known — but
@@ -333,5 +355,39 @@ mod tests {
         // what the buffer holds.
         assert_eq!(feeder.decide(at(5.0), 0), Feed::Push);
         assert_eq!(feeder.allowance(), 8192);
+    }
+
+    #[test]
+    fn a_buffer_emptied_by_a_full_window_does_not_grow_the_allowance() {
+        // 5 Mbit/s: a full frame takes 2.3 ms to send, and the pump wakes
+        // every millisecond. The window holds two packets; each ACK lets
+        // the one frame waiting in quinn's buffer go and the window is full
+        // again. Waking to find the buffer dry then is no starvation.
+        for (window_full, grows) in [(true, false), (false, true)] {
+            let mut feeder = Feeder::new(Duration::from_millis(1), 1 << 20);
+            feeder.use_delivery_rate(625_000.0);
+            feeder.pushed(INITIAL_ALLOWANCE);
+            let _ = feeder.decide(at(0.0), INITIAL_ALLOWANCE);
+            // 625 bytes sent in a millisecond: the allowance is that much.
+            let _ = feeder.decide(at(1.0), INITIAL_ALLOWANCE - 625);
+            let before = feeder.allowance();
+            assert_eq!(before, 625);
+            let mut t = 1.0;
+            for _ in 0..20 {
+                feeder.pushed(1400);
+                let _ = feeder.decide(at(t), 1400);
+                t += 1.0;
+                feeder.use_window_full(window_full);
+                assert_eq!(feeder.decide(at(t), 0), Feed::Push);
+                feeder.use_window_full(false);
+            }
+            let after = feeder.allowance();
+            assert_eq!(after > before, grows, "{before} -> {after}");
+            if !grows {
+                // One frame at a time: a sparse frame that comes next waits
+                // behind at most that one in quinn's buffer.
+                assert_eq!(after, before);
+            }
+        }
     }
 }

@@ -284,10 +284,12 @@ impl PeerSender {
     }
 
     /// Asks the feeder about the next frame, with the delivery rate the
-    /// connection's controller measured, when it shares one.
+    /// connection's controller measured and whether its window is full,
+    /// when it shares them.
     fn decide(state: &mut SenderState, now: Timestamp, occupancy: usize) -> Feed {
         if let Some(share) = &state.share {
             state.feeder.use_delivery_rate(share.delivery_rate());
+            state.feeder.use_window_full(share.window_full());
         }
         state.feeder.decide(now, occupancy)
     }
