@@ -41,7 +41,8 @@
 //! waiting for the next acknowledgement to open the window; once they are
 //! sent the window is the controller's own again. The controller in turn
 //! publishes its delivery rate there, which bounds how far the sender lets
-//! quinn's buffer grow.
+//! quinn's buffer grow, and whether its window is full, when a buffer
+//! found dry says nothing about the sender's allowance.
 //!
 //! (About 500 lines of controller; the file is longer for its simulation
 //! tests, kept beside the private state they set up.)
