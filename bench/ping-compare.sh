@@ -4,9 +4,10 @@
 # n2n on 10.78.0.0/24), and ping rounds alternate between them, so machine
 # drift hits both alike. Each round also times the floors of a relayed round
 # trip without any overlay (transports/examples/quinn_floor.rs): a bare
-# quinn datagram forwarder with an echo peer, and the same over plain UDP.
+# quinn datagram forwarder with an echo peer, the same forwarder driving
+# quinn-proto from one loop, and the same over plain UDP.
 # Needs root, iproute2, ping, n2n (apt-get install n2n) and a release build
-# (cargo build --release --bin lanparty --example quinn_floor).
+# (cargo build --release --bin lanparty && cargo build --release -p lanparty-transports --example quinn_floor).
 #
 #   bash bench/ping-compare.sh [ROUNDS] [COUNT] [INTERVAL]
 #     ROUNDS rounds (default 3) of COUNT pings (default 100) INTERVAL s apart
@@ -18,7 +19,7 @@ rounds=${1:-3}; count=${2:-100}; interval=${3:-0.01}
 bin=${LP_BIN:-$PWD/target/release/lanparty}
 floor=$PWD/target/release/examples/quinn_floor
 for b in "$bin" "$floor"; do
-  [ -x "$b" ] || { echo "build first: cargo build --release --bin lanparty --example quinn_floor" >&2; exit 2; }
+  [ -x "$b" ] || { echo "build first: cargo build --release --bin lanparty && cargo build --release -p lanparty-transports --example quinn_floor" >&2; exit 2; }
 done
 source bench/lib.sh
 needs ip ping edge supernode
@@ -30,8 +31,10 @@ lanparty_arb "$ra" "$na" "$nb" lpping 10.77.0
 n2n_arb "$ra" "$na" "$nb" 10.78.0
 bg "$ra" floor-quic-relay.log "$floor" quic relay 0.0.0.0:4500 "$dir/floor-tls"
 bg "$ra" floor-udp-relay.log "$floor" udp relay 0.0.0.0:4501
-for _ in $(seq 100); do [ -f "$dir/floor-tls/relay-cert.der" ] && break; sleep 0.05; done
+bg "$ra" floor-proto-relay.log "$floor" proto relay 0.0.0.0:4502 "$dir/floor-tls-proto"
+for _ in $(seq 100); do [ -f "$dir/floor-tls/relay-cert.der" ] && [ -f "$dir/floor-tls-proto/relay-cert.der" ] && break; sleep 0.05; done
 bg "$nb" floor-quic-echo.log "$floor" quic echo 10.203.2.1:4500 "$dir/floor-tls"
+bg "$nb" floor-proto-echo.log "$floor" quic echo 10.203.2.1:4502 "$dir/floor-tls-proto"
 bg "$nb" floor-udp-echo.log "$floor" udp echo 10.203.2.1:4501
 wait_ping "$na" 10.77.0.2
 wait_ping "$na" 10.78.0.2
@@ -46,5 +49,5 @@ floor_avg() { # quic|udp PORT [CERT_DIR] — the floor's average round trip
     sed -n 's/.*rtt avg \([0-9.]*\) ms.*/\1 ms/p'
 }
 for r in $(seq "$rounds"); do
-  echo "round $r: lanparty $(ping_avg "$na" 10.77.0.2)   n2n $(ping_avg "$na" 10.78.0.2)   quinn floor $(floor_avg quic 4500 "$dir/floor-tls")   udp floor $(floor_avg udp 4501)"
+  echo "round $r: lanparty $(ping_avg "$na" 10.77.0.2)   n2n $(ping_avg "$na" 10.78.0.2)   quinn floor $(floor_avg quic 4500 "$dir/floor-tls")   one-loop quinn-proto relay $(floor_avg quic 4502 "$dir/floor-tls-proto")   udp floor $(floor_avg udp 4501)"
 done

@@ -9,9 +9,18 @@
 //!   the same ACK frequency), so the round trip pays what any quinn-based
 //!   relay pays: four QUIC sends and receives at the peers, a decrypt and
 //!   re-encrypt at the relay;
+//! - `proto` (relay only; its peers are the `quic` ones): the same
+//!   forwarder driving `quinn_proto` itself from one task, the endpoint,
+//!   every connection and the socket in one loop with one wake-up per
+//!   batch of datagrams, instead of quinn's endpoint task, one driver task
+//!   per connection and the reader tasks between them;
 //! - `udp`: plain tokio UDP sockets, the same forwarding without QUIC
 //!   (what a relay that forwards without decrypting, like n2n's
 //!   supernode, pays in a tokio program).
+//!
+//! `flood` sends SIZE-byte datagrams to the echo as fast as quinn lets it
+//! for SECONDS and counts what comes back: a relay's cost per forwarded
+//! datagram at saturation (read its CPU time around the run).
 //!
 //! `bench/ping-compare.sh` runs both in the A — R — B namespaces of
 //! `bench/e2e.sh`, beside lanparty and n2n. Usage:
@@ -20,6 +29,8 @@
 //! quinn_floor quic relay LISTEN CERT_DIR
 //! quinn_floor quic echo  RELAY CERT_DIR
 //! quinn_floor quic ping  RELAY CERT_DIR COUNT INTERVAL_MS
+//! quinn_floor quic flood RELAY CERT_DIR SECONDS SIZE
+//! quinn_floor proto relay LISTEN CERT_DIR
 //! quinn_floor udp  relay LISTEN
 //! quinn_floor udp  echo  RELAY
 //! quinn_floor udp  ping  RELAY COUNT INTERVAL_MS
@@ -52,6 +63,11 @@ fn main() {
             ["quic", "ping", relay, dir, count, ms] => {
                 let conn = quic_connect(relay.parse()?, Path::new(dir)).await?;
                 ping(Pinger::Quic(conn), count.parse()?, ms.parse()?).await
+            }
+            ["proto", "relay", listen, dir] => proto_relay(listen.parse()?, Path::new(dir)).await,
+            ["quic", "flood", relay, dir, secs, size] => {
+                let conn = quic_connect(relay.parse()?, Path::new(dir)).await?;
+                flood(conn, Duration::from_secs(secs.parse()?), size.parse()?).await
             }
             ["udp", "relay", listen] => udp_relay(listen.parse()?).await,
             ["udp", "echo", relay] => udp_echo(relay.parse()?).await,
@@ -107,6 +123,139 @@ async fn quic_relay(listen: SocketAddr, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// [`quic_relay`] without quinn's tasks: one loop owns the socket (batched
+/// receive with GRO and segmented sends with GSO through quinn-udp, as
+/// quinn does), the `quinn_proto` endpoint and its connections.
+async fn proto_relay(listen: SocketAddr, dir: &Path) -> Result<(), Error> {
+    use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event};
+    use std::collections::HashMap;
+    use std::io::IoSliceMut;
+    use tokio::io::Interest;
+
+    let files = tls::SelfSignedFiles::in_dir(dir);
+    let (identity, _) = tls::load_or_generate_self_signed(&files, &["relay".to_string()])?;
+    let server = Arc::new(tls::quic_server_config(identity, transport())?);
+    let socket = tokio::net::UdpSocket::from_std(net::bind_udp(listen, 4 << 20)?)?;
+    let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+    let mut endpoint = Endpoint::new(
+        Arc::new(EndpointConfig::default()),
+        Some(server),
+        true,
+        None,
+    );
+    let mut conns: HashMap<ConnectionHandle, quinn_proto::Connection> = HashMap::new();
+    let slot = 65536 * state.gro_segments().max(1);
+    let mut rx = vec![0u8; slot * quinn_udp::BATCH_SIZE];
+    let mut meta = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
+    let mut tx = Vec::with_capacity(65536);
+    let mut forward: Vec<(ConnectionHandle, Bytes)> = Vec::new();
+    // A full socket buffer waits, as quinn's driver does.
+    async fn send(
+        socket: &tokio::net::UdpSocket,
+        state: &quinn_udp::UdpSocketState,
+        t: &quinn_proto::Transmit,
+        contents: &[u8],
+    ) {
+        let transmit = quinn_udp::Transmit {
+            destination: t.destination,
+            ecn: None,
+            contents,
+            segment_size: t.segment_size,
+            src_ip: t.src_ip,
+        };
+        loop {
+            if socket.writable().await.is_err() {
+                return;
+            }
+            match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit)) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
+    }
+    loop {
+        let deadline = conns.values_mut().filter_map(|c| c.poll_timeout()).min();
+        let sleep = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ready = socket.readable() => ready?,
+            () = sleep => {}
+        }
+        let now = Instant::now();
+        // Every datagram that is ready, into the endpoint and its connections.
+        for _ in 0..4 {
+            let mut bufs: Vec<IoSliceMut> = rx.chunks_mut(slot).map(IoSliceMut::new).collect();
+            let n = match socket.try_io(Interest::READABLE, || {
+                state.recv((&socket).into(), &mut bufs, &mut meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            };
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                for d in buf[..m.len].chunks(m.stride.max(1)) {
+                    let data = bytes::BytesMut::from(d);
+                    match endpoint.handle(now, m.addr, m.dst_ip, None, data, &mut tx) {
+                        Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                            if let Some(conn) = conns.get_mut(&ch) {
+                                conn.handle_event(event);
+                            }
+                        }
+                        Some(DatagramEvent::NewConnection(incoming)) => {
+                            if let Ok((ch, conn)) = endpoint.accept(incoming, now, &mut tx, None) {
+                                conns.insert(ch, conn);
+                            }
+                        }
+                        Some(DatagramEvent::Response(t)) => {
+                            send(&socket, &state, &t, &tx[..t.size]).await
+                        }
+                        None => {}
+                    }
+                    tx.clear();
+                }
+            }
+        }
+        for conn in conns.values_mut() {
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now);
+            }
+        }
+        // Application events: datagrams to forward; endpoint bookkeeping.
+        for (ch, conn) in conns.iter_mut() {
+            while let Some(event) = conn.poll() {
+                let _: Event = event;
+            }
+            while let Some(d) = conn.datagrams().recv() {
+                forward.push((*ch, d));
+            }
+            while let Some(event) = conn.poll_endpoint_events() {
+                if let Some(back) = endpoint.handle_event(*ch, event) {
+                    conn.handle_event(back);
+                }
+            }
+        }
+        for (from, d) in forward.drain(..) {
+            for (_, conn) in conns.iter_mut().filter(|(ch, _)| **ch != from) {
+                let _ = conn.datagrams().send(d.clone(), true);
+            }
+        }
+        conns.retain(|_, c| !c.is_drained());
+        // quinn's own cap: 64 segments of a full-size packet would pass
+        // the 64 kB a UDP send takes, and quinn-udp drops an EMSGSIZE.
+        let segments = state.max_gso_segments().min(10);
+        for conn in conns.values_mut() {
+            while let Some(t) = conn.poll_transmit(now, segments, &mut tx) {
+                send(&socket, &state, &t, &tx[..t.size]).await;
+                tx.clear();
+            }
+        }
+    }
+}
+
 async fn quic_connect(relay: SocketAddr, dir: &Path) -> Result<quinn::Connection, Error> {
     let trust = tls::load_pinned(&tls::SelfSignedFiles::in_dir(dir).cert_der)?;
     let socket = net::bind_udp("0.0.0.0:0".parse()?, 4 << 20)?;
@@ -120,6 +269,37 @@ async fn quic_echo(relay: SocketAddr, dir: &Path) -> Result<(), Error> {
     while let Ok(datagram) = conn.read_datagram().await {
         conn.send_datagram(datagram)?;
     }
+    Ok(())
+}
+
+/// Sends `size`-byte datagrams for `secs`, as fast as the connection takes
+/// them; prints what was sent and echoed per second.
+async fn flood(conn: quinn::Connection, secs: Duration, size: usize) -> Result<(), Error> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let echoed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = echoed.clone();
+    let reader = conn.clone();
+    tokio::spawn(async move {
+        while reader.read_datagram().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let payload = Bytes::from(vec![0x5a; size]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < secs {
+        conn.send_datagram_wait(payload.clone()).await?;
+        sent += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let back = echoed.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "sent {:.0}/s, echoed {:.0}/s ({:.0} Mbit/s each way through the relay)",
+        sent as f64 / elapsed,
+        back as f64 / elapsed,
+        back as f64 * size as f64 * 8.0 / elapsed / 1e6
+    );
     Ok(())
 }
 

@@ -1,5 +1,7 @@
-//! Length-prefixed JSON framing of control messages over any async byte
-//! stream.
+//! Length-prefixed JSON framing of control messages: [`Decoder`], the
+//! framing rules with no I/O (bytes in, messages out, in whatever chunks
+//! the stream delivers), and [`read_message`] / [`write_message`] over any
+//! async byte stream, built on it.
 //!
 //! ```text
 //! +----------------------+---------------------------+
@@ -99,6 +101,92 @@ pub fn decode_body_unvalidated(body: &[u8]) -> Result<ControlMessage, CodecError
     serde_json::from_str(text).map_err(CodecError::InvalidJson)
 }
 
+/// The framing rules with no I/O: push the stream's bytes as they come,
+/// take whole messages out. Holds at most one frame (prefix and body); a
+/// frame over the limit is refused from its prefix, before its body is
+/// buffered.
+#[derive(Debug)]
+pub struct Decoder {
+    max: usize,
+    /// Bytes of the frame being read: the prefix, then the body.
+    buf: Vec<u8>,
+    /// The body's length once the prefix is complete.
+    body_len: Option<usize>,
+}
+
+impl Decoder {
+    /// A decoder refusing frames over `max` bytes of body.
+    pub fn new(max: usize) -> Decoder {
+        Decoder {
+            max,
+            buf: Vec::new(),
+            body_len: None,
+        }
+    }
+
+    /// How many bytes the frame being read still needs (a reader that must
+    /// not read past a frame asks for exactly this many).
+    pub fn needed(&self) -> usize {
+        match self.body_len {
+            None => LENGTH_PREFIX_LEN - self.buf.len(),
+            Some(len) => LENGTH_PREFIX_LEN + len - self.buf.len(),
+        }
+    }
+
+    /// True between frames: the stream may end here cleanly.
+    pub fn is_between_frames(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Takes bytes from the front of `bytes` towards the next frame and
+    /// returns how many it took with the frame's body once it is whole
+    /// (undecoded: see [`decode_body`] / [`decode_body_unvalidated`]). Call
+    /// again with the rest while bytes remain.
+    pub fn push(&mut self, bytes: &[u8]) -> (usize, Result<Option<Vec<u8>>, CodecError>) {
+        let mut took = 0;
+        loop {
+            let take = self.needed().min(bytes.len() - took);
+            self.buf.extend_from_slice(&bytes[took..took + take]);
+            took += take;
+            match self.body_len {
+                None if self.buf.len() == LENGTH_PREFIX_LEN => {
+                    let mut prefix = [0u8; LENGTH_PREFIX_LEN];
+                    prefix.copy_from_slice(&self.buf);
+                    let len = u32::from_be_bytes(prefix) as usize;
+                    if len > self.max {
+                        self.buf.clear();
+                        return (took, Err(CodecError::Oversize { len, max: self.max }));
+                    }
+                    // The body follows, in this push if the bytes are here.
+                    self.body_len = Some(len);
+                }
+                Some(len) if self.buf.len() == LENGTH_PREFIX_LEN + len => {
+                    let body = self.buf.split_off(LENGTH_PREFIX_LEN);
+                    self.buf.clear();
+                    self.body_len = None;
+                    return (took, Ok(Some(body)));
+                }
+                _ => return (took, Ok(None)),
+            }
+        }
+    }
+
+    /// The stream ended: an error if it ended inside a frame.
+    pub fn finish(&self) -> Result<(), CodecError> {
+        match self.body_len {
+            _ if self.buf.is_empty() => Ok(()),
+            None => Err(CodecError::Truncated {
+                got: self.buf.len(),
+                expected: LENGTH_PREFIX_LEN,
+            }),
+            Some(len) => Err(CodecError::Truncated {
+                got: self.buf.len() - LENGTH_PREFIX_LEN,
+                expected: len,
+            }),
+        }
+    }
+}
+
 /// Reads one message and validates it. Returns `Ok(None)` when the stream
 /// ends cleanly between frames.
 pub async fn read_message<R: AsyncRead + Unpin>(
@@ -114,32 +202,30 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads one message without checking field values.
+/// Reads one message without checking field values, never past its
+/// frame (the stream may carry other data after it).
 pub async fn read_message_unvalidated<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<ControlMessage>, CodecError> {
-    let mut prefix = [0u8; LENGTH_PREFIX_LEN];
-    let got = read_full(reader, &mut prefix).await?;
-    if got == 0 {
-        return Ok(None);
+    let mut decoder = Decoder::new(max);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let want = decoder.needed().min(chunk.len());
+        let n = reader.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            decoder.finish()?;
+            return Ok(None);
+        }
+        let mut at = 0;
+        while at < n {
+            let (took, body) = decoder.push(&chunk[at..n]);
+            at += took;
+            if let Some(body) = body? {
+                return decode_body_unvalidated(&body).map(Some);
+            }
+        }
     }
-    if got < LENGTH_PREFIX_LEN {
-        return Err(CodecError::Truncated {
-            got,
-            expected: LENGTH_PREFIX_LEN,
-        });
-    }
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Err(CodecError::Oversize { len, max });
-    }
-    let mut body = vec![0u8; len];
-    let got = read_full(reader, &mut body).await?;
-    if got < len {
-        return Err(CodecError::Truncated { got, expected: len });
-    }
-    decode_body_unvalidated(&body).map(Some)
 }
 
 /// Writes one message and flushes.
@@ -150,17 +236,4 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     writer.write_all(&encode(message)).await?;
     writer.flush().await?;
     Ok(())
-}
-
-/// Reads until `buf` is full or the stream ends; returns bytes read.
-async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = reader.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }

@@ -5,7 +5,7 @@ pub mod messages;
 pub mod validate;
 
 pub use codec::{
-    CodecError, MAX_CONTROL_FRAME, read_message, read_message_unvalidated, write_message,
+    CodecError, Decoder, MAX_CONTROL_FRAME, read_message, read_message_unvalidated, write_message,
 };
 pub use messages::*;
 pub use validate::{ValidationError, room_key, validate_room_code};

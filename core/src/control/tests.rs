@@ -1,7 +1,7 @@
 //! Control-plane tests: message round trips, the length-prefixed codec and
 //! what it refuses.
 
-use super::codec::{LENGTH_PREFIX_LEN, decode_body, encode};
+use super::codec::{Decoder, LENGTH_PREFIX_LEN, decode_body, encode};
 use super::*;
 
 fn hello() -> Hello {
@@ -264,4 +264,75 @@ async fn random_bytes_never_panic_the_codec() {
             );
         }
     }
+}
+
+#[test]
+fn the_decoder_takes_a_stream_in_any_chunks() {
+    let messages = all_messages();
+    let wire: Vec<u8> = messages.iter().flat_map(encode).collect();
+    for chunk in [1, 2, 3, 7, 64, wire.len()] {
+        let mut decoder = Decoder::new(MAX_CONTROL_FRAME);
+        let mut got = Vec::new();
+        for piece in wire.chunks(chunk) {
+            let mut at = 0;
+            while at < piece.len() {
+                let (took, body) = decoder.push(&piece[at..]);
+                at += took;
+                if let Some(body) = body.unwrap() {
+                    got.push(decode_body(&body).unwrap());
+                }
+            }
+        }
+        assert!(decoder.is_between_frames());
+        decoder.finish().unwrap();
+        assert_eq!(got, messages, "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn the_decoder_never_takes_past_a_frame() {
+    let one = encode(&ControlMessage::StatsRequest);
+    let mut wire = one.clone();
+    wire.extend_from_slice(b"after");
+    let mut decoder = Decoder::new(MAX_CONTROL_FRAME);
+    assert_eq!(decoder.needed(), LENGTH_PREFIX_LEN);
+    let (took, body) = decoder.push(&wire[..2]);
+    assert_eq!(took, 2);
+    assert!(body.unwrap().is_none());
+    assert_eq!(decoder.needed(), LENGTH_PREFIX_LEN - 2);
+    let (took, body) = decoder.push(&wire[2..]);
+    assert_eq!(took, one.len() - 2);
+    assert_eq!(
+        decode_body(&body.unwrap().unwrap()).unwrap(),
+        ControlMessage::StatsRequest
+    );
+    assert_eq!(decoder.needed(), LENGTH_PREFIX_LEN);
+}
+
+#[test]
+fn the_decoder_refuses_an_oversize_prefix_and_names_a_cut_frame() {
+    let mut decoder = Decoder::new(100);
+    let (took, body) = decoder.push(&101u32.to_be_bytes());
+    assert_eq!(took, LENGTH_PREFIX_LEN);
+    assert!(matches!(
+        body,
+        Err(CodecError::Oversize { len: 101, max: 100 })
+    ));
+    let mut decoder = Decoder::new(100);
+    let frame = encode(&ControlMessage::StatsRequest);
+    let _ = decoder.push(&frame[..2]);
+    assert!(matches!(
+        decoder.finish(),
+        Err(CodecError::Truncated {
+            got: 2,
+            expected: LENGTH_PREFIX_LEN
+        })
+    ));
+    let mut decoder = Decoder::new(100);
+    let _ = decoder.push(&frame[..frame.len() - 1]);
+    assert!(!decoder.is_between_frames());
+    assert!(matches!(
+        decoder.finish(),
+        Err(CodecError::Truncated { got, expected }) if got + 1 == expected
+    ));
 }
