@@ -1,41 +1,85 @@
-//! The control stream after the hello: one task reads messages, one writes
-//! them, so that the session loop never waits on a peer that does not read
-//! and never loses half a message to cancellation.
+//! The control stream over quinn, for the drivers of the sans-IO sessions
+//! ([`crate::session`]): a writer task that writes what a session emits in
+//! order (so the driver never waits on a peer that does not read, and no
+//! message is half-written by a cancelled future), and a cancel-safe read
+//! of whatever bytes have arrived.
 
-use lanparty_core::control::{CodecError, ControlMessage, read_message, write_message};
+use std::time::Instant;
+
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// Messages the peer sent, or why reading stopped. `Ok(None)`: the peer
-/// finished the stream.
-pub type Incoming = mpsc::Receiver<Result<Option<ControlMessage>, CodecError>>;
+use crate::session::ControlInput;
 
-/// Starts the reader and writer tasks. Messages queued on the sender side
-/// of `outgoing` are written in order; the stream is finished when every
-/// sender is dropped.
-pub fn spawn(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    max_frame: usize,
-    mut outgoing: mpsc::Receiver<ControlMessage>,
-) -> Incoming {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            let result = read_message(&mut recv, max_frame).await;
-            let stop = !matches!(result, Ok(Some(_)));
-            if tx.send(result).await.is_err() || stop {
-                break;
+/// Encoded messages waiting for the writer, at most (beyond, the peer is
+/// not reading and further messages are dropped).
+const QUEUED_WRITES: usize = 64;
+
+/// The writing side of a control stream, held by a session's driver.
+#[derive(Debug, Default)]
+pub struct ControlWriter {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+impl ControlWriter {
+    /// Starts the writer task for `send`.
+    pub fn spawn(mut send: quinn::SendStream) -> ControlWriter {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUED_WRITES);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if let Err(e) = send.write_all(&bytes).await {
+                    tracing::debug!("control stream write failed: {e}");
+                    return;
+                }
             }
+            let _ = send.finish();
+        });
+        ControlWriter { tx: Some(tx) }
+    }
+
+    /// Queues bytes; false if they were dropped (the peer is not reading,
+    /// or the stream is finished or gone).
+    pub fn write(&self, bytes: Vec<u8>) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(bytes).is_ok())
+    }
+
+    /// Finishes the stream once what is queued is written.
+    pub fn finish(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// The next bytes of `recv` (`Ok(None)`: the peer finished it); never
+/// resolves without a stream. Cancel-safe (quinn's `read_chunk` is).
+pub async fn read_chunk(
+    recv: &mut Option<quinn::RecvStream>,
+    max: usize,
+) -> Result<Option<Bytes>, quinn::ReadError> {
+    match recv {
+        Some(r) => Ok(r.read_chunk(max, true).await?.map(|c| c.bytes)),
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands what [`read_chunk`] gave to `session`: bytes, the stream's end or
+/// the connection's loss (after either, the stream is dropped).
+pub fn deliver(
+    session: &mut impl ControlInput,
+    now: Instant,
+    recv: &mut Option<quinn::RecvStream>,
+    read: Result<Option<Bytes>, quinn::ReadError>,
+) {
+    match read {
+        Ok(Some(bytes)) => session.handle_control(now, &bytes),
+        Ok(None) => {
+            *recv = None;
+            session.handle_control_finished(now);
         }
-    });
-    tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            if let Err(e) = write_message(&mut send, &message).await {
-                tracing::debug!("control stream write failed: {e}");
-                return;
-            }
+        Err(e) => {
+            *recv = None;
+            session.connection_lost(&e.to_string());
         }
-        let _ = send.finish();
-    });
-    rx
+    }
 }

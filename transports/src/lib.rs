@@ -18,4 +18,5 @@ pub mod gate;
 pub mod net;
 pub mod report;
 pub mod server;
+pub mod session;
 pub mod tls;

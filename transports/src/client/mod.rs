@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::control::{
-    ControlMessage, Credential, DisconnectReason, Hello, PROTOCOL_VERSION, PeerRole, Welcome,
-    read_message, validate_room_code, write_message,
+    ControlMessage, Credential, Hello, MAX_CONTROL_FRAME, PROTOCOL_VERSION, PeerRole, Welcome,
+    validate_room_code,
 };
 use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::MacIdentity;
@@ -29,13 +29,14 @@ use lanparty_core::runtime::{Port, PortError};
 use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
+use crate::control_stream::{ControlWriter, deliver, read_chunk};
 use crate::datapath::{
     DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, datapath_metrics, ready_datagram,
     reassembly_limits,
 };
-use crate::net::{self, close};
+use crate::net;
+use crate::session::{ClientEnd, ClientEvent, ClientSession, ControlInput};
 use crate::tls::{self, Trust};
 
 mod reconnect;
@@ -78,17 +79,12 @@ impl std::fmt::Debug for QuicClient {
     }
 }
 
+/// Why an attempt failed before its session began.
 enum Attempt {
     /// Stop the node: a person has to change something.
     Final(String),
     /// Try again after the backoff.
     Retry(String),
-}
-
-enum SessionEnd {
-    Shutdown,
-    Lost(String),
-    Kicked(String),
 }
 
 /// The host part of `host:port` or `[v6]:port`.
@@ -252,23 +248,30 @@ impl QuicClient {
                 _ = shutdown.wait() => return Ok(()),
                 attempt = self.connect(&quic) => attempt,
             };
-            let end = match attempt {
-                Ok((conn, control, mut welcome)) => {
-                    link.set_room_mtu(welcome.mtu);
-                    self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-                    sender.set_connection(Some(conn.clone()));
-                    welcome.header_compression &= self.settings.header_compression;
-                    sender.compress(welcome.header_compression);
-                    status.connected(&conn, welcome);
-                    let end = self
-                        .session(&conn, control, &welcome, &mut link, &sender, &mut shutdown)
+            let why = match attempt {
+                Ok(connected) => {
+                    let (end, joined) = self
+                        .drive(connected, &mut link, &sender, &status, &mut shutdown)
                         .await;
                     sender.set_connection(None);
-                    status.disconnected(match &end {
-                        SessionEnd::Lost(why) | SessionEnd::Kicked(why) => why.clone(),
-                        SessionEnd::Shutdown => "shutting down".into(),
-                    });
-                    end
+                    let why = match end {
+                        ClientEnd::Shutdown => {
+                            status.disconnected("shutting down".into());
+                            return Ok(());
+                        }
+                        ClientEnd::Final(why) => {
+                            status.disconnected(why.clone());
+                            return Err(PortError::new(&self.name, why));
+                        }
+                        ClientEnd::Retry(why) => why,
+                    };
+                    if !joined {
+                        self.counters
+                            .failed_attempts
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    status.disconnected(why.clone());
+                    why
                 }
                 Err(Attempt::Final(why)) => {
                     return Err(PortError::new(&self.name, why));
@@ -278,22 +281,16 @@ impl QuicClient {
                         .failed_attempts
                         .fetch_add(1, Ordering::Relaxed);
                     status.disconnected(why.clone());
-                    SessionEnd::Lost(why)
+                    why
                 }
             };
-            match end {
-                SessionEnd::Shutdown => return Ok(()),
-                SessionEnd::Kicked(why) => return Err(PortError::new(&self.name, why)),
-                SessionEnd::Lost(why) => {
-                    let delay = reconnect.ended(Instant::now());
-                    tracing::warn!(port = %self.name, relay = %self.settings.relay, retry_in = ?delay, "{why}");
-                    if self
-                        .wait_disconnected(delay, &mut link, &mut shutdown)
-                        .await
-                    {
-                        return Ok(());
-                    }
-                }
+            let delay = reconnect.ended(Instant::now());
+            tracing::warn!(port = %self.name, relay = %self.settings.relay, retry_in = ?delay, "{why}");
+            if self
+                .wait_disconnected(delay, &mut link, &mut shutdown)
+                .await
+            {
+                return Ok(());
             }
         }
     }
@@ -325,10 +322,9 @@ impl QuicClient {
         }
     }
 
-    async fn connect(
-        &self,
-        quic: &quinn::ClientConfig,
-    ) -> Result<(quinn::Connection, Control, Welcome), Attempt> {
+    /// Resolves the relay and completes the QUIC handshake (within
+    /// `hello_timeout`, which the welcome shares).
+    async fn connect(&self, quic: &quinn::ClientConfig) -> Result<Connected, Attempt> {
         let relay = &self.settings.relay;
         let addr: SocketAddr = tokio::net::lookup_host(relay.as_str())
             .await
@@ -353,8 +349,8 @@ impl QuicClient {
                 ))
             })?;
         let timeout = self.settings.hello_timeout.0;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let conn = match tokio::time::timeout_at(deadline, connecting).await {
+        let deadline = Instant::now() + timeout;
+        let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return Err(self.handshake_failed(&e, addr)),
             Err(_) => {
@@ -364,76 +360,12 @@ impl QuicClient {
                 )));
             }
         };
-        let attempt = async {
-            let budget = conn.max_datagram_size().unwrap_or(0);
-            let budget = self
-                .settings
-                .datagram_budget
-                .map_or(budget, |b| (b as usize).min(budget));
-            let (mut send, mut recv) = conn
-                .open_bi()
-                .await
-                .map_err(|e| Attempt::Retry(format!("relay connection lost: {e}")))?;
-            let hello = Hello {
-                protocol_version: PROTOCOL_VERSION,
-                role: self.settings.role,
-                room: self.settings.room.clone(),
-                mac: self.settings.mac,
-                datagram_budget: u32::try_from(budget).unwrap_or(u32::MAX),
-                credential: self.settings.credential.clone().map(Credential),
-                header_compression: self.settings.header_compression,
-            };
-            write_message(&mut send, &ControlMessage::Hello(hello))
-                .await
-                .map_err(|e| Attempt::Retry(format!("cannot send hello: {e}")))?;
-            let reply = read_message(&mut recv, lanparty_core::control::MAX_CONTROL_FRAME)
-                .await
-                .map_err(|e| Attempt::Retry(format!("bad answer from the relay: {e}")))?;
-            match reply {
-                Some(ControlMessage::Welcome(w)) => Ok((send, recv, w, budget)),
-                Some(ControlMessage::Reject(r)) => {
-                    conn.close(close::NORMAL.into(), b"rejected");
-                    let text = format!("the relay rejected us: {} ({})", r.message, r.code);
-                    if r.code.is_final() {
-                        Err(Attempt::Final(text))
-                    } else {
-                        Err(Attempt::Retry(text))
-                    }
-                }
-                Some(other) => Err(Attempt::Retry(format!(
-                    "the relay answered {} instead of welcome",
-                    other.kind()
-                ))),
-                None => Err(Attempt::Retry("the relay closed the control stream".into())),
-            }
-        };
-        let (send, recv, welcome, budget) = tokio::time::timeout_at(deadline, attempt)
-            .await
-            .map_err(|_| {
-                Attempt::Retry(format!(
-                    "the relay at {relay} ({addr}) took the connection but sent no welcome within {timeout:?}"
-                ))
-            })??;
-        tracing::info!(
-            port = %self.name, relay = %relay, room = %self.settings.room, role = %self.settings.role,
-            peer = %welcome.peer_id, room_id = welcome.room_id, mtu = welcome.mtu, budget, "joined the room"
-        );
-        let (out_tx, out_rx) = mpsc::channel(64);
-        let incoming = crate::control_stream::spawn(
-            send,
-            recv,
-            lanparty_core::control::MAX_CONTROL_FRAME,
-            out_rx,
-        );
-        Ok((
+        Ok(Connected {
             conn,
-            Control {
-                incoming,
-                outgoing: out_tx,
-                _endpoint: endpoint,
-            },
-            welcome,
-        ))
+            _endpoint: endpoint,
+            addr,
+            deadline,
+        })
     }
 
     /// What a failed QUIC handshake means: the relay's certificate refused
@@ -455,83 +387,174 @@ impl QuicClient {
         }
     }
 
-    async fn session(
+    /// Drives one [`ClientSession`] over the connection: the hello, the
+    /// welcome (the local room takes its MTU, the sender the connection),
+    /// then frames and control messages until the session ends. Returns
+    /// how it ended and whether the relay had welcomed us.
+    async fn drive(
         &self,
-        conn: &quinn::Connection,
-        mut control: Control,
-        welcome: &Welcome,
+        connected: Connected,
         link: &mut LinkHandle,
-        sender: &PeerSender,
+        sender: &Arc<PeerSender>,
+        status: &ClientStatus,
         shutdown: &mut ShutdownSignal,
-    ) -> SessionEnd {
-        let mut data = DataPath::new(
-            reassembly_limits(welcome.mtu),
-            None,
-            welcome.header_compression,
+    ) -> (ClientEnd, bool) {
+        let Connected {
+            conn,
+            _endpoint,
+            addr,
+            deadline,
+        } = connected;
+        let budget = conn.max_datagram_size().unwrap_or(0);
+        let budget = self
+            .settings
+            .datagram_budget
+            .map_or(budget, |b| (b as usize).min(budget));
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: self.settings.role,
+            room: self.settings.room.clone(),
+            mac: self.settings.mac,
+            datagram_budget: u32::try_from(budget).unwrap_or(u32::MAX),
+            credential: self.settings.credential.clone().map(Credential),
+            header_compression: self.settings.header_compression,
+        };
+        let mut machine = ClientSession::new(
+            hello,
+            format!("{} ({addr})", self.settings.relay),
+            deadline,
+            self.settings.hello_timeout.0,
         );
+        let opened = tokio::select! {
+            biased;
+            why = shutdown.wait() => {
+                machine.shutdown(Instant::now(), &why);
+                None
+            }
+            opened = tokio::time::timeout_at(deadline.into(), conn.open_bi()) => match opened {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    machine.connection_lost(&e.to_string());
+                    None
+                }
+                Err(_) => {
+                    machine.handle_timeout(deadline);
+                    None
+                }
+            },
+        };
+        let (writer, mut recv) = match opened {
+            Some((send, recv)) => (ControlWriter::spawn(send), Some(recv)),
+            None => (ControlWriter::default(), None),
+        };
+        let mut data: Option<DataPath> = None;
+        let mut joined = false;
+        let mut leaving = false;
         let counters = &self.counters.datapath;
         loop {
-            tokio::select! {
-                why = shutdown.wait() => {
-                    let _ = control.outgoing.try_send(ControlMessage::Disconnect { reason: DisconnectReason::Shutdown, message: why });
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    conn.close(close::NORMAL.into(), b"bye");
-                    return SessionEnd::Shutdown;
-                }
-                datagram = conn.read_datagram() => match datagram {
-                    // With what else has arrived, as one batch: a TAP
-                    // adapter writes its TCP segments merged.
-                    Ok(d) => link.gathered(|| {
-                        data.from_peer(d, sender, link, counters);
-                        for _ in 1..DATAGRAM_BATCH {
-                            let Some(d) = ready_datagram(conn) else { break };
-                            data.from_peer(d, sender, link, counters);
-                        }
-                    }),
-                    Err(e) => return SessionEnd::Lost(format!("lost the relay: {e}")),
-                },
-                // Frames from the room go to `sender` directly.
-                () = link.closed() => return SessionEnd::Shutdown,
-                message = control.incoming.recv() => match message {
-                    Some(Ok(Some(ControlMessage::PeerJoined { peer_id, role, mac }))) => {
+            while let Some(event) = machine.poll() {
+                match event {
+                    ClientEvent::Control(bytes) => {
+                        writer.write(bytes);
+                    }
+                    ClientEvent::Close { code, reason } => conn.close(code.into(), &reason),
+                    ClientEvent::Joined(mut welcome) => {
+                        tracing::info!(
+                            port = %self.name, relay = %self.settings.relay, room = %self.settings.room, role = %self.settings.role,
+                            peer = %welcome.peer_id, room_id = welcome.room_id, mtu = welcome.mtu, budget, "joined the room"
+                        );
+                        joined = true;
+                        link.set_room_mtu(welcome.mtu);
+                        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+                        sender.set_connection(Some(conn.clone()));
+                        welcome.header_compression &= self.settings.header_compression;
+                        sender.compress(welcome.header_compression);
+                        status.connected(&conn, welcome);
+                        data = Some(DataPath::new(
+                            reassembly_limits(welcome.mtu),
+                            None,
+                            welcome.header_compression,
+                        ));
+                    }
+                    ClientEvent::Notice(ControlMessage::PeerJoined { peer_id, role, mac }) => {
                         tracing::info!(port = %self.name, peer = %peer_id, %role, %mac, "peer joined the room");
                     }
-                    Some(Ok(Some(ControlMessage::PeerLeft { peer_id, reason }))) => {
+                    ClientEvent::Notice(ControlMessage::PeerLeft { peer_id, reason }) => {
                         tracing::info!(port = %self.name, peer = %peer_id, "peer left the room: {reason}");
                     }
-                    Some(Ok(Some(ControlMessage::StatsRequest))) => {
-                        let _ = control.outgoing.try_send(ControlMessage::Stats(data.peer_stats(conn, sender)));
+                    ClientEvent::Notice(other) => {
+                        tracing::debug!(port = %self.name, ?other, "from the relay");
                     }
-                    Some(Ok(Some(ControlMessage::Stats(stats)))) => {
-                        tracing::debug!(port = %self.name, ?stats, "relay stats");
+                    ClientEvent::StatsRequested => {
+                        if let Some(d) = &data {
+                            machine.send(&ControlMessage::Stats(d.peer_stats(&conn, sender)));
+                        }
                     }
-                    Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
-                        conn.close(close::NORMAL.into(), b"bye");
-                        let text = format!("the relay disconnected us ({reason:?}): {message}");
-                        return match reason {
-                            DisconnectReason::Kicked | DisconnectReason::PolicyChanged => SessionEnd::Kicked(text),
-                            _ => SessionEnd::Lost(text),
-                        };
-                    }
-                    Some(Ok(Some(other))) => {
-                        conn.close(close::PROTOCOL_ERROR.into(), b"unexpected control message");
-                        return SessionEnd::Lost(format!("the relay sent an unexpected {}", other.kind()));
-                    }
-                    Some(Ok(None)) | None => return SessionEnd::Lost("the relay closed the control stream".into()),
-                    Some(Err(e)) => {
-                        conn.close(close::PROTOCOL_ERROR.into(), b"bad control message");
-                        return SessionEnd::Lost(format!("bad control message from the relay: {e}"));
-                    }
-                },
+                    ClientEvent::Ended(end) => return (end, joined),
+                }
+            }
+            let next = machine.poll_timeout();
+            let established = machine.is_established();
+            let happened = tokio::select! {
+                why = shutdown.wait(), if !leaving => Happened::Shutdown(why),
+                // The local room is gone: the node is stopping.
+                () = link.closed(), if !leaving => Happened::Shutdown("node stopping".into()),
+                chunk = read_chunk(&mut recv, MAX_CONTROL_FRAME) => Happened::Control(chunk),
+                datagram = conn.read_datagram(), if established => Happened::Datagram(datagram),
+                () = sleep_until(next) => Happened::Deadline,
+            };
+            let now = Instant::now();
+            match happened {
+                Happened::Shutdown(why) => {
+                    leaving = true;
+                    machine.shutdown(now, &why);
+                }
+                Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
+                Happened::Datagram(Ok(d)) => {
+                    let Some(data) = data.as_mut() else { continue };
+                    // With what else has arrived, as one batch: a TAP
+                    // adapter writes its TCP segments merged.
+                    link.gathered(|| {
+                        data.from_peer(d, sender, link, counters);
+                        for _ in 1..DATAGRAM_BATCH {
+                            let Some(d) = ready_datagram(&conn) else {
+                                break;
+                            };
+                            data.from_peer(d, sender, link, counters);
+                        }
+                    });
+                }
+                Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
+                Happened::Deadline => machine.handle_timeout(now),
             }
         }
     }
 }
 
-struct Control {
-    incoming: crate::control_stream::Incoming,
-    outgoing: mpsc::Sender<ControlMessage>,
+/// A QUIC connection to the relay, handshake done.
+struct Connected {
+    conn: quinn::Connection,
+    /// Kept for the connection's life.
     _endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    /// When the welcome is due (the handshake's deadline).
+    deadline: Instant,
+}
+
+/// What woke a client session's driver.
+enum Happened {
+    Shutdown(String),
+    Control(Result<Option<bytes::Bytes>, quinn::ReadError>),
+    Datagram(Result<bytes::Bytes, quinn::ConnectionError>),
+    Deadline,
+}
+
+/// Sleeps until `deadline`; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {

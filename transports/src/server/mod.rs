@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::control::{
-    CodecError, ControlMessage, DisconnectReason, Hello, PROTOCOL_VERSION, PeerId, PeerRole,
-    Reject, RejectCode, Welcome, read_message_unvalidated, room_key, write_message,
+    ControlMessage, Hello, PROTOCOL_VERSION, PeerId, PeerRole, Reject, RejectCode, Welcome,
+    room_key,
 };
 use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::{ActivePolicy, LinkSpec, PolicyEvent, PortContext, ShutdownSignal};
@@ -581,12 +581,6 @@ impl Shared {
                 hello.room
             ),
         })
-    }
-
-    fn protocol_error(&self, conn: &quinn::Connection, reason: &'static str, detail: &str) {
-        self.counters.protocol_errors.add(reason);
-        tracing::info!(remote = %conn.remote_address(), reason, "dropping peer: {detail}");
-        conn.close(close::PROTOCOL_ERROR.into(), detail.as_bytes());
     }
 }
 

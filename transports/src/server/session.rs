@@ -1,8 +1,12 @@
-//! One connection's life at the relay: handshake slot, hello, admission
-//! (or a reject with a code and a sentence), then the session that moves
-//! its frames and control messages until it ends.
+//! One connection's life at the relay: the handshake slot, then the
+//! control session ([`RelaySession`], sans-IO) driven over quinn — the
+//! hello and its decision (admission, or a reject with a code and a
+//! sentence), then the admitted peer's frames and control messages until
+//! the session ends.
 
 use super::*;
+use crate::control_stream::{ControlWriter, deliver, read_chunk};
+use crate::session::{ControlInput, Leave, RelayEvent, RelaySession, RelayTimeouts};
 
 pub(super) async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
@@ -48,116 +52,214 @@ pub(super) async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn
     shared.live.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// A connection past its handshake: hello, then the session.
-pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
-    let Some((send, recv, hello)) = read_hello(shared, &conn).await else {
-        return;
-    };
-    session(shared, conn, send, recv, hello).await;
+/// An admitted peer's side of the session: its seat in the room and what
+/// the relay's other parts use to reach it.
+struct Seat {
+    peer: PeerId,
+    hello: Hello,
+    /// Taken by the driver once seated.
+    link: Option<lanparty_core::runtime::LinkHandle>,
+    sender: Arc<PeerSender>,
+    kick: Arc<Notify>,
+    replace: Arc<Notify>,
+    answered: Arc<Notify>,
+    /// Control messages for the peer from the room (joins, leaves) and
+    /// the stale-seat probe.
+    events_tx: mpsc::Sender<ControlMessage>,
+    /// Taken by the driver once seated.
+    events_rx: Option<mpsc::Receiver<ControlMessage>>,
+    mtu: u16,
+    /// Peers already in the room, announced after the welcome.
+    others: Vec<(PeerId, PeerRole, MacAddr)>,
+    path_budget: usize,
 }
 
-/// Waits for the hello, refusing datagrams that come before the welcome.
-pub(super) async fn read_hello(
-    shared: &Shared,
-    conn: &quinn::Connection,
-) -> Option<(quinn::SendStream, quinn::RecvStream, Hello)> {
-    let max = shared.settings.max_control_frame;
-    let hello = async {
-        let (send, mut recv) = conn
-            .accept_bi()
-            .await
-            .map_err(|e| CodecError::Io(std::io::Error::other(e)))?;
-        let message = read_message_unvalidated(&mut recv, max).await?;
-        Ok::<_, CodecError>((send, recv, message))
+/// What woke the session's driver.
+enum Happened {
+    Stream(Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>),
+    Control(Result<Option<bytes::Bytes>, quinn::ReadError>),
+    Datagram(Result<bytes::Bytes, quinn::ConnectionError>),
+    Deadline,
+    Leave(Leave),
+    Event(Option<ControlMessage>),
+}
+
+/// Drives one connection's [`RelaySession`] over quinn until it ends.
+pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
+    let timeouts = RelayTimeouts {
+        hello: shared.settings.hello_timeout.0,
+        ..RelayTimeouts::default()
     };
-    let timeout = shared.settings.hello_timeout.0;
-    tokio::select! {
-        result = tokio::time::timeout(timeout, hello) => match result {
-            Err(_) => {
-                shared.protocol_error(conn, "hello-timeout", &format!("no hello within {timeout:?}"));
-                None
+    let max_frame = shared.settings.max_control_frame;
+    let mut machine = RelaySession::new(Instant::now(), timeouts, max_frame);
+    let mut writer = ControlWriter::default();
+    let mut recv: Option<quinn::RecvStream> = None;
+    let mut stream_taken = false;
+    let mut seat: Option<Seat> = None;
+    let mut events_rx: Option<mpsc::Receiver<ControlMessage>> = None;
+    let mut link: Option<lanparty_core::runtime::LinkHandle> = None;
+    let mut data: Option<DataPath> = None;
+    let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
+    let mut leaving = false;
+    let counters = &shared.counters.datapath;
+    loop {
+        while let Some(event) = machine.poll() {
+            match event {
+                RelayEvent::Control(bytes) => {
+                    writer.write(bytes);
+                }
+                RelayEvent::FinishControl => writer.finish(),
+                RelayEvent::Close { code, reason } => conn.close(code.into(), &reason),
+                RelayEvent::Hello(mut hello) => {
+                    // One room per code, whatever the case it was typed in.
+                    hello.room = room_key(&hello.room);
+                    match decide(shared, &conn, hello).await {
+                        Ok((s, welcome)) => {
+                            data = Some(DataPath::new(
+                                reassembly_limits(welcome.mtu),
+                                Some(shared.reassembly.clone()),
+                                welcome.header_compression,
+                            ));
+                            machine.welcome(Instant::now(), welcome);
+                            let mut s = seated(shared, &conn, s);
+                            events_rx = s.events_rx.take();
+                            link = s.link.take();
+                            seat = Some(s);
+                        }
+                        Err((hello, reject)) => {
+                            shared.counters.rejects.add(reject.code.as_str());
+                            tracing::info!(remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac, code = %reject.code, "rejected: {}", reject.message);
+                            machine.reject(Instant::now(), reject);
+                        }
+                    }
+                }
+                RelayEvent::StatsRequested => {
+                    if let (Some(s), Some(d)) = (&seat, &data) {
+                        machine.send(&ControlMessage::Stats(d.peer_stats(&conn, &s.sender)));
+                    }
+                }
+                RelayEvent::StatsAnswered => {
+                    if let Some(s) = &seat {
+                        s.answered.notify_waiters();
+                    }
+                }
+                RelayEvent::ProtocolError { reason, detail } => {
+                    shared.counters.protocol_errors.add(reason);
+                    tracing::info!(remote = %conn.remote_address(), reason, "dropping peer: {detail}");
+                }
+                RelayEvent::Ended(why) => {
+                    if let Some(s) = seat {
+                        unseat(shared, &conn, s, link.take(), data.as_ref(), &why);
+                    } else {
+                        tracing::debug!(remote = %conn.remote_address(), "session ended before admission: {why}");
+                    }
+                    return;
+                }
             }
-            Ok(Err(CodecError::Io(e))) => {
-                tracing::debug!(remote = %conn.remote_address(), "connection ended before hello: {e}");
-                None
+        }
+        let deadline = machine.poll_timeout();
+        let happened = {
+            let seat_ref = seat.as_ref();
+            let notified = |pick: fn(&Seat) -> &Arc<Notify>| async move {
+                match seat_ref {
+                    Some(s) => pick(s).notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let room_closed = async {
+                match link.as_mut() {
+                    Some(l) => l.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let events = async {
+                match events_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                accepted = conn.accept_bi(), if !stream_taken => Happened::Stream(accepted),
+                chunk = read_chunk(&mut recv, max_frame) => Happened::Control(chunk),
+                datagram = conn.read_datagram() => Happened::Datagram(datagram),
+                () = sleep_until(deadline) => Happened::Deadline,
+                why = shutdown.wait(), if !leaving => Happened::Leave(Leave::Shutdown(why)),
+                () = notified(|s| &s.replace), if !leaving => Happened::Leave(Leave::Replaced),
+                () = notified(|s| &s.kick), if !leaving => Happened::Leave(Leave::RoomClosed(
+                    seat_ref.map(|s| s.hello.room.clone()).unwrap_or_default(),
+                )),
+                () = room_closed, if !leaving => Happened::Leave(Leave::RoomGone),
+                message = events => Happened::Event(message),
             }
-            Ok(Err(e)) => {
-                shared.protocol_error(conn, e.reason(), &e.to_string());
-                None
+        };
+        let now = Instant::now();
+        match happened {
+            Happened::Stream(Ok((send, r))) => {
+                stream_taken = true;
+                writer = ControlWriter::spawn(send);
+                recv = Some(r);
             }
-            Ok(Ok((_, _, None))) => {
-                shared.protocol_error(conn, "control-closed", "control stream closed before hello");
-                None
+            Happened::Stream(Err(e)) => machine.connection_lost(&e.to_string()),
+            Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
+            Happened::Datagram(Ok(datagram)) => {
+                if machine.handle_datagram(now)
+                    && let (Some(s), Some(l), Some(d)) = (&seat, &link, &mut data)
+                {
+                    d.from_peer(datagram, &s.sender, l, counters);
+                }
             }
-            Ok(Ok((send, recv, Some(ControlMessage::Hello(mut hello))))) => {
-                // One room per code, whatever the case it was typed in.
-                hello.room = room_key(&hello.room);
-                Some((send, recv, hello))
+            Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
+            Happened::Deadline => machine.handle_timeout(now),
+            Happened::Leave(leave) => {
+                leaving = true;
+                machine.leave(now, leave);
             }
-            Ok(Ok((_, _, Some(other)))) => {
-                shared.protocol_error(conn, "expected-hello", &format!("expected hello, got {}", other.kind()));
-                None
-            }
-        },
-        _ = conn.read_datagram() => {
-            shared.protocol_error(conn, "datagram-before-welcome", "sent a datagram before its welcome");
-            None
+            Happened::Event(Some(message)) => machine.send(&message),
+            // Every sender is gone: the relay is dropping this peer anyway.
+            Happened::Event(None) => events_rx = None,
         }
     }
 }
 
-pub(super) async fn send_reject(
-    shared: &Shared,
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    hello: &Hello,
-    reject: Reject,
-) {
-    shared.counters.rejects.add(reject.code.as_str());
-    tracing::info!(remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac, code = %reject.code, "rejected: {}", reject.message);
-    let code = reject.code;
-    if write_message(&mut send, &ControlMessage::Reject(reject))
-        .await
-        .is_ok()
-    {
-        let _ = send.finish();
-        // Let the reject arrive: the peer closes on reading it.
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+/// Sleeps until `deadline`; never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
-    conn.close(close::REJECTED.into(), code.as_str().as_bytes());
 }
 
-pub(super) async fn session(
+/// The decision on a hello: the relay's state, the room's policy and
+/// credentials, the MAC's owner, a stale seat, the room's admission rules.
+/// Admitted: the seat and the welcome.
+async fn decide(
     shared: &Shared,
-    conn: quinn::Connection,
-    mut send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    conn: &quinn::Connection,
     hello: Hello,
-) {
+) -> Result<(Seat, Welcome), (Hello, Reject)> {
+    let refuse =
+        |hello: Hello, code: RejectCode, message: String| Err((hello, Reject { code, message }));
     if shared.ctx.shutdown().is_triggered() {
-        let reject = Reject {
-            code: RejectCode::ShuttingDown,
-            message: "the relay is shutting down".into(),
-        };
-        return send_reject(shared, &conn, send, &hello, reject).await;
+        return refuse(
+            hello,
+            RejectCode::ShuttingDown,
+            "the relay is shutting down".into(),
+        );
     }
-    let policy = match shared.authorize(&conn, &hello).await {
+    let policy = match shared.authorize(conn, &hello).await {
         Ok(policy) => policy,
-        Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
+        Err(reject) => return Err((hello, reject)),
     };
     if hello.role == PeerRole::Client
         && hello.validate().is_ok()
         && let Some(holder) = shared.ctx.rooms().mac_holder(&hello.room, hello.mac)
         && holder != LinkRole::Client
     {
-        let reject = Reject {
-            code: RejectCode::DuplicateMac,
-            message: format!(
-                "MAC {} belongs to a host on the room's LAN (behind its gateway); pick another MAC for this player (ports.relay.mac and the adapter's mac)",
-                hello.mac
-            ),
-        };
-        return send_reject(shared, &conn, send, &hello, reject).await;
+        let message = format!(
+            "MAC {} belongs to a host on the room's LAN (behind its gateway); pick another MAC for this player (ports.relay.mac and the adapter's mac)",
+            hello.mac
+        );
+        return refuse(hello, RejectCode::DuplicateMac, message);
     }
     shared.free_stale_seat(&hello).await;
     let path_budget = conn.max_datagram_size().unwrap_or(0);
@@ -170,7 +272,7 @@ pub(super) async fn session(
     );
     let admitted = match admitted {
         Ok(a) => a,
-        Err(reject) => return send_reject(shared, &conn, send, &hello, reject).await,
+        Err(reject) => return Err((hello, reject)),
     };
     let peer = admitted.peer_id;
     let sender = PeerSender::connected(
@@ -194,114 +296,81 @@ pub(super) async fn session(
     if admitted.created_room {
         link.set_room_mtu(admitted.mtu);
     }
-    let welcome = ControlMessage::Welcome(Welcome {
+    let welcome = Welcome {
         peer_id: peer,
         room_id: link.room_id(),
         mtu: admitted.mtu,
         header_compression: compression,
-    });
-    if let Err(e) = write_message(&mut send, &welcome).await {
-        tracing::debug!(%peer, "could not send welcome: {e}");
-        shared
-            .admissions()
-            .leave(&hello.room, peer, "connection lost");
-        return;
-    }
-    shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
-    let kick = Arc::new(Notify::new());
-    let replace = Arc::new(Notify::new());
-    let answered = Arc::new(Notify::new());
-    shared.peers().insert(
+    };
+    let seat = Seat {
         peer,
+        hello,
+        link: Some(link),
+        sender,
+        kick: Arc::new(Notify::new()),
+        replace: Arc::new(Notify::new()),
+        answered: Arc::new(Notify::new()),
+        events_tx,
+        events_rx: Some(events_rx),
+        mtu: admitted.mtu,
+        others: admitted.others,
+        path_budget,
+    };
+    Ok((seat, welcome))
+}
+
+/// The welcome is on its way: the peer is listed, counted, logged and
+/// told who is already in the room.
+fn seated(shared: &Shared, conn: &quinn::Connection, seat: Seat) -> Seat {
+    shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
+    let hello = &seat.hello;
+    shared.peers().insert(
+        seat.peer,
         PeerEntry {
             room: hello.room.clone(),
             role: hello.role,
             mac: hello.mac,
-            mtu: admitted.mtu,
+            mtu: seat.mtu,
             since: Instant::now(),
             conn: conn.clone(),
-            sender: sender.clone(),
-            kick: kick.clone(),
-            replace: replace.clone(),
-            answered: answered.clone(),
-            events: events_tx.clone(),
+            sender: seat.sender.clone(),
+            kick: seat.kick.clone(),
+            replace: seat.replace.clone(),
+            answered: seat.answered.clone(),
+            events: seat.events_tx.clone(),
         },
     );
     tracing::info!(
-        %peer, remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac,
-        mtu = admitted.mtu, budget = path_budget, others = admitted.others.len(), "peer admitted"
+        peer = %seat.peer, remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac,
+        mtu = seat.mtu, budget = seat.path_budget, others = seat.others.len(), "peer admitted"
     );
-    for (id, role, mac) in &admitted.others {
-        let _ = events_tx.try_send(ControlMessage::PeerJoined {
+    for (id, role, mac) in &seat.others {
+        let _ = seat.events_tx.try_send(ControlMessage::PeerJoined {
             peer_id: *id,
             role: *role,
             mac: *mac,
         });
     }
-    let mut control =
-        crate::control_stream::spawn(send, recv, shared.settings.max_control_frame, events_rx);
-    let mut link = link;
-    let mut data = DataPath::new(
-        reassembly_limits(admitted.mtu),
-        Some(shared.reassembly.clone()),
-        compression,
-    );
-    let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
-    let counters = &shared.counters.datapath;
-    let reason: String = loop {
-        tokio::select! {
-            why = shutdown.wait() => {
-                let _ = events_tx.try_send(ControlMessage::Disconnect { reason: DisconnectReason::Shutdown, message: why.chars().take(200).collect() });
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                conn.close(close::SHUTDOWN.into(), b"relay shutting down");
-                break "relay shutting down".into();
-            }
-            _ = replace.notified() => {
-                conn.close(close::NORMAL.into(), b"replaced by a new session of the same player");
-                break "replaced: the same player joined again and this session did not answer".into();
-            }
-            _ = kick.notified() => {
-                let _ = events_tx.try_send(ControlMessage::Disconnect { reason: DisconnectReason::PolicyChanged, message: format!("room {} was closed by the relay operator", hello.room) });
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                conn.close(close::NORMAL.into(), b"room closed");
-                break "room closed by its policy".into();
-            }
-            datagram = conn.read_datagram() => match datagram {
-                Ok(datagram) => data.from_peer(datagram, &sender, &link, counters),
-                Err(e) => break format!("connection lost: {e}"),
-            },
-            // Frames from the room go to `sender` directly.
-            () = link.closed() => break "room closed".into(),
-            message = control.recv() => match message {
-                Some(Ok(Some(ControlMessage::StatsRequest))) => {
-                    let _ = events_tx.try_send(ControlMessage::Stats(data.peer_stats(&conn, &sender)));
-                }
-                Some(Ok(Some(ControlMessage::Stats(_)))) => answered.notify_waiters(),
-                Some(Ok(Some(ControlMessage::Disconnect { reason, message }))) => {
-                    conn.close(close::NORMAL.into(), b"bye");
-                    break format!("peer disconnected ({reason:?}): {}", message.chars().take(200).collect::<String>());
-                }
-                Some(Ok(Some(other))) => {
-                    shared.protocol_error(&conn, "unexpected-control-message", &format!("unexpected {} from a peer", other.kind()));
-                    break format!("protocol error: unexpected {}", other.kind());
-                }
-                Some(Ok(None)) | None => {
-                    shared.protocol_error(&conn, "control-closed", "closed its control stream");
-                    break "control stream closed".into();
-                }
-                Some(Err(CodecError::Io(e))) => break format!("connection lost: {e}"),
-                Some(Err(e)) => {
-                    shared.protocol_error(&conn, e.reason(), &e.to_string());
-                    break format!("protocol error: {e}");
-                }
-            },
-        }
-    };
-    shared.admissions().leave(&hello.room, peer, &reason);
-    shared.peers().remove(&peer);
+    seat
+}
+
+/// The session is over: the seat is freed, queued frames are dropped
+/// (and counted), and the peer's totals are logged.
+fn unseat(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    seat: Seat,
+    link: Option<lanparty_core::runtime::LinkHandle>,
+    data: Option<&DataPath>,
+    why: &str,
+) {
+    shared.admissions().leave(&seat.hello.room, seat.peer, why);
+    shared.peers().remove(&seat.peer);
     // Frames still queued for this peer are dropped and counted (`flushed`).
-    sender.set_connection(None);
+    seat.sender.set_connection(None);
     drop(link);
-    let stats = data.peer_stats(&conn, &sender);
-    tracing::info!(%peer, room = %hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {reason}");
+    if let Some(data) = data {
+        let stats = data.peer_stats(conn, &seat.sender);
+        tracing::info!(peer = %seat.peer, room = %seat.hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {why}");
+    }
 }
