@@ -205,7 +205,17 @@ pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
                 if machine.handle_datagram(now)
                     && let (Some(s), Some(l), Some(d)) = (&seat, &link, &mut data)
                 {
-                    d.from_peer(datagram, &s.sender, l, counters);
+                    // With what else has arrived, as one batch: one wake-up
+                    // and one pass of this loop for many datagrams.
+                    l.gathered(|| {
+                        d.from_peer(datagram, &s.sender, l, counters);
+                        for _ in 1..DATAGRAM_BATCH {
+                            let Some(datagram) = ready_datagram(&conn) else {
+                                break;
+                            };
+                            d.from_peer(datagram, &s.sender, l, counters);
+                        }
+                    });
                 }
             }
             Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
