@@ -139,7 +139,8 @@ impl DataPath {
     /// A datagram from the peer: decode the overlay and hand the frame to
     /// the room (a slice of the datagram, no copy), or a fragment to the
     /// reassembly, or rebuild a compressed frame; compression's installs
-    /// are acknowledged and its acknowledgements passed to `sender`.
+    /// are acknowledged (after their frame went on) and its
+    /// acknowledgements passed to `sender`.
     pub fn from_peer(
         &mut self,
         datagram: Bytes,
@@ -165,8 +166,12 @@ impl DataPath {
                 if let Err(e) = d.install(slot, generation, frame) {
                     return self.refuse(e, counters);
                 }
+                // The frame first, its acknowledgement after: the frame's
+                // next hop is not kept waiting behind a datagram back.
+                let offset = datagram.len() - frame.len();
+                self.deliver(datagram.slice(offset..), link);
                 sender.ack_context(slot, generation);
-                datagram.len() - frame.len()
+                return;
             }
             (
                 Ok(OverlayPayload::Compressed {
