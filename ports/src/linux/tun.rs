@@ -23,6 +23,27 @@ pub enum TunMode {
 /// read and write carries a virtio-net header (`IFF_VNET_HDR`, 10 bytes),
 /// which lets a write be a TCP super-packet ([`super::gro`]).
 pub fn open_tun(name: &str, mode: TunMode, vnet_hdr: bool) -> io::Result<OwnedFd> {
+    open_queue(name, mode, vnet_hdr, false)
+}
+
+/// Opens `queues` queues of the multi-queue device `name` (`IFF_MULTI_QUEUE`;
+/// created if needed), each an fd of its own with its own ring: the kernel
+/// puts each flow's packets on one queue, the one through which that flow's
+/// packets in the other direction were last written (a flow nobody wrote
+/// yet goes by its hash). Fails, closing what it opened, if the device
+/// exists as a single-queue one.
+pub fn open_tun_queues(
+    name: &str,
+    mode: TunMode,
+    vnet_hdr: bool,
+    queues: usize,
+) -> io::Result<Vec<OwnedFd>> {
+    (0..queues)
+        .map(|_| open_queue(name, mode, vnet_hdr, true))
+        .collect()
+}
+
+fn open_queue(name: &str, mode: TunMode, vnet_hdr: bool, multi: bool) -> io::Result<OwnedFd> {
     let (flag, kind) = match mode {
         TunMode::Tap => (libc::IFF_TAP, "TAP"),
         TunMode::Tun => (libc::IFF_TUN, "TUN"),
@@ -49,7 +70,8 @@ pub fn open_tun(name: &str, mode: TunMode, vnet_hdr: bool) -> io::Result<OwnedFd
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     req.ifr_name = netdev::ifname(name)?;
     let vnet = if vnet_hdr { libc::IFF_VNET_HDR } else { 0 };
-    req.ifr_ifru.ifru_flags = (flag | libc::IFF_NO_PI | vnet) as libc::c_short;
+    let multi = if multi { libc::IFF_MULTI_QUEUE } else { 0 };
+    req.ifr_ifru.ifru_flags = (flag | libc::IFF_NO_PI | vnet | multi) as libc::c_short;
     // SAFETY: TUNSETIFF takes a pointer to an ifreq; the result is checked.
     let rc = unsafe {
         libc::ioctl(
