@@ -8,12 +8,17 @@
 //! are. A device this port created disappears when the port stops; a
 //! persistent device made beforehand (`ip tuntap add`) is left in place.
 //!
-//! Receive reads every frame that is ready per wake-up into one shared
-//! buffer (no allocation per frame); transmit writes the frames the room
-//! routes here straight to the device, from the room (no queue, no extra
-//! task wake-up). With `gro` (the default) the device is opened with
-//! virtio-net headers and consecutive TCP segments of one flow that the
-//! room hands over in one batch are written as one super-packet
+//! The device has `queues` rings (`IFF_MULTI_QUEUE`, 8 by default): each
+//! frame is written through the ring its flow hashes to, so the kernel
+//! queues that flow's outgoing packets in the same ring, and receive reads
+//! the rings in turn (at most `QUANTUM` frames from one before the next,
+//! up to `RX_BATCH` per wake-up) into one shared buffer (no allocation
+//! per frame): a game's packets never wait behind a download's ring.
+//! Transmit writes the frames the room routes here straight to the device,
+//! from the room (no queue, no extra task wake-up). With `gro` (the
+//! default) the device is opened with virtio-net headers and consecutive
+//! TCP segments of one flow that the room hands over in one batch are
+//! written as one super-packet
 //! ([`crate::linux::gro`]); a kernel that refuses the headers gets plain
 //! frames.
 

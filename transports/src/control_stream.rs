@@ -79,7 +79,13 @@ pub fn deliver(
         }
         Err(e) => {
             *recv = None;
-            session.connection_lost(&e.to_string());
+            // The connection's own error says why ("closed by peer: bye",
+            // "timed out"); the stream's only says that it was lost.
+            let why = match e {
+                quinn::ReadError::ConnectionLost(lost) => lost.to_string(),
+                other => other.to_string(),
+            };
+            session.connection_lost(&why);
         }
     }
 }
