@@ -22,7 +22,6 @@
 //! ([`crate::linux::gro`]); a kernel that refuses the headers gets plain
 //! frames.
 
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -42,7 +41,9 @@ use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 use crate::linux::gro::{Gro, GroStats};
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
-use crate::linux::tun::{Device, TunMode, open_tun, open_tun_queues};
+use crate::linux::tun::{
+    Device, MAX_QUEUES, TunMode, any_readable, open_tun, open_tun_queues, read_round,
+};
 use crate::linux::{checksum, netdev};
 use lanparty_core::queue::flow::FlowHasher;
 
@@ -91,13 +92,6 @@ pub struct TapPort {
     addresses: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// Frames read per wake-up before giving the other direction a turn.
-const RX_BATCH: usize = 64;
-/// Frames read from one queue before the next queue's turn: a flow alone
-/// in its ring waits for at most this many frames from each other ring.
-const QUANTUM: usize = 8;
-/// The most queues a TAP port opens.
-const MAX_QUEUES: u16 = 64;
 /// Largest frame read: MTU plus Ethernet header and two VLAN tags.
 const MAX_FRAME: usize = MAX_MTU as usize + 22;
 
@@ -173,15 +167,7 @@ impl TapPort {
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
         let (fds, vnet) = self.open(&name)?;
-        let devices = fds
-            .into_iter()
-            .map(|fd| Device::new(fd, &name))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                self.fail(format!(
-                    "cannot register the device with the reactor: {e:?}"
-                ))
-            })?;
+        let devices = Device::register_all(fds, &name).map_err(|e| self.fail(e))?;
         let devices: Arc<[Device]> = devices.into();
         let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
         let mac = self.settings.mac.unwrap_or(mac);
@@ -279,83 +265,6 @@ impl TapPort {
             }
         }
     }
-}
-
-/// Ready once some queue of the device is readable (its readiness is
-/// kept for [`read_round`]); registers for every queue's wake-up otherwise.
-fn any_readable(devices: &[Device], cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-    for device in devices {
-        if device.fd.poll_read_ready(cx).is_ready() {
-            return std::task::Poll::Ready(());
-        }
-    }
-    std::task::Poll::Pending
-}
-
-/// One round over the device's queues, starting after the one that went
-/// first last time: passes over the readable queues taking up to
-/// [`QUANTUM`] frames from each, until [`RX_BATCH`] frames are read or
-/// every queue is empty, each frame read into `rx` and handed to `frame`
-/// with its length. A lone flow's ring is served in the first pass; a
-/// single busy ring still gives a full batch per wake-up. True when every
-/// queue is empty now (its readiness cleared, so the next wait sleeps
-/// until the kernel adds more).
-fn read_round(
-    devices: &[Device],
-    next: &mut usize,
-    rx: &mut RxBuffer,
-    frame: &mut dyn FnMut(&mut RxBuffer, usize),
-) -> io::Result<bool> {
-    let count = devices.len();
-    let first = *next % count;
-    *next = first + 1;
-    // Readiness only, no wake-up: the next wait registers the task again.
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let mut budget = RX_BATCH;
-    // Queues to visit in this pass: all of them at first, then those a
-    // quantum stopped (at most 64 queues: one bit each).
-    let mut visit: u64 = if count >= 64 {
-        u64::MAX
-    } else {
-        (1 << count) - 1
-    };
-    while visit != 0 {
-        let mut again = 0u64;
-        for i in (first..count).chain(0..first) {
-            if visit & (1 << i) == 0 {
-                continue;
-            }
-            let mut guard = match devices[i].fd.poll_read_ready(&mut cx) {
-                std::task::Poll::Ready(guard) => guard?,
-                std::task::Poll::Pending => continue,
-            };
-            let mut quantum = QUANTUM;
-            loop {
-                if budget == 0 {
-                    return Ok(false);
-                }
-                if quantum == 0 {
-                    again |= 1 << i;
-                    break;
-                }
-                match devices[i].read(rx.space()) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        quantum -= 1;
-                        budget -= 1;
-                        frame(rx, n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        guard.clear_ready();
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        visit = again;
-    }
-    Ok(true)
 }
 
 /// The `n` bytes just read into `rx` behind a virtio-net header, to the
@@ -532,7 +441,9 @@ lanparty_core::impl_port!(TapPort, mac_identity);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linux::tun::{QUANTUM, RX_BATCH};
     use lanparty_core::testing::frames::{self, Tags};
+    use std::io;
     use std::net::{Ipv4Addr, UdpSocket};
 
     const FLOWS: u16 = 12;

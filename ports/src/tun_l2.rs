@@ -10,7 +10,6 @@
 //! shown in status but not installed as a default route: a LAN party needs
 //! the LAN, not the player's internet traffic in the tunnel.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +29,10 @@ use crate::emulation::driver::{
 use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
-use crate::linux::tun::{Device, TunMode, open_tun};
+use crate::linux::tun::{
+    Device, MAX_QUEUES, TunMode, any_readable, open_tun, open_tun_queues, read_round,
+};
+use lanparty_core::queue::flow::FlowHasher;
 
 adapter_settings! {
     /// Linux TUN device with Ethernet emulation (ARP/ND answers, broadcast
@@ -41,6 +43,11 @@ adapter_settings! {
     pub struct TunL2Settings {
         /// TUN device name, e.g. `lp0`; created if absent.
         pub device: String,
+        /// Queues of the device (`IFF_MULTI_QUEUE`), 1 to 64: each flow's
+        /// outgoing packets wait in a ring of their own and the port reads
+        /// the rings in turn, as the `tap` port does. 1: one ring for all.
+        #[key(default = 8)]
+        pub queues: u16,
     }
 }
 
@@ -51,8 +58,6 @@ pub struct TunL2Port {
     addressing: Addressing,
 }
 
-/// Packets read per wake-up.
-const RX_BATCH: usize = 64;
 const MAX_PACKET: usize = MAX_MTU as usize;
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
@@ -60,6 +65,12 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     let mut errors: Vec<ConfigError> = Vec::new();
     if let Err(e) = netdev::ifname(&settings.device) {
         errors.push(config.error("device", e.to_string()));
+    }
+    if !(1..=MAX_QUEUES).contains(&settings.queues) {
+        errors.push(config.error(
+            "queues",
+            format!("must be 1 to {MAX_QUEUES} (8 by default)"),
+        ));
     }
     let addressing = check_adapter_keys(config, settings.adapter_keys(), &mut errors);
     if errors.is_empty() {
@@ -72,54 +83,46 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     }
 }
 
-/// The TUN device as the emulation driver sees it.
+/// The TUN device as the emulation driver sees it: its queues, read in
+/// turn, and each packet written through its flow's queue.
 struct TunAdapter {
-    device: Device,
+    devices: Vec<Device>,
     rx: RxBuffer,
+    /// The queue that goes first in the next read round.
+    next: usize,
+    flows: FlowHasher,
 }
 
 impl IpAdapter for TunAdapter {
     fn name(&self) -> &str {
-        &self.device.name
+        &self.devices[0].name
     }
 
     async fn recv(&mut self, out: &mut Vec<Bytes>) -> Result<(), String> {
-        let mut guard = self
-            .device
-            .fd
-            .readable()
-            .await
-            .map_err(|e| format!("poll failed: {e}"))?;
-        let mut drained = false;
-        for _ in 0..RX_BATCH {
-            match self.device.read(self.rx.space()) {
-                Ok(0) => {
-                    drained = true;
-                    break;
-                }
-                Ok(n) => out.push(self.rx.take(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    drained = true;
-                    break;
-                }
-                Err(e) => return Err(format!("read failed: {e}")),
-            }
-        }
-        drop(guard);
+        std::future::poll_fn(|cx| any_readable(&self.devices, cx)).await;
+        let drained = read_round(&self.devices, &mut self.next, &mut self.rx, &mut |rx, n| {
+            out.push(rx.take(n));
+        })
+        .map_err(|e| format!("read failed: {e}"))?;
         give_way(drained).await;
         Ok(())
     }
 
     async fn send(&mut self, packet: &[u8]) -> Result<(), String> {
-        self.device
+        let count = self.devices.len();
+        let queue = if count == 1 {
+            0
+        } else {
+            (self.flows.hash_ip(packet) % count as u64) as usize
+        };
+        self.devices[queue]
             .write_frame(packet)
             .await
             .map_err(|e| e.to_string())
     }
 
     fn apply(&mut self, event: &Event) {
-        let name = &self.device.name;
+        let name = &self.devices[0].name;
         match event {
             Event::Configure(c) => {
                 match netdev::add_address(name, std::net::IpAddr::V4(c.addr), c.prefix) {
@@ -145,7 +148,7 @@ impl IpAdapter for TunAdapter {
     }
 
     fn set_mtu(&mut self, mtu: u16) {
-        netdev::follow_room_mtu(&self.device.name, mtu);
+        netdev::follow_room_mtu(&self.devices[0].name, mtu);
     }
 }
 
@@ -167,12 +170,18 @@ impl TunL2Port {
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
         let name = self.settings.device.clone();
-        let fd = open_tun(&name, TunMode::Tun, false).map_err(|e| self.fail(e))?;
-        let device = Device::new(fd, &name).map_err(|e| {
-            self.fail(format!(
-                "cannot register the device with the reactor: {e:?}"
-            ))
-        })?;
+        let queues = usize::from(self.settings.queues);
+        let multi = match queues {
+            1 => None,
+            _ => open_tun_queues(&name, TunMode::Tun, false, queues)
+                .inspect_err(|e| tracing::info!(device = %name, "no {queues} queues on this TUN ({e}): one queue, one ring for every flow"))
+                .ok(),
+        };
+        let fds = match multi {
+            Some(fds) => fds,
+            None => vec![open_tun(&name, TunMode::Tun, false).map_err(|e| self.fail(e))?],
+        };
+        let devices = Device::register_all(fds, &name).map_err(|e| self.fail(e))?;
         let mut link = ctx.attach(
             &self.settings.room,
             LinkSpec {
@@ -192,12 +201,14 @@ impl TunL2Port {
             emulation_seed(),
             Instant::now(),
         );
-        tracing::info!(device = %name, %mac, mtu, room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
+        tracing::info!(device = %name, %mac, mtu, queues = devices.len(), room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
         let status = Arc::new(AdapterStatus::new("tun-l2", &name, &emulation));
         ctx.publish_status(status.clone());
         let mut adapter = TunAdapter {
-            device,
+            devices,
             rx: RxBuffer::new(MAX_PACKET, CHUNK),
+            next: 0,
+            flows: FlowHasher::default(),
         };
         let result = drive(
             &mut adapter,

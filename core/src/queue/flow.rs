@@ -41,6 +41,21 @@ impl FlowHasher {
         write_flow_key(frame, &mut h);
         h.finish()
     }
+
+    /// The flow hash of a bare IPv4 or IPv6 packet (a TUN device's), by
+    /// the same key as the IP part of [`FlowHasher::hash`].
+    pub fn hash_ip(&self, packet: &[u8]) -> u64 {
+        let mut h = self.state.build_hasher();
+        let written = match packet.first().map(|b| b >> 4) {
+            Some(4) => write_ipv4(packet, &mut h),
+            Some(6) => write_ipv6(packet, &mut h),
+            _ => false,
+        };
+        if !written {
+            h.write_u8(0xff);
+        }
+        h.finish()
+    }
 }
 
 /// Feeds the flow key of `frame` into `h`.
@@ -108,6 +123,16 @@ mod tests {
 
     const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
     const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    #[test]
+    fn bare_ip_packets_hash_by_their_five_tuple() {
+        let f = FlowHasher::default();
+        let packet =
+            |sport| frames::ipv4_udp_packet([10, 0, 0, 1], [10, 0, 0, 2], sport, 7777, b"x");
+        assert_eq!(f.hash_ip(&packet(1000)), f.hash_ip(&packet(1000)));
+        assert_ne!(f.hash_ip(&packet(1000)), f.hash_ip(&packet(1001)));
+        assert_eq!(f.hash_ip(&[]), f.hash_ip(&[0x10]), "not IP: one bucket");
+    }
 
     #[test]
     fn five_tuple_and_vlan_separate_flows() {

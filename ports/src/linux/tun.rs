@@ -1,13 +1,25 @@
 //! TAP and TUN character devices (`/dev/net/tun`), shared by the `tap` and
-//! `tun-l2` ports.
+//! `tun-l2` ports: opening a device with one queue or several
+//! (`IFF_MULTI_QUEUE`), and reading several queues in turn so that a flow
+//! alone in its ring is served within one quantum of each busy ring.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::netdev;
+
+/// Frames (packets) read per wake-up before giving the other direction a
+/// turn.
+pub const RX_BATCH: usize = 64;
+/// Frames read from one queue before the next queue's turn: a flow alone
+/// in its ring waits for at most this many frames from each other ring.
+pub const QUANTUM: usize = 8;
+/// The most queues a port opens.
+pub const MAX_QUEUES: u16 = 64;
 
 /// What kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +127,15 @@ impl Device {
         })
     }
 
+    /// Registers every queue's fd (from [`open_tun`] / [`open_tun_queues`])
+    /// with the reactor; the error says so.
+    pub fn register_all(fds: Vec<OwnedFd>, name: &str) -> Result<Vec<Device>, String> {
+        fds.into_iter()
+            .map(|fd| Device::new(fd, name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot register the device with the reactor: {e:?}"))
+    }
+
     /// One non-blocking read.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: reading into a valid, exclusively borrowed buffer.
@@ -183,4 +204,81 @@ impl Device {
             }
         }
     }
+}
+
+/// Ready once some queue of the device is readable (its readiness is
+/// kept for [`read_round`]); registers for every queue's wake-up otherwise.
+pub fn any_readable(devices: &[Device], cx: &mut Context<'_>) -> Poll<()> {
+    for device in devices {
+        if device.fd.poll_read_ready(cx).is_ready() {
+            return Poll::Ready(());
+        }
+    }
+    Poll::Pending
+}
+
+/// One round over the device's queues, starting after the one that went
+/// first last time: passes over the readable queues taking up to
+/// [`QUANTUM`] frames from each, until [`RX_BATCH`] frames are read or
+/// every queue is empty, each frame read into `rx` and handed to `frame`
+/// with its length. A lone flow's ring is served in the first pass; a
+/// single busy ring still gives a full batch per wake-up. True when every
+/// queue is empty now (its readiness cleared, so the next wait sleeps
+/// until the kernel adds more).
+pub fn read_round(
+    devices: &[Device],
+    next: &mut usize,
+    rx: &mut super::rxbuf::RxBuffer,
+    frame: &mut dyn FnMut(&mut super::rxbuf::RxBuffer, usize),
+) -> io::Result<bool> {
+    let count = devices.len();
+    let first = *next % count;
+    *next = first + 1;
+    // Readiness only, no wake-up: the next wait registers the task again.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut budget = RX_BATCH;
+    // Queues to visit in this pass: all of them at first, then those a
+    // quantum stopped (at most 64 queues: one bit each).
+    let mut visit: u64 = if count >= 64 {
+        u64::MAX
+    } else {
+        (1 << count) - 1
+    };
+    while visit != 0 {
+        let mut again = 0u64;
+        for i in (first..count).chain(0..first) {
+            if visit & (1 << i) == 0 {
+                continue;
+            }
+            let mut guard = match devices[i].fd.poll_read_ready(&mut cx) {
+                Poll::Ready(guard) => guard?,
+                Poll::Pending => continue,
+            };
+            let mut quantum = QUANTUM;
+            loop {
+                if budget == 0 {
+                    return Ok(false);
+                }
+                if quantum == 0 {
+                    again |= 1 << i;
+                    break;
+                }
+                match devices[i].read(rx.space()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        quantum -= 1;
+                        budget -= 1;
+                        frame(rx, n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        visit = again;
+    }
+    Ok(true)
 }
