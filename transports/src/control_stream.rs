@@ -1,8 +1,8 @@
 //! The control stream over quinn, for the drivers of the sans-IO sessions
 //! ([`crate::session`]): a writer task that writes what a session emits in
 //! order (so the driver never waits on a peer that does not read, and no
-//! message is half-written by a cancelled future), and a cancel-safe read
-//! of whatever bytes have arrived.
+//! message is half-written by a cancelled future), a cancel-safe read of
+//! whatever bytes have arrived, and the wait for a session's deadline.
 
 use std::time::Instant;
 
@@ -87,5 +87,14 @@ pub fn deliver(
             };
             session.connection_lost(&why);
         }
+    }
+}
+
+/// Sleeps until a session's `deadline` ([`crate::session::RelaySession::poll_timeout`],
+/// [`crate::session::ClientSession::poll_timeout`]); never without one.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -30,10 +30,9 @@ use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 
-use crate::control_stream::{ControlWriter, deliver, read_chunk};
+use crate::control_stream::{ControlWriter, deliver, read_chunk, sleep_until};
 use crate::datapath::{
-    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, datapath_metrics, ready_datagram,
-    reassembly_limits,
+    DataPath, DatapathCounters, PeerSender, datapath_metrics, reassembly_limits,
 };
 use crate::net;
 use crate::session::{ClientEnd, ClientEvent, ClientSession, ControlInput};
@@ -512,17 +511,7 @@ impl QuicClient {
                 Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
                 Happened::Datagram(Ok(d)) => {
                     let Some(data) = data.as_mut() else { continue };
-                    // With what else has arrived, as one batch: a TAP
-                    // adapter writes its TCP segments merged.
-                    link.gathered(|| {
-                        data.from_peer(d, sender, link, counters);
-                        for _ in 1..DATAGRAM_BATCH {
-                            let Some(d) = ready_datagram(&conn) else {
-                                break;
-                            };
-                            data.from_peer(d, sender, link, counters);
-                        }
-                    });
+                    data.from_peer_batch(d, &conn, sender, link, counters);
                 }
                 Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
                 Happened::Deadline => machine.handle_timeout(now),
@@ -547,14 +536,6 @@ enum Happened {
     Control(Result<Option<bytes::Bytes>, quinn::ReadError>),
     Datagram(Result<bytes::Bytes, quinn::ConnectionError>),
     Deadline,
-}
-
-/// Sleeps until `deadline`; never without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {

@@ -32,12 +32,12 @@ use counters::{add_deltas, bump};
 pub use sender::{PeerSender, QUIC_DATAGRAM_BUFFER};
 
 /// Datagrams a session hands the room as one batch, at most.
-pub const DATAGRAM_BATCH: usize = 64;
+const DATAGRAM_BATCH: usize = 64;
 
 /// A datagram quinn has already received, without waiting (`None`: none
 /// is queued, or the connection is gone — the session's next wait says
 /// which).
-pub fn ready_datagram(conn: &quinn::Connection) -> Option<Bytes> {
+fn ready_datagram(conn: &quinn::Connection) -> Option<Bytes> {
     let mut read = std::pin::pin!(conn.read_datagram());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match read.as_mut().poll(&mut cx) {
@@ -134,6 +134,30 @@ impl DataPath {
         if !link.send(frame) {
             self.stats.dropped += 1;
         }
+    }
+
+    /// `first` and every datagram `conn` has already received after it (up
+    /// to [`DATAGRAM_BATCH`]), handed to the room as one batch
+    /// ([`LinkHandle::gathered`]): one wake-up and one pass of the
+    /// session's loop for many datagrams, and a TAP adapter writes the
+    /// batch's TCP segments merged.
+    pub fn from_peer_batch(
+        &mut self,
+        first: Bytes,
+        conn: &quinn::Connection,
+        sender: &PeerSender,
+        link: &LinkHandle,
+        counters: &DatapathCounters,
+    ) {
+        link.gathered(|| {
+            self.from_peer(first, sender, link, counters);
+            for _ in 1..DATAGRAM_BATCH {
+                let Some(datagram) = ready_datagram(conn) else {
+                    break;
+                };
+                self.from_peer(datagram, sender, link, counters);
+            }
+        });
     }
 
     /// A datagram from the peer: decode the overlay and hand the frame to

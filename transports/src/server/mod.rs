@@ -24,8 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::admission::{Admissions, Limits};
 use crate::credentials::{self, FailureLimiter};
 use crate::datapath::{
-    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, ready_datagram,
-    reassembly_limits,
+    DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, reassembly_limits,
 };
 use crate::gate::PerAddressRate;
 use crate::net::{self, ReasonCounters, close};

@@ -5,7 +5,7 @@
 //! the session ends.
 
 use super::*;
-use crate::control_stream::{ControlWriter, deliver, read_chunk};
+use crate::control_stream::{ControlWriter, deliver, read_chunk, sleep_until};
 use crate::session::{ControlInput, Leave, RelayEvent, RelaySession, RelayTimeouts};
 
 pub(super) async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn::Incoming) {
@@ -57,8 +57,6 @@ pub(super) async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn
 struct Seat {
     peer: PeerId,
     hello: Hello,
-    /// Taken by the driver once seated.
-    link: Option<lanparty_core::runtime::LinkHandle>,
     sender: Arc<PeerSender>,
     kick: Arc<Notify>,
     replace: Arc<Notify>,
@@ -66,12 +64,19 @@ struct Seat {
     /// Control messages for the peer from the room (joins, leaves) and
     /// the stale-seat probe.
     events_tx: mpsc::Sender<ControlMessage>,
-    /// Taken by the driver once seated.
-    events_rx: Option<mpsc::Receiver<ControlMessage>>,
     mtu: u16,
     /// Peers already in the room, announced after the welcome.
     others: Vec<(PeerId, PeerRole, MacAddr)>,
     path_budget: usize,
+}
+
+/// An admitted hello: the seat, the link into the room and the peer's
+/// control messages, which the driver waits on, and the welcome.
+struct Admission {
+    seat: Seat,
+    link: lanparty_core::runtime::LinkHandle,
+    events_rx: mpsc::Receiver<ControlMessage>,
+    welcome: Welcome,
 }
 
 /// What woke the session's driver.
@@ -114,17 +119,17 @@ pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
                     // One room per code, whatever the case it was typed in.
                     hello.room = room_key(&hello.room);
                     match decide(shared, &conn, hello).await {
-                        Ok((s, welcome)) => {
+                        Ok(admission) => {
+                            let welcome = admission.welcome;
                             data = Some(DataPath::new(
                                 reassembly_limits(welcome.mtu),
                                 Some(shared.reassembly.clone()),
                                 welcome.header_compression,
                             ));
                             machine.welcome(Instant::now(), welcome);
-                            let mut s = seated(shared, &conn, s);
-                            events_rx = s.events_rx.take();
-                            link = s.link.take();
-                            seat = Some(s);
+                            seat = Some(seated(shared, &conn, admission.seat));
+                            events_rx = Some(admission.events_rx);
+                            link = Some(admission.link);
                         }
                         Err((hello, reject)) => {
                             shared.counters.rejects.add(reject.code.as_str());
@@ -205,17 +210,7 @@ pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
                 if machine.handle_datagram(now)
                     && let (Some(s), Some(l), Some(d)) = (&seat, &link, &mut data)
                 {
-                    // With what else has arrived, as one batch: one wake-up
-                    // and one pass of this loop for many datagrams.
-                    l.gathered(|| {
-                        d.from_peer(datagram, &s.sender, l, counters);
-                        for _ in 1..DATAGRAM_BATCH {
-                            let Some(datagram) = ready_datagram(&conn) else {
-                                break;
-                            };
-                            d.from_peer(datagram, &s.sender, l, counters);
-                        }
-                    });
+                    d.from_peer_batch(datagram, &conn, &s.sender, l, counters);
                 }
             }
             Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
@@ -231,22 +226,13 @@ pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
     }
 }
 
-/// Sleeps until `deadline`; never without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The decision on a hello: the relay's state, the room's policy and
 /// credentials, the MAC's owner, a stale seat, the room's admission rules.
-/// Admitted: the seat and the welcome.
 async fn decide(
     shared: &Shared,
     conn: &quinn::Connection,
     hello: Hello,
-) -> Result<(Seat, Welcome), (Hello, Reject)> {
+) -> Result<Admission, (Hello, Reject)> {
     let refuse =
         |hello: Hello, code: RejectCode, message: String| Err((hello, Reject { code, message }));
     if shared.ctx.shutdown().is_triggered() {
@@ -315,18 +301,21 @@ async fn decide(
     let seat = Seat {
         peer,
         hello,
-        link: Some(link),
         sender,
         kick: Arc::new(Notify::new()),
         replace: Arc::new(Notify::new()),
         answered: Arc::new(Notify::new()),
         events_tx,
-        events_rx: Some(events_rx),
         mtu: admitted.mtu,
         others: admitted.others,
         path_budget,
     };
-    Ok((seat, welcome))
+    Ok(Admission {
+        seat,
+        link,
+        events_rx,
+        welcome,
+    })
 }
 
 /// The welcome is on its way: the peer is listed, counted, logged and

@@ -150,7 +150,7 @@ impl RelaySession {
     }
 
     /// The decision on the hello: admitted, with this welcome.
-    pub fn welcome(&mut self, now: Instant, welcome: Welcome) {
+    pub fn welcome(&mut self, _now: Instant, welcome: Welcome) {
         if self.state != State::Deciding {
             return;
         }
@@ -161,7 +161,7 @@ impl RelaySession {
         self.state = State::Established;
         self.reader.validate = true;
         self.deadline = None;
-        self.process(now);
+        self.process();
     }
 
     /// The decision on the hello (or the relay's state before it): refused.
@@ -273,7 +273,7 @@ impl RelaySession {
         self.state == State::Established
     }
 
-    fn process(&mut self, _now: Instant) {
+    fn process(&mut self) {
         while matches!(self.state, State::AwaitingHello | State::Established) {
             let Some(next) = self.inbox.pop_front() else {
                 break;
@@ -357,16 +357,16 @@ impl RelaySession {
 
 impl ControlInput for RelaySession {
     /// Bytes the peer wrote on its control stream.
-    fn handle_control(&mut self, now: Instant, bytes: &[u8]) {
+    fn handle_control(&mut self, _now: Instant, bytes: &[u8]) {
         if self.finished || self.state == State::Ended {
             return;
         }
         self.reader.feed(bytes, &mut self.inbox);
-        self.process(now);
+        self.process();
     }
 
     /// The peer finished (or reset) its control stream.
-    fn handle_control_finished(&mut self, now: Instant) {
+    fn handle_control_finished(&mut self, _now: Instant) {
         if self.finished || self.state == State::Ended {
             return;
         }
@@ -374,7 +374,7 @@ impl ControlInput for RelaySession {
             self.inbox.push_back(Err(e));
         }
         self.finished = true;
-        self.process(now);
+        self.process();
     }
 
     /// The connection is gone (closed by the peer, timed out, reset).
