@@ -42,7 +42,7 @@ use crate::linux::gro::{Gro, GroStats};
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::tun::{
-    Device, MAX_QUEUES, TunMode, any_readable, open_tun, open_tun_queues, read_round,
+    Device, TunMode, any_readable, check_queues, open_rings, read_round, ring_of,
 };
 use crate::linux::{checksum, netdev};
 use lanparty_core::queue::flow::FlowHasher;
@@ -111,11 +111,8 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
             errors.push(config.error("mtu", e.to_string()));
         }
     }
-    if !(1..=MAX_QUEUES).contains(&settings.queues) {
-        errors.push(config.error(
-            "queues",
-            format!("must be 1 to {MAX_QUEUES} (8 by default)"),
-        ));
+    if let Err(e) = check_queues(settings.queues) {
+        errors.push(config.error("queues", e));
     }
     let mut addresses = Vec::new();
     for (i, text) in settings.addresses.iter().enumerate() {
@@ -205,29 +202,16 @@ impl TapPort {
     /// kernel that refuses the headers plain frames (each logged).
     fn open(&self, name: &str) -> Result<(Vec<std::os::fd::OwnedFd>, bool), PortError> {
         let queues = usize::from(self.settings.queues);
-        let mut last = None;
-        for vnet in [self.settings.gro, false] {
-            if queues > 1 {
-                match open_tun_queues(name, TunMode::Tap, vnet, queues) {
-                    Ok(fds) => return Ok((fds, vnet)),
-                    Err(e) => {
-                        tracing::info!(device = %name, "no {queues} queues on this TAP ({e}): one queue, one ring for every flow")
-                    }
+        if self.settings.gro {
+            match open_rings(name, TunMode::Tap, true, queues) {
+                Ok(fds) => return Ok((fds, true)),
+                Err(e) => {
+                    tracing::info!(device = %name, "no virtio-net headers on this TAP ({e}): frames are written one by one")
                 }
-            }
-            match open_tun(name, TunMode::Tap, vnet) {
-                Ok(fd) => return Ok((vec![fd], vnet)),
-                Err(e) if vnet => {
-                    tracing::info!(device = %name, "no virtio-net headers on this TAP ({e}): frames are written one by one");
-                    last = Some(e);
-                }
-                Err(e) => return Err(self.fail(e)),
-            }
-            if !self.settings.gro {
-                break;
             }
         }
-        Err(self.fail(last.map_or_else(|| "cannot open".to_string(), |e| e.to_string())))
+        let fds = open_rings(name, TunMode::Tap, false, queues).map_err(|e| self.fail(e))?;
+        Ok((fds, false))
     }
 
     async fn pump(
@@ -348,17 +332,15 @@ impl TapSink {
     /// The queue of the flow whose frame `parts` carry (after the
     /// virtio-net header, which is the first part or its start).
     fn queue_for(&self, parts: &[&[u8]]) -> &Device {
-        let count = self.devices.len();
-        if count == 1 {
-            return &self.devices[0];
-        }
-        let skip = if self.vnet { VNET_HDR_LEN } else { 0 };
-        let frame = match parts {
-            [first, ..] if first.len() > skip => &first[skip..],
-            [_, second, ..] => second,
-            _ => &[],
-        };
-        &self.devices[(self.flows.hash(frame) % count as u64) as usize]
+        ring_of(&self.devices, || {
+            let skip = if self.vnet { VNET_HDR_LEN } else { 0 };
+            let frame = match parts {
+                [first, ..] if first.len() > skip => &first[skip..],
+                [_, second, ..] => second,
+                _ => &[],
+            };
+            self.flows.hash(frame)
+        })
     }
 }
 
@@ -441,7 +423,7 @@ lanparty_core::impl_port!(TapPort, mac_identity);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linux::tun::{QUANTUM, RX_BATCH};
+    use crate::linux::tun::{QUANTUM, RX_BATCH, open_tun, open_tun_queues};
     use lanparty_core::testing::frames::{self, Tags};
     use std::io;
     use std::net::{Ipv4Addr, UdpSocket};

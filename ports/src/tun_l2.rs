@@ -30,7 +30,7 @@ use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
 use crate::linux::netdev;
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::tun::{
-    Device, MAX_QUEUES, TunMode, any_readable, open_tun, open_tun_queues, read_round,
+    Device, TunMode, any_readable, check_queues, open_rings, read_round, ring_of,
 };
 use lanparty_core::queue::flow::FlowHasher;
 
@@ -66,11 +66,8 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     if let Err(e) = netdev::ifname(&settings.device) {
         errors.push(config.error("device", e.to_string()));
     }
-    if !(1..=MAX_QUEUES).contains(&settings.queues) {
-        errors.push(config.error(
-            "queues",
-            format!("must be 1 to {MAX_QUEUES} (8 by default)"),
-        ));
+    if let Err(e) = check_queues(settings.queues) {
+        errors.push(config.error("queues", e));
     }
     let addressing = check_adapter_keys(config, settings.adapter_keys(), &mut errors);
     if errors.is_empty() {
@@ -109,13 +106,7 @@ impl IpAdapter for TunAdapter {
     }
 
     async fn send(&mut self, packet: &[u8]) -> Result<(), String> {
-        let count = self.devices.len();
-        let queue = if count == 1 {
-            0
-        } else {
-            (self.flows.hash_ip(packet) % count as u64) as usize
-        };
-        self.devices[queue]
+        ring_of(&self.devices, || self.flows.hash_ip(packet))
             .write_frame(packet)
             .await
             .map_err(|e| e.to_string())
@@ -171,16 +162,7 @@ impl TunL2Port {
         let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
         let name = self.settings.device.clone();
         let queues = usize::from(self.settings.queues);
-        let multi = match queues {
-            1 => None,
-            _ => open_tun_queues(&name, TunMode::Tun, false, queues)
-                .inspect_err(|e| tracing::info!(device = %name, "no {queues} queues on this TUN ({e}): one queue, one ring for every flow"))
-                .ok(),
-        };
-        let fds = match multi {
-            Some(fds) => fds,
-            None => vec![open_tun(&name, TunMode::Tun, false).map_err(|e| self.fail(e))?],
-        };
+        let fds = open_rings(&name, TunMode::Tun, false, queues).map_err(|e| self.fail(e))?;
         let devices = Device::register_all(fds, &name).map_err(|e| self.fail(e))?;
         let mut link = ctx.attach(
             &self.settings.room,

@@ -30,6 +30,16 @@ pub enum TunMode {
     Tun,
 }
 
+impl TunMode {
+    /// `TAP` or `TUN`, for messages.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TunMode::Tap => "TAP",
+            TunMode::Tun => "TUN",
+        }
+    }
+}
+
 /// Opens (creating if needed) the TAP or TUN device `name`, non-blocking,
 /// without packet info headers; returns the fd. With `vnet_hdr`, every
 /// read and write carries a virtio-net header (`IFF_VNET_HDR`, 10 bytes),
@@ -55,11 +65,51 @@ pub fn open_tun_queues(
         .collect()
 }
 
+/// Opens `queues` queues of `name` (the `queues` setting of a `tap` or
+/// `tun-l2` port): multi-queue when more than one, and one queue, logged,
+/// when the device exists as a single-queue one.
+pub fn open_rings(
+    name: &str,
+    mode: TunMode,
+    vnet_hdr: bool,
+    queues: usize,
+) -> io::Result<Vec<OwnedFd>> {
+    if queues > 1 {
+        match open_tun_queues(name, mode, vnet_hdr, queues) {
+            Ok(fds) => return Ok(fds),
+            Err(e) => {
+                let kind = mode.kind();
+                tracing::info!(device = %name, "no {queues} queues on this {kind} ({e}): one queue, one ring for every flow");
+            }
+        }
+    }
+    Ok(vec![open_tun(name, mode, vnet_hdr)?])
+}
+
+/// Checks a port's `queues` setting.
+pub fn check_queues(queues: u16) -> Result<(), String> {
+    if (1..=MAX_QUEUES).contains(&queues) {
+        Ok(())
+    } else {
+        Err(format!("must be 1 to {MAX_QUEUES} (8 by default)"))
+    }
+}
+
+/// The queue a flow's packets are written through: the one its hash picks
+/// (not computed when there is one queue).
+pub fn ring_of(devices: &[Device], hash: impl FnOnce() -> u64) -> &Device {
+    match devices.len() {
+        1 => &devices[0],
+        count => &devices[(hash() % count as u64) as usize],
+    }
+}
+
 fn open_queue(name: &str, mode: TunMode, vnet_hdr: bool, multi: bool) -> io::Result<OwnedFd> {
-    let (flag, kind) = match mode {
-        TunMode::Tap => (libc::IFF_TAP, "TAP"),
-        TunMode::Tun => (libc::IFF_TUN, "TUN"),
+    let flag = match mode {
+        TunMode::Tap => libc::IFF_TAP,
+        TunMode::Tun => libc::IFF_TUN,
     };
+    let kind = mode.kind();
     // SAFETY: plain open(2) of a fixed path; the result is checked.
     let fd = unsafe {
         libc::open(
