@@ -1,6 +1,7 @@
 //! The relay's UDP socket gate: a per-source limit on QUIC long-header
 //! packets (Initial, Handshake, 0-RTT — what a handshake is made of),
-//! applied to every datagram before quinn parses or decrypts it.
+//! applied by the relay's loop ([`crate::server`]) to every datagram
+//! before `quinn_proto` parses or decrypts it.
 //!
 //! Each Initial costs quinn key derivation and a decryption before the
 //! relay's own admission rules (`handshake_slot`) can ignore it, so a
@@ -13,21 +14,12 @@
 //! at beyond their first byte.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::io::{self, IoSliceMut};
 use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
-
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
 
 /// Source addresses the gate tracks at once; a spoofed flood from more
 /// addresses starts the table over instead of growing it.
-const TABLE_LIMIT: usize = 65_536;
+pub const TABLE_LIMIT: usize = 65_536;
 const WINDOW: Duration = Duration::from_secs(1);
 
 /// Events per source address per second, sans-IO: the gate's long-header
@@ -72,111 +64,6 @@ impl PerAddressRate {
 /// True for a QUIC long-header packet (RFC 9000 §17.2: the first bit set).
 pub fn is_long_header(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| b & 0x80 != 0)
-}
-
-/// A UDP socket that drops long-header packets over the per-source limit
-/// before quinn sees them.
-pub struct GatedSocket {
-    inner: Arc<dyn AsyncUdpSocket>,
-    limiter: Mutex<PerAddressRate>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl fmt::Debug for GatedSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GatedSocket")
-            .field("dropped", &self.dropped.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-impl GatedSocket {
-    /// Gates `inner` at `per_second` long-header packets per address;
-    /// drops are added to `dropped`.
-    pub fn new(
-        inner: Arc<dyn AsyncUdpSocket>,
-        per_second: u32,
-        dropped: Arc<AtomicU64>,
-    ) -> GatedSocket {
-        GatedSocket {
-            inner,
-            limiter: Mutex::new(PerAddressRate::new(per_second, TABLE_LIMIT)),
-            dropped,
-        }
-    }
-
-    /// Keeps the received entries that pass the gate, moved to the front;
-    /// returns how many.
-    fn filter(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
-        let mut kept = 0;
-        let mut limiter = None;
-        let now = Instant::now();
-        for i in 0..n {
-            let len = meta[i].len;
-            let pass = !is_long_header(&bufs[i][..len]) || {
-                let limiter = limiter.get_or_insert_with(|| {
-                    self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
-                });
-                limiter.admit(meta[i].addr.ip(), now)
-            };
-            if !pass {
-                // A GRO batch is one source's same-size datagrams: all go.
-                let segments = len.div_ceil(meta[i].stride.max(1)) as u64;
-                self.dropped.fetch_add(segments, Ordering::Relaxed);
-                continue;
-            }
-            if kept != i {
-                let (front, back) = bufs.split_at_mut(i);
-                front[kept][..len].copy_from_slice(&back[0][..len]);
-                meta[kept] = meta[i];
-            }
-            kept += 1;
-        }
-        kept
-    }
-}
-
-impl AsyncUdpSocket for GatedSocket {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.inner.try_send(transmit)
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let n = ready!(self.inner.poll_recv(cx, bufs, meta))?;
-            let kept = self.filter(bufs, meta, n);
-            if kept > 0 || n == 0 {
-                return Poll::Ready(Ok(kept));
-            }
-            // Everything was dropped: read on (the socket registers the
-            // waker when it has nothing more).
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
-    }
-
-    fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
-    }
-
-    fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
-    }
 }
 
 #[cfg(test)]

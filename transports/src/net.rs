@@ -139,22 +139,12 @@ pub fn endpoint(
     quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
-/// A serving endpoint whose stateless-reset key is derived from `secret`
-/// (the relay's private key). A restarted relay then answers packets of
-/// connections from before the restart with a stateless reset that the
-/// peers accept, so they reconnect at once instead of after their idle
-/// timeout.
-///
-/// Its socket is gated ([`crate::gate`]): at most
-/// `handshake_packets_per_address` QUIC long-header packets per source
-/// address and second reach quinn; drops are added to `dropped`.
-pub fn server_endpoint(
-    socket: std::net::UdpSocket,
-    server: quinn::ServerConfig,
-    secret: &[u8],
-    handshake_packets_per_address: u32,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
-) -> std::io::Result<quinn::Endpoint> {
+/// The relay's endpoint configuration: its stateless-reset key is
+/// derived from `secret` (the relay's private key). A restarted relay then
+/// answers packets of connections from before the restart with a
+/// stateless reset that the peers accept, so they reconnect at once
+/// instead of after their idle timeout.
+pub fn server_endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
     let mut material = b"lanparty stateless reset key v1".to_vec();
     material.extend_from_slice(secret);
     let digest = ring::digest::digest(&ring::digest::SHA256, &material);
@@ -164,10 +154,7 @@ pub fn server_endpoint(
     // itself (with a key that is new at every start) and sends no reset
     // for them; accept any id so that old connections get their reset.
     config.cid_generator(|| Box::new(RandomCids(ring::rand::SystemRandom::new())));
-    let runtime = Arc::new(quinn::TokioRuntime);
-    let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket)?;
-    let gated = crate::gate::GatedSocket::new(socket, handshake_packets_per_address, dropped);
-    quinn::Endpoint::new_with_abstract_socket(config, Some(server), Arc::new(gated), runtime)
+    config
 }
 
 /// Random 8-byte connection ids that any restart of the relay will answer

@@ -33,12 +33,15 @@ pub struct PathReport {
 }
 
 impl PathReport {
-    /// The path of `conn` now.
-    pub fn of(conn: &quinn::Connection) -> PathReport {
-        let path = conn.stats().path;
+    /// The path to `remote` with its round-trip time and its statistics.
+    pub fn new(
+        remote: std::net::SocketAddr,
+        rtt: std::time::Duration,
+        path: &quinn::PathStats,
+    ) -> PathReport {
         PathReport {
-            remote: conn.remote_address().to_string(),
-            rtt_us: conn.rtt().as_micros() as u64,
+            remote: remote.to_string(),
+            rtt_us: rtt.as_micros() as u64,
             cwnd: path.cwnd,
             congestion_events: path.congestion_events,
             lost_packets: path.lost_packets,

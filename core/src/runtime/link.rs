@@ -130,6 +130,17 @@ impl LinkHandle {
         while self.from_room.recv().await.is_some() {}
     }
 
+    /// Ends when the room is gone, like [`LinkHandle::closed`], but owned
+    /// apart from the handle (a task can wait on it while another uses
+    /// the link). For a link with a sink, whose queue carries no frames:
+    /// the queue moves into the future, and this handle's `closed` and
+    /// `recv` end at once from then on.
+    pub fn take_closed(&mut self) -> impl Future<Output = ()> + Send + 'static {
+        let (_, empty) = mpsc::channel(1);
+        let mut queue = std::mem::replace(&mut self.from_room, empty);
+        async move { while queue.recv().await.is_some() {} }
+    }
+
     /// Receives up to `limit` frames into `buf` (waiting for at least one);
     /// returns how many, 0 once the room is gone.
     pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {

@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::control_stream::{ControlWriter, deliver, read_chunk, sleep_until};
 use crate::datapath::{
-    DataPath, DatapathCounters, PeerSender, datapath_metrics, reassembly_limits,
+    DataPath, DatapathCounters, PeerSender, datapath_metrics, ready_datagram, reassembly_limits,
 };
 use crate::net;
 use crate::session::{ClientEnd, ClientEvent, ClientSession, ControlInput};
@@ -465,7 +465,7 @@ impl QuicClient {
                         joined = true;
                         link.set_room_mtu(welcome.mtu);
                         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-                        sender.set_connection(Some(conn.clone()));
+                        sender.set_connection(Some(Arc::new(conn.clone())));
                         welcome.header_compression &= self.settings.header_compression;
                         sender.compress(welcome.header_compression);
                         status.connected(&conn, welcome);
@@ -511,7 +511,7 @@ impl QuicClient {
                 Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
                 Happened::Datagram(Ok(d)) => {
                     let Some(data) = data.as_mut() else { continue };
-                    data.from_peer_batch(d, &conn, sender, link, counters);
+                    data.from_peer_batch(d, || ready_datagram(&conn), sender, link, counters);
                 }
                 Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
                 Happened::Deadline => machine.handle_timeout(now),

@@ -1,9 +1,7 @@
 //! What a client shows: its session in `lanparty status` and its metrics.
 
 use super::*;
-use crate::report::{
-    CLIENT_KIND, ClientReport, ClientState, PathReport, SendReport, SessionReport,
-};
+use crate::report::{CLIENT_KIND, ClientReport, ClientState, SendReport, SessionReport};
 
 /// The session as `lanparty status` shows it.
 #[derive(Default)]
@@ -47,7 +45,7 @@ impl StatusSource for ClientStatus {
             peer_id: w.peer_id.0,
             room_id: w.room_id,
             mtu: w.mtu,
-            path: PathReport::of(conn),
+            path: crate::datapath::QuicConn::path(conn),
             uptime_s: since.elapsed().as_secs(),
             header_compression: w.header_compression,
         });

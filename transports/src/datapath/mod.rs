@@ -21,23 +21,25 @@ use lanparty_core::wire::overlay::{self, OverlayError, OverlayPayload};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::congestion::{ControllerShare, DelayController};
+use crate::congestion::ControllerShare;
 use crate::net::{Chunks, DatagramEncoder};
 
+mod conn;
 mod counters;
 mod sender;
 
+pub use conn::{DatagramRefused, QuicConn, share_of};
 pub use counters::{DatapathCounters, DatapathSnapshot, datapath_metrics};
 use counters::{add_deltas, bump};
 pub use sender::{PeerSender, QUIC_DATAGRAM_BUFFER};
 
 /// Datagrams a session hands the room as one batch, at most.
-const DATAGRAM_BATCH: usize = 64;
+pub const DATAGRAM_BATCH: usize = 64;
 
 /// A datagram quinn has already received, without waiting (`None`: none
 /// is queued, or the connection is gone — the session's next wait says
 /// which).
-fn ready_datagram(conn: &quinn::Connection) -> Option<Bytes> {
+pub fn ready_datagram(conn: &quinn::Connection) -> Option<Bytes> {
     let mut read = std::pin::pin!(conn.read_datagram());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match read.as_mut().poll(&mut cx) {
@@ -136,15 +138,15 @@ impl DataPath {
         }
     }
 
-    /// `first` and every datagram `conn` has already received after it (up
-    /// to [`DATAGRAM_BATCH`]), handed to the room as one batch
-    /// ([`LinkHandle::gathered`]): one wake-up and one pass of the
-    /// session's loop for many datagrams, and a TAP adapter writes the
-    /// batch's TCP segments merged.
+    /// `first` and every datagram the connection has already received
+    /// after it (`more`, up to [`DATAGRAM_BATCH`] in all), handed to the
+    /// room as one batch ([`LinkHandle::gathered`]): one wake-up and one
+    /// pass of the session's loop for many datagrams, and a TAP adapter
+    /// writes the batch's TCP segments merged.
     pub fn from_peer_batch(
         &mut self,
         first: Bytes,
-        conn: &quinn::Connection,
+        mut more: impl FnMut() -> Option<Bytes>,
         sender: &PeerSender,
         link: &LinkHandle,
         counters: &DatapathCounters,
@@ -152,7 +154,7 @@ impl DataPath {
         link.gathered(|| {
             self.from_peer(first, sender, link, counters);
             for _ in 1..DATAGRAM_BATCH {
-                let Some(datagram) = ready_datagram(conn) else {
+                let Some(datagram) = more() else {
                     break;
                 };
                 self.from_peer(datagram, sender, link, counters);
@@ -252,7 +254,7 @@ impl DataPath {
 
     /// The stats to answer a `stats_request` with: this direction's
     /// counters plus the sender's.
-    pub fn peer_stats(&self, conn: &quinn::Connection, sender: &PeerSender) -> PeerStats {
+    pub fn peer_stats(&self, conn: &dyn QuicConn, sender: &PeerSender) -> PeerStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
             rtt_us: Some(conn.rtt().as_micros() as u64),

@@ -37,7 +37,7 @@ enum Pump {
 
 #[derive(Debug)]
 struct SenderState {
-    conn: Option<quinn::Connection>,
+    conn: Option<Arc<dyn QuicConn>>,
     encoder: DatagramEncoder,
     /// Header compression's contexts towards this peer, when both ends
     /// agreed to it on this connection.
@@ -102,7 +102,7 @@ impl PeerSender {
     pub fn connected(
         counters: Arc<DatapathCounters>,
         settings: &QueueSettings,
-        conn: quinn::Connection,
+        conn: Arc<dyn QuicConn>,
         max_datagram: usize,
     ) -> Arc<PeerSender> {
         let sender = PeerSender::new(counters, settings);
@@ -148,21 +148,13 @@ impl PeerSender {
     /// Frames still queued for the old connection are dropped (`flushed`),
     /// and the new connection starts with a fresh rate measurement and no
     /// header compression until [`PeerSender::compress`].
-    pub fn set_connection(&self, conn: Option<quinn::Connection>) {
+    pub fn set_connection(&self, conn: Option<Arc<dyn QuicConn>>) {
         let mut state = self.lock();
         state.queue.flush();
         state.compressor = None;
         state.feeder = new_feeder(self.quic_buffer);
-        state.empty_space = conn
-            .as_ref()
-            .map_or(0, quinn::Connection::datagram_send_buffer_space);
-        state.share = conn.as_ref().and_then(|c| {
-            c.congestion_state()
-                .into_any()
-                .downcast::<DelayController>()
-                .ok()
-                .map(|controller| controller.share())
-        });
+        state.empty_space = conn.as_ref().map_or(0, |c| c.send_buffer_space());
+        state.share = conn.as_ref().and_then(|c| c.controller_share());
         state.conn = conn;
         self.sync(&mut state);
         drop(state);
@@ -249,13 +241,13 @@ impl PeerSender {
                 _ => encoder.encode(frame),
             };
             let need = datagram.len();
-            if conn.datagram_send_buffer_space() < need {
+            if conn.send_buffer_space() < need {
                 return self.drop_frame(&counters.send_buffer_full);
             }
             conn.send_datagram(datagram).map(|()| need)
         } else {
             let need = count * fragment::FRAGMENT_HEADER_LEN + frame.len();
-            if conn.datagram_send_buffer_space() < need {
+            if conn.send_buffer_space() < need {
                 return self.drop_frame(&counters.send_buffer_full);
             }
             let id = *next_frame_id;
@@ -278,8 +270,8 @@ impl PeerSender {
                     .fetch_add(count as u64, Ordering::Relaxed);
                 true
             }
-            Err(quinn::SendDatagramError::TooLarge) => self.drop_frame(&counters.too_large),
-            Err(_) => self.drop_frame(&counters.send_failed),
+            Err(DatagramRefused::TooLarge) => self.drop_frame(&counters.too_large),
+            Err(DatagramRefused::Failed) => self.drop_frame(&counters.send_failed),
         }
     }
 
@@ -297,9 +289,7 @@ impl PeerSender {
     /// Bytes waiting in quinn's datagram buffer.
     fn occupancy(state: &SenderState) -> usize {
         state.conn.as_ref().map_or(0, |c| {
-            state
-                .empty_space
-                .saturating_sub(c.datagram_send_buffer_space())
+            state.empty_space.saturating_sub(c.send_buffer_space())
         })
     }
 

@@ -1,7 +1,9 @@
 //! `quic-server`: the relay. Accepts QUIC connections, admits each peer
 //! into a room on its hello (or rejects it with a code and a sentence), and
 //! moves its frames between QUIC datagrams and the room's pipeline. Peers
-//! are told when others join and leave.
+//! are told when others join and leave. The socket, the QUIC endpoint and
+//! every connection run in one loop (`driver.rs`); this file holds the
+//! port, the relay's shared state and its admission rules.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use lanparty_core::control::{
     room_key,
 };
 use lanparty_core::registry::BuildResult;
-use lanparty_core::runtime::{ActivePolicy, LinkSpec, PolicyEvent, PortContext, ShutdownSignal};
+use lanparty_core::runtime::{ActivePolicy, LinkSpec, PolicyEvent, PortContext};
 use lanparty_core::runtime::{Port, PortError};
 use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
@@ -24,15 +26,15 @@ use tokio::sync::{Notify, mpsc};
 use crate::admission::{Admissions, Limits};
 use crate::credentials::{self, FailureLimiter};
 use crate::datapath::{
-    DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, reassembly_limits,
+    DataPath, DatapathCounters, PeerSender, QuicConn, RELAY_REASSEMBLY_BYTES, reassembly_limits,
 };
 use crate::gate::PerAddressRate;
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
 use lanparty_core::wire::fragment::ReassemblyBudget;
 
+mod driver;
 mod session;
-use session::handle;
 mod settings;
 mod status;
 
@@ -215,27 +217,17 @@ impl QuicServer {
         let server_config =
             tls::quic_server_config(identity, transport).map_err(|e| fail(e.to_string()))?;
         let mut last_error = String::from("no address to listen on");
-        let mut endpoint = None;
+        let mut socket = None;
         for addr in &self.listen {
-            match net::bind_udp(*addr, self.settings.socket_buffer).and_then(|s| {
-                net::server_endpoint(
-                    s,
-                    server_config.clone(),
-                    &reset_secret,
-                    self.settings.handshake_packets_per_address,
-                    self.counters.handshake_packets_dropped.clone(),
-                )
-            }) {
-                Ok(e) => {
-                    endpoint = Some(e);
+            match net::bind_udp(*addr, self.settings.socket_buffer) {
+                Ok(s) => {
+                    socket = Some(s);
                     break;
                 }
                 Err(e) => last_error = format!("cannot listen on {addr}: {e}"),
             }
         }
-        let endpoint = endpoint.ok_or_else(|| fail(last_error))?;
-        let local = endpoint.local_addr().map_err(|e| fail(e.to_string()))?;
-        tracing::info!(port = %self.name, listen = %local, max_rooms = self.settings.max_rooms, max_peers = self.settings.max_peers_per_room, "relay listening");
+        let socket = socket.ok_or_else(|| fail(last_error))?;
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             admissions: Mutex::new(Admissions::new(Limits {
@@ -255,34 +247,19 @@ impl QuicServer {
             reassembly: ReassemblyBudget::new(RELAY_REASSEMBLY_BYTES),
             peers: Mutex::new(BTreeMap::new()),
         });
+        let (commands_tx, commands_rx) = mpsc::channel(driver::COMMAND_QUEUE);
+        let driver = driver::Driver::new(
+            shared.clone(),
+            socket,
+            net::server_endpoint_config(&reset_secret),
+            server_config,
+            commands_tx,
+        )
+        .map_err(|e| fail(format!("cannot serve on the relay socket: {e}")))?;
+        let local = driver.local_addr().map_err(|e| fail(e.to_string()))?;
+        tracing::info!(port = %self.name, listen = %local, max_rooms = self.settings.max_rooms, max_peers = self.settings.max_peers_per_room, "relay listening");
         ctx.publish_status(shared.clone());
-        let mut shutdown = ctx.shutdown();
-        let mut policy_events = ctx.policies().subscribe();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                event = policy_events.recv() => {
-                    if let Ok(PolicyEvent::Removed(room)) = event
-                        && ctx.policies().require_policy()
-                    {
-                        shared.close_room(&room);
-                    }
-                }
-                incoming = endpoint.accept() => match incoming {
-                    Some(incoming) => {
-                        let Some((slot, incoming)) = shared.handshake_slot(incoming) else {
-                            continue;
-                        };
-                        let shared = shared.clone();
-                        tokio::spawn(async move { handle(&shared, slot, incoming).await });
-                    }
-                    None => break,
-                },
-            }
-        }
-        // Sessions see the same signal, say goodbye and close; give them a moment.
-        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        endpoint.close(close::SHUTDOWN.into(), b"relay shutting down");
+        driver.run(commands_rx).await;
         tracing::info!(port = %self.name, "relay stopped");
         Ok(())
     }
@@ -339,6 +316,16 @@ pub const RETRIES_PER_ADDRESS_PER_SECOND: u32 = 32;
 /// from many addresses starts the table over instead of growing it).
 const RETRY_TABLE_LIMIT: usize = 4096;
 
+/// What becomes of a connection attempt.
+enum Attempt {
+    /// No reply.
+    Ignore,
+    /// A stateless Retry: the address proves itself first.
+    Retry,
+    /// The handshake goes on, holding its slot.
+    Accept(HandshakeSlot),
+}
+
 /// A handshake that holds its place in [`Handshakes`] until dropped.
 struct HandshakeSlot {
     shared: Arc<Shared>,
@@ -365,7 +352,7 @@ struct PeerEntry {
     mac: MacAddr,
     mtu: u16,
     since: Instant,
-    conn: quinn::Connection,
+    conn: Arc<dyn QuicConn>,
     sender: Arc<PeerSender>,
     kick: Arc<Notify>,
     /// Ends the session: a new session of the same player replaces it.
@@ -393,19 +380,20 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decides about a new connection attempt before any state is kept
-    /// for it: above `retry_above` handshakes in progress an unproven
-    /// address gets a stateless Retry (at most
+    /// Decides about a new connection attempt from `remote` before any
+    /// state is kept for it: above `retry_above` handshakes in progress an
+    /// unproven address gets a stateless Retry (at most
     /// [`RETRIES_PER_ADDRESS_PER_SECOND`] per address, then it is ignored);
-    /// above `max_handshakes` (or
-    /// `max_handshakes_per_address` from its address) it is ignored (no
-    /// reply: a flood gets nothing back to amplify). Otherwise it takes a
-    /// handshake slot.
+    /// above `max_handshakes` (or `max_handshakes_per_address` from its
+    /// address) it is ignored (no reply: a flood gets nothing back to
+    /// amplify). Otherwise it takes a handshake slot.
     fn handshake_slot(
         self: &Arc<Self>,
-        incoming: quinn::Incoming,
-    ) -> Option<(HandshakeSlot, quinn::Incoming)> {
-        let ip = incoming.remote_address().ip();
+        remote: std::net::SocketAddr,
+        validated: bool,
+        may_retry: bool,
+    ) -> Attempt {
+        let ip = remote.ip();
         let s = &self.settings;
         let mut h = self.handshakes();
         let from_here = h.per_address.get(&ip).copied().unwrap_or(0);
@@ -414,9 +402,7 @@ impl Shared {
         // signature and a key exchange on the thread that carries every
         // frame, so a one-address flood buys one, not `retry_above` (the
         // 16 it bought before moved admitted players' p99 by 4-8 ms).
-        let retry = (h.total >= s.retry_above || from_here > 0)
-            && !incoming.remote_address_validated()
-            && incoming.may_retry();
+        let retry = (h.total >= s.retry_above || from_here > 0) && !validated && may_retry;
         let refuse = if retry {
             !h.retried.admit(ip, Instant::now())
         } else {
@@ -427,26 +413,19 @@ impl Shared {
             self.counters
                 .handshakes_refused
                 .fetch_add(1, Ordering::Relaxed);
-            incoming.ignore();
-            return None;
+            return Attempt::Ignore;
         }
         if retry {
             drop(h);
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            if incoming.retry().is_err() {
-                self.counters
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            return None;
+            return Attempt::Retry;
         }
         h.total += 1;
         *h.per_address.entry(ip).or_default() += 1;
-        let slot = HandshakeSlot {
+        Attempt::Accept(HandshakeSlot {
             shared: self.clone(),
             ip,
-        };
-        Some((slot, incoming))
+        })
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, PeerEntry>> {
@@ -500,7 +479,7 @@ impl Shared {
     /// room state: closed relay, credentials, failed-attempt limit.
     async fn authorize(
         &self,
-        conn: &quinn::Connection,
+        ip: std::net::IpAddr,
         hello: &Hello,
     ) -> Result<Option<Arc<ActivePolicy>>, Reject> {
         if hello.protocol_version != PROTOCOL_VERSION || hello.validate().is_err() {
@@ -524,7 +503,6 @@ impl Shared {
         if !policy.policy.needs_credential(gateway) {
             return Ok(Some(policy));
         }
-        let ip = conn.remote_address().ip();
         let limited = self
             .limiter
             .lock()

@@ -1,60 +1,60 @@
-//! One connection's life at the relay: the handshake slot, then the
-//! control session ([`RelaySession`], sans-IO) driven over quinn — the
-//! hello and its decision (admission, or a reject with a code and a
-//! sentence), then the admitted peer's frames and control messages until
-//! the session ends.
+//! One connection's control session at the relay, driven by the relay's
+//! loop ([`super::driver`]): the sans-IO [`RelaySession`] fed from the
+//! connection's control stream and datagrams — the hello and its decision
+//! (admission, or a reject with a code and a sentence, decided in a task
+//! of its own that reports back), then the admitted peer's frames and
+//! control messages until the session ends.
 
+use bytes::Bytes;
+use quinn_proto::{ConnectionHandle, Dir, Event, ReadError, ReadableError, StreamEvent, StreamId};
+
+use super::driver::LoopConn;
 use super::*;
-use crate::control_stream::{ControlWriter, deliver, read_chunk, sleep_until};
+use crate::datapath::{DATAGRAM_BATCH, QuicConn};
 use crate::session::{ControlInput, Leave, RelayEvent, RelaySession, RelayTimeouts};
 
-pub(super) async fn handle(shared: &Shared, slot: HandshakeSlot, incoming: quinn::Incoming) {
-    let remote = incoming.remote_address();
-    let failed = |e: quinn::ConnectionError| {
-        shared
-            .counters
-            .handshake_failures
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(%remote, "handshake failed: {e}");
-    };
-    let connecting = match incoming.accept() {
-        Ok(connecting) => connecting,
-        Err(e) => return failed(e),
-    };
-    let conn = match tokio::time::timeout(shared.settings.handshake_timeout.0, connecting).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return failed(e),
-        Err(_) => {
-            // Dropping the handshake closes it and frees its state.
-            shared
-                .counters
-                .handshake_timeouts
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote, "no complete handshake within {:?}", shared.settings.handshake_timeout.0);
-            return;
+/// Control bytes waiting for the peer to take them, at most (beyond, the
+/// peer is not reading and further messages are dropped).
+const UNSENT_CONTROL_BYTES: usize = 256 * 1024;
+
+/// What another task asks of a session, through the loop.
+pub(super) enum Command {
+    /// The decision on the hello.
+    Decided(Target, Box<Result<Admission, (Hello, Reject)>>),
+    /// The relay ends the session.
+    Leave(Target, Leave),
+    /// A control message for the peer (room events, the stale-seat probe).
+    Message(Target, ControlMessage),
+}
+
+/// A session: its connection's handle, and the serial that tells it
+/// apart from a later connection with the same handle.
+pub(super) type Target = (ConnectionHandle, u64);
+
+impl Command {
+    pub(super) fn target(&self) -> Target {
+        match self {
+            Command::Decided(t, _) | Command::Leave(t, _) | Command::Message(t, _) => *t,
         }
-    };
-    drop(slot);
-    if shared.live.load(Ordering::Relaxed) >= shared.settings.max_connections {
-        shared
-            .counters
-            .handshake_failures
-            .fetch_add(1, Ordering::Relaxed);
-        conn.close(
-            close::REJECTED.into(),
-            b"the relay has too many connections",
-        );
-        return;
     }
-    shared.live.fetch_add(1, Ordering::Relaxed);
-    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
-    established(shared, conn).await;
-    shared.live.fetch_sub(1, Ordering::Relaxed);
+
+    /// Its session is gone: an admission made for it is undone.
+    pub(super) fn orphaned(self, shared: &Shared) {
+        if let Command::Decided(_, decided) = self
+            && let Ok(admission) = *decided
+        {
+            let seat = admission.seat;
+            shared
+                .admissions()
+                .leave(&seat.hello.room, seat.peer, "left before its welcome");
+            seat.sender.set_connection(None);
+        }
+    }
 }
 
 /// An admitted peer's side of the session: its seat in the room and what
 /// the relay's other parts use to reach it.
-struct Seat {
+pub(super) struct Seat {
     peer: PeerId,
     hello: Hello,
     sender: Arc<PeerSender>,
@@ -71,166 +71,390 @@ struct Seat {
 }
 
 /// An admitted hello: the seat, the link into the room and the peer's
-/// control messages, which the driver waits on, and the welcome.
-struct Admission {
+/// control messages, and the welcome.
+pub(super) struct Admission {
     seat: Seat,
     link: lanparty_core::runtime::LinkHandle,
     events_rx: mpsc::Receiver<ControlMessage>,
     welcome: Welcome,
 }
 
-/// What woke the session's driver.
-enum Happened {
-    Stream(Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>),
-    Control(Result<Option<bytes::Bytes>, quinn::ReadError>),
-    Datagram(Result<bytes::Bytes, quinn::ConnectionError>),
-    Deadline,
-    Leave(Leave),
-    Event(Option<ControlMessage>),
+/// One connection's session state in the loop.
+pub(super) struct Session {
+    machine: RelaySession,
+    target: Target,
+    commands: mpsc::Sender<Command>,
+    max_frame: usize,
+    /// The control stream, once the peer opened it.
+    stream: Option<StreamId>,
+    /// The peer may still send on it.
+    reading: bool,
+    /// Control bytes the stream has not taken yet.
+    unsent: Vec<u8>,
+    /// Finish the stream once `unsent` is written.
+    finish: bool,
+    /// Nothing more is written (finished, stopped or failed).
+    write_closed: bool,
+    seat: Option<Seat>,
+    link: Option<lanparty_core::runtime::LinkHandle>,
+    data: Option<DataPath>,
+    /// The seat's watcher task (room events, kicks, replacement).
+    watcher: Option<tokio::task::AbortHandle>,
+    leaving: bool,
+    /// Datagrams taken from the connection, handed to the room outside
+    /// its lock.
+    inbox: Vec<Bytes>,
 }
 
-/// Drives one connection's [`RelaySession`] over quinn until it ends.
-pub(super) async fn established(shared: &Shared, conn: quinn::Connection) {
-    let timeouts = RelayTimeouts {
-        hello: shared.settings.hello_timeout.0,
-        ..RelayTimeouts::default()
-    };
-    let max_frame = shared.settings.max_control_frame;
-    let mut machine = RelaySession::new(Instant::now(), timeouts, max_frame);
-    let mut writer = ControlWriter::default();
-    let mut recv: Option<quinn::RecvStream> = None;
-    let mut stream_taken = false;
-    let mut seat: Option<Seat> = None;
-    let mut events_rx: Option<mpsc::Receiver<ControlMessage>> = None;
-    let mut link: Option<lanparty_core::runtime::LinkHandle> = None;
-    let mut data: Option<DataPath> = None;
-    let mut shutdown: ShutdownSignal = shared.ctx.shutdown();
-    let mut leaving = false;
-    let counters = &shared.counters.datapath;
-    loop {
-        while let Some(event) = machine.poll() {
-            match event {
-                RelayEvent::Control(bytes) => {
-                    writer.write(bytes);
+impl Session {
+    /// The session of a connection past its handshake.
+    pub(super) fn new(
+        shared: &Shared,
+        now: Instant,
+        ch: ConnectionHandle,
+        serial: u64,
+        commands: mpsc::Sender<Command>,
+    ) -> Session {
+        let timeouts = RelayTimeouts {
+            hello: shared.settings.hello_timeout.0,
+            ..RelayTimeouts::default()
+        };
+        let max_frame = shared.settings.max_control_frame;
+        Session {
+            machine: RelaySession::new(now, timeouts, max_frame),
+            target: (ch, serial),
+            commands,
+            max_frame,
+            stream: None,
+            reading: false,
+            unsent: Vec::new(),
+            finish: false,
+            write_closed: false,
+            seat: None,
+            link: None,
+            data: None,
+            watcher: None,
+            leaving: false,
+            inbox: Vec::with_capacity(DATAGRAM_BATCH),
+        }
+    }
+
+    /// When the session's own deadline is.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.machine.poll_timeout()
+    }
+
+    /// The session's deadline may have passed.
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        if self.machine.poll_timeout().is_some_and(|t| t <= now) {
+            self.machine.handle_timeout(now);
+        }
+    }
+
+    /// The relay ends the session (once).
+    pub(super) fn leave(&mut self, now: Instant, leave: Leave) {
+        if !self.leaving {
+            self.leaving = true;
+            self.machine.leave(now, leave);
+        }
+    }
+
+    /// A QUIC event of the connection.
+    pub(super) fn event(&mut self, shared: &Shared, conn: &LoopConn, event: Event, now: Instant) {
+        match event {
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if self.stream.is_none() => {
+                self.stream = conn.lock().streams().accept(Dir::Bi);
+                self.reading = self.stream.is_some();
+                self.read(conn, now);
+            }
+            Event::Stream(StreamEvent::Readable { id }) if Some(id) == self.stream => {
+                self.read(conn, now);
+            }
+            Event::Stream(StreamEvent::Writable { id }) if Some(id) == self.stream => {
+                self.write_out(conn);
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == self.stream => {
+                self.write_closed = true;
+                self.unsent.clear();
+            }
+            Event::DatagramReceived => self.datagrams(shared, conn, now),
+            Event::ConnectionLost { reason } => {
+                self.reading = false;
+                self.machine.connection_lost(&reason.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    /// Whatever the control stream has, to the session machine.
+    fn read(&mut self, conn: &LoopConn, now: Instant) {
+        let (Some(id), true) = (self.stream, self.reading) else {
+            return;
+        };
+        let mut c = conn.lock();
+        let mut stream = c.recv_stream(id);
+        let mut chunks = match stream.read(true) {
+            Ok(chunks) => chunks,
+            Err(ReadableError::ClosedStream | ReadableError::IllegalOrderedRead) => return,
+        };
+        loop {
+            match chunks.next(self.max_frame) {
+                Ok(Some(chunk)) => self.machine.handle_control(now, &chunk.bytes),
+                Ok(None) => {
+                    self.reading = false;
+                    self.machine.handle_control_finished(now);
+                    break;
                 }
-                RelayEvent::FinishControl => writer.finish(),
-                RelayEvent::Close { code, reason } => conn.close(code.into(), &reason),
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(code)) => {
+                    self.reading = false;
+                    self.machine
+                        .connection_lost(&format!("stream reset by peer: error {code}"));
+                    break;
+                }
+            }
+        }
+        // Flow control credit goes out with the loop's transmit.
+        let _ = chunks.finalize();
+    }
+
+    /// Queues control bytes for the peer.
+    fn write(&mut self, conn: &LoopConn, bytes: &[u8]) {
+        if self.write_closed {
+            return;
+        }
+        if self.unsent.len() + bytes.len() > UNSENT_CONTROL_BYTES {
+            tracing::debug!(remote = %conn.remote(), "control message dropped: the peer does not read its control stream");
+            return;
+        }
+        self.unsent.extend_from_slice(bytes);
+        self.write_out(conn);
+    }
+
+    /// Writes what the stream takes now, and finishes it when asked and
+    /// everything is written.
+    fn write_out(&mut self, conn: &LoopConn) {
+        let Some(id) = self.stream.filter(|_| !self.write_closed) else {
+            return;
+        };
+        let mut c = conn.lock();
+        let mut stream = c.send_stream(id);
+        while !self.unsent.is_empty() {
+            match stream.write(&self.unsent) {
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(quinn_proto::WriteError::Blocked) => return,
+                Err(e) => {
+                    tracing::debug!("control stream write failed: {e}");
+                    self.unsent.clear();
+                    self.write_closed = true;
+                    return;
+                }
+            }
+        }
+        if self.finish {
+            let _ = stream.finish();
+            self.write_closed = true;
+        }
+    }
+
+    /// The datagrams that have arrived, to the room in batches.
+    fn datagrams(&mut self, shared: &Shared, conn: &LoopConn, now: Instant) {
+        loop {
+            {
+                let mut c = conn.lock();
+                let mut datagrams = c.datagrams();
+                while self.inbox.len() < DATAGRAM_BATCH {
+                    match datagrams.recv() {
+                        Some(d) => self.inbox.push(d),
+                        None => break,
+                    }
+                }
+            }
+            let full = self.inbox.len() == DATAGRAM_BATCH;
+            let mut batch = self.inbox.drain(..);
+            let Some(first) = batch.next() else {
+                return;
+            };
+            if self.machine.handle_datagram(now)
+                && let (Some(s), Some(l), Some(d)) = (&self.seat, &self.link, &mut self.data)
+            {
+                d.from_peer_batch(
+                    first,
+                    || batch.next(),
+                    &s.sender,
+                    l,
+                    &shared.counters.datapath,
+                );
+            }
+            drop(batch);
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// A command from another task.
+    pub(super) fn command(&mut self, shared: &Shared, conn: &Arc<LoopConn>, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Decided(_, decided) => match *decided {
+                Ok(admission) => {
+                    let welcome = admission.welcome;
+                    self.data = Some(DataPath::new(
+                        reassembly_limits(welcome.mtu),
+                        Some(shared.reassembly.clone()),
+                        welcome.header_compression,
+                    ));
+                    self.machine.welcome(now, welcome);
+                    let seat = seated(shared, conn, admission.seat);
+                    let mut link = admission.link;
+                    self.watcher = Some(watch(
+                        &seat,
+                        admission.events_rx,
+                        link.take_closed(),
+                        self.target,
+                        self.commands.clone(),
+                    ));
+                    self.seat = Some(seat);
+                    self.link = Some(link);
+                }
+                Err((hello, reject)) => {
+                    shared.counters.rejects.add(reject.code.as_str());
+                    tracing::info!(remote = %conn.remote(), room = %hello.room, role = %hello.role, mac = %hello.mac, code = %reject.code, "rejected: {}", reject.message);
+                    self.machine.reject(now, reject);
+                }
+            },
+            Command::Leave(_, leave) => self.leave(now, leave),
+            Command::Message(_, message) => self.machine.send(&message),
+        }
+    }
+
+    /// Carries out what the session machine asks; true once it ended.
+    pub(super) fn poll(
+        &mut self,
+        shared: &Arc<Shared>,
+        conn: &Arc<LoopConn>,
+        now: Instant,
+    ) -> bool {
+        while let Some(event) = self.machine.poll() {
+            match event {
+                RelayEvent::Control(bytes) => self.write(conn, &bytes),
+                RelayEvent::FinishControl => {
+                    self.finish = true;
+                    self.write_out(conn);
+                }
+                RelayEvent::Close { code, reason } => {
+                    conn.lock().close(now, code.into(), Bytes::from(reason));
+                }
                 RelayEvent::Hello(mut hello) => {
                     // One room per code, whatever the case it was typed in.
                     hello.room = room_key(&hello.room);
-                    match decide(shared, &conn, hello).await {
-                        Ok(admission) => {
-                            let welcome = admission.welcome;
-                            data = Some(DataPath::new(
-                                reassembly_limits(welcome.mtu),
-                                Some(shared.reassembly.clone()),
-                                welcome.header_compression,
-                            ));
-                            machine.welcome(Instant::now(), welcome);
-                            seat = Some(seated(shared, &conn, admission.seat));
-                            events_rx = Some(admission.events_rx);
-                            link = Some(admission.link);
+                    let (shared, conn, commands) =
+                        (shared.clone(), conn.clone(), self.commands.clone());
+                    let target = self.target;
+                    tokio::spawn(async move {
+                        let decided = decide(&shared, conn, hello).await;
+                        let command = Command::Decided(target, Box::new(decided));
+                        if let Err(unsent) = commands.send(command).await {
+                            unsent.0.orphaned(&shared);
                         }
-                        Err((hello, reject)) => {
-                            shared.counters.rejects.add(reject.code.as_str());
-                            tracing::info!(remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac, code = %reject.code, "rejected: {}", reject.message);
-                            machine.reject(Instant::now(), reject);
-                        }
-                    }
+                    });
                 }
                 RelayEvent::StatsRequested => {
-                    if let (Some(s), Some(d)) = (&seat, &data) {
-                        machine.send(&ControlMessage::Stats(d.peer_stats(&conn, &s.sender)));
+                    if let (Some(s), Some(d)) = (&self.seat, &self.data) {
+                        let stats = d.peer_stats(&**conn, &s.sender);
+                        self.machine.send(&ControlMessage::Stats(stats));
                     }
                 }
                 RelayEvent::StatsAnswered => {
-                    if let Some(s) = &seat {
+                    if let Some(s) = &self.seat {
                         s.answered.notify_waiters();
                     }
                 }
                 RelayEvent::ProtocolError { reason, detail } => {
                     shared.counters.protocol_errors.add(reason);
-                    tracing::info!(remote = %conn.remote_address(), reason, "dropping peer: {detail}");
+                    tracing::info!(remote = %conn.remote(), reason, "dropping peer: {detail}");
                 }
                 RelayEvent::Ended(why) => {
-                    if let Some(s) = seat {
-                        unseat(shared, &conn, s, link.take(), data.as_ref(), &why);
-                    } else {
-                        tracing::debug!(remote = %conn.remote_address(), "session ended before admission: {why}");
-                    }
-                    return;
+                    self.ended(shared, conn, &why);
+                    return true;
                 }
             }
         }
-        let deadline = machine.poll_timeout();
-        let happened = {
-            let seat_ref = seat.as_ref();
-            let notified = |pick: fn(&Seat) -> &Arc<Notify>| async move {
-                match seat_ref {
-                    Some(s) => pick(s).notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let room_closed = async {
-                match link.as_mut() {
-                    Some(l) => l.closed().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let events = async {
-                match events_rx.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                accepted = conn.accept_bi(), if !stream_taken => Happened::Stream(accepted),
-                chunk = read_chunk(&mut recv, max_frame) => Happened::Control(chunk),
-                datagram = conn.read_datagram() => Happened::Datagram(datagram),
-                () = sleep_until(deadline) => Happened::Deadline,
-                why = shutdown.wait(), if !leaving => Happened::Leave(Leave::Shutdown(why)),
-                () = notified(|s| &s.replace), if !leaving => Happened::Leave(Leave::Replaced),
-                () = notified(|s| &s.kick), if !leaving => Happened::Leave(Leave::RoomClosed(
-                    seat_ref.map(|s| s.hello.room.clone()).unwrap_or_default(),
-                )),
-                () = room_closed, if !leaving => Happened::Leave(Leave::RoomGone),
-                message = events => Happened::Event(message),
+        false
+    }
+
+    /// The session is over: the seat (if any) is freed.
+    fn ended(&mut self, shared: &Shared, conn: &Arc<LoopConn>, why: &str) {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+        match self.seat.take() {
+            Some(seat) => unseat(
+                shared,
+                conn,
+                seat,
+                self.link.take(),
+                self.data.as_ref(),
+                why,
+            ),
+            None => {
+                tracing::debug!(remote = %conn.remote(), "session ended before admission: {why}")
             }
-        };
-        let now = Instant::now();
-        match happened {
-            Happened::Stream(Ok((send, r))) => {
-                stream_taken = true;
-                writer = ControlWriter::spawn(send);
-                recv = Some(r);
-            }
-            Happened::Stream(Err(e)) => machine.connection_lost(&e.to_string()),
-            Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
-            Happened::Datagram(Ok(datagram)) => {
-                if machine.handle_datagram(now)
-                    && let (Some(s), Some(l), Some(d)) = (&seat, &link, &mut data)
-                {
-                    d.from_peer_batch(datagram, &conn, &s.sender, l, counters);
-                }
-            }
-            Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
-            Happened::Deadline => machine.handle_timeout(now),
-            Happened::Leave(leave) => {
-                leaving = true;
-                machine.leave(now, leave);
-            }
-            Happened::Event(Some(message)) => machine.send(&message),
-            // Every sender is gone: the relay is dropping this peer anyway.
-            Happened::Event(None) => events_rx = None,
         }
     }
+
+    /// The connection is gone under the session (drained before the
+    /// session saw it end): it ends now.
+    pub(super) fn end(mut self, shared: &Shared, conn: &Arc<LoopConn>) {
+        if self.seat.is_some() || self.watcher.is_some() {
+            self.ended(shared, conn, "connection gone");
+        }
+    }
+}
+
+/// The seat's watcher: forwards the room's events for the peer, a kick
+/// (its room's policy was deleted), a replacement (the same player came
+/// back) and the room's end to the loop as commands.
+fn watch(
+    seat: &Seat,
+    mut events: mpsc::Receiver<ControlMessage>,
+    room_closed: impl std::future::Future<Output = ()> + Send + 'static,
+    target: Target,
+    commands: mpsc::Sender<Command>,
+) -> tokio::task::AbortHandle {
+    let kick = seat.kick.clone();
+    let replace = seat.replace.clone();
+    let room = seat.hello.room.clone();
+    tokio::spawn(async move {
+        tokio::pin!(room_closed);
+        let mut left = false;
+        loop {
+            let command = tokio::select! {
+                message = events.recv() => match message {
+                    Some(m) => Command::Message(target, m),
+                    None => return,
+                },
+                () = replace.notified(), if !left => Command::Leave(target, Leave::Replaced),
+                () = kick.notified(), if !left => Command::Leave(target, Leave::RoomClosed(room.clone())),
+                () = &mut room_closed, if !left => Command::Leave(target, Leave::RoomGone),
+            };
+            left |= matches!(command, Command::Leave(..));
+            if commands.send(command).await.is_err() {
+                return;
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// The decision on a hello: the relay's state, the room's policy and
 /// credentials, the MAC's owner, a stale seat, the room's admission rules.
 async fn decide(
     shared: &Shared,
-    conn: &quinn::Connection,
+    conn: Arc<LoopConn>,
     hello: Hello,
 ) -> Result<Admission, (Hello, Reject)> {
     let refuse =
@@ -242,7 +466,7 @@ async fn decide(
             "the relay is shutting down".into(),
         );
     }
-    let policy = match shared.authorize(conn, &hello).await {
+    let policy = match shared.authorize(conn.remote().ip(), &hello).await {
         Ok(policy) => policy,
         Err(reject) => return Err((hello, reject)),
     };
@@ -274,7 +498,7 @@ async fn decide(
     let sender = PeerSender::connected(
         shared.counters.datapath.clone(),
         &shared.settings.queue,
-        conn.clone(),
+        conn,
         hello.datagram_budget as usize,
     );
     let compression = hello.header_compression && shared.settings.header_compression;
@@ -320,7 +544,7 @@ async fn decide(
 
 /// The welcome is on its way: the peer is listed, counted, logged and
 /// told who is already in the room.
-fn seated(shared: &Shared, conn: &quinn::Connection, seat: Seat) -> Seat {
+fn seated(shared: &Shared, conn: &Arc<LoopConn>, seat: Seat) -> Seat {
     shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
     let hello = &seat.hello;
     shared.peers().insert(
@@ -340,7 +564,7 @@ fn seated(shared: &Shared, conn: &quinn::Connection, seat: Seat) -> Seat {
         },
     );
     tracing::info!(
-        peer = %seat.peer, remote = %conn.remote_address(), room = %hello.room, role = %hello.role, mac = %hello.mac,
+        peer = %seat.peer, remote = %conn.remote(), room = %hello.room, role = %hello.role, mac = %hello.mac,
         mtu = seat.mtu, budget = seat.path_budget, others = seat.others.len(), "peer admitted"
     );
     for (id, role, mac) in &seat.others {
@@ -357,7 +581,7 @@ fn seated(shared: &Shared, conn: &quinn::Connection, seat: Seat) -> Seat {
 /// (and counted), and the peer's totals are logged.
 fn unseat(
     shared: &Shared,
-    conn: &quinn::Connection,
+    conn: &Arc<LoopConn>,
     seat: Seat,
     link: Option<lanparty_core::runtime::LinkHandle>,
     data: Option<&DataPath>,
@@ -369,7 +593,7 @@ fn unseat(
     seat.sender.set_connection(None);
     drop(link);
     if let Some(data) = data {
-        let stats = data.peer_stats(conn, &seat.sender);
+        let stats = data.peer_stats(&**conn, &seat.sender);
         tracing::info!(peer = %seat.peer, room = %seat.hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {why}");
     }
 }

@@ -8,7 +8,7 @@ use lanparty_core::runtime::{Metrics, StatusSource};
 
 use super::Shared;
 use crate::datapath::datapath_metrics;
-use crate::report::{PathReport, PeerReport, SERVER_KIND, SendReport, ServerReport};
+use crate::report::{PeerReport, SERVER_KIND, SendReport, ServerReport};
 
 impl StatusSource for Shared {
     fn status(&self) -> serde_json::Value {
@@ -23,7 +23,7 @@ impl StatusSource for Shared {
                     room: p.room.clone(),
                     role: p.role,
                     mac: p.mac,
-                    path: PathReport::of(&p.conn),
+                    path: p.conn.path(),
                     mtu: p.mtu,
                     uptime_s: p.since.elapsed().as_secs(),
                     frames_tx,
