@@ -457,6 +457,14 @@ fn lan_party_end_to_end() {
     let supers = adapter["gro_super_packets"].as_u64().unwrap_or(0);
     assert!(supers > 0 && merged > 2 * supers, "{report:#}");
     eprintln!("   A's TAP wrote {merged} segments as {supers} super-packets");
+    // A's kernel handed A's upload to the TAP as super-packets (TSO),
+    // which the port cut into the segments that crossed the room.
+    assert_eq!(adapter["tso"], true, "{report:#}");
+    let cut = adapter["tso_segments"].as_u64().unwrap_or(0);
+    let read = adapter["tso_super_packets"].as_u64().unwrap_or(0);
+    assert!(read > 0 && cut > 2 * read, "{report:#}");
+    assert_eq!(adapter["tso_dropped"], 0, "{report:#}");
+    eprintln!("   A's TAP read {read} super-packets and cut them into {cut} segments");
     // The download's headers crossed both hops compressed (the shipped
     // configs agree on it), and every frame rebuilt: nothing refused.
     let relay = &report["ports"]["relay"];

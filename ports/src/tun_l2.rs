@@ -99,6 +99,7 @@ impl IpAdapter for TunAdapter {
         std::future::poll_fn(|cx| any_readable(&self.devices, cx)).await;
         let drained = read_round(&self.devices, &mut self.next, &mut self.rx, &mut |rx, n| {
             out.push(rx.take(n));
+            1
         })
         .map_err(|e| format!("read failed: {e}"))?;
         give_way(drained).await;

@@ -232,6 +232,7 @@ impl Driver {
         let ctx = self.shared.ctx.clone();
         let mut shutdown = ctx.shutdown();
         let mut policy_events = ctx.policies().subscribe();
+        let mut policies_open = true;
         enum Woke {
             Socket(std::io::Result<()>),
             Timer,
@@ -269,7 +270,7 @@ impl Driver {
                 () = self.wake.notify.notified() => Woke::Touched,
                 command = commands.recv() => Woke::Command(command),
                 why = shutdown.wait(), if self.stopping.is_none() => Woke::Shutdown(why),
-                event = policy_events.recv() => Woke::Policy(event),
+                event = policy_events.recv(), if policies_open => Woke::Policy(event),
             };
             self.wake.busy.store(true, Ordering::SeqCst);
             let now = Instant::now();
@@ -287,6 +288,9 @@ impl Driver {
                     if ctx.policies().require_policy() {
                         self.shared.close_room(&room);
                     }
+                }
+                Woke::Policy(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    policies_open = false;
                 }
                 Woke::Policy(_) => {}
             }
