@@ -15,6 +15,7 @@
 //! - [`runtime`]: the tokio runtime that drives ports and rooms.
 //! - [`testing`]: the pipeline harness and YAML pipeline tests.
 
+pub mod chunks;
 pub mod config;
 pub mod control;
 pub mod pipeline;

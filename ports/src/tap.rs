@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use lanparty_core::chunks::Chunks;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
@@ -256,6 +257,7 @@ impl TapPort {
         };
         let mut rx = RxBuffer::new(largest + VNET_HDR_LEN, CHUNK);
         let mut scratch = Vec::new();
+        let mut segments = Chunks::default();
         let mut next = 0;
         loop {
             tokio::select! {
@@ -263,7 +265,8 @@ impl TapPort {
                 () = std::future::poll_fn(|cx| any_readable(devices, cx)) => {
                     let drained = read_round(devices, &mut next, &mut rx, &mut |rx, n| {
                         if vnet {
-                            from_vnet(rx, n, link, &mut scratch, sink.tso.as_ref())
+                            let cut = Cut { scratch: &mut scratch, segments: &mut segments };
+                            from_vnet(rx, n, link, cut, sink.tso.as_ref())
                         } else {
                             link.send(rx.take(n));
                             1
@@ -286,13 +289,13 @@ impl TapPort {
 
 /// The `n` bytes just read into `rx` behind a virtio-net header, to the
 /// room: a frame whose checksum is pending (checksum offload) gets it
-/// completed in place; a TCP super-packet (TSO) is cut into segments, each
-/// written into `rx` and counted in `tso`. Returns the frames handed on.
+/// completed in place; a TCP super-packet (TSO) is cut into segments,
+/// counted in `tso`. Returns the frames handed on.
 fn from_vnet(
     rx: &mut RxBuffer,
     n: usize,
     link: &LinkHandle,
-    scratch: &mut Vec<u8>,
+    cut: Cut<'_>,
     tso: Option<&TsoCounters>,
 ) -> usize {
     let Some(header) = VnetHeader::parse(&rx.space()[..n]) else {
@@ -314,10 +317,9 @@ fn from_vnet(
                 gso::segment_tcp(
                     &packet[VNET_HDR_LEN..],
                     usize::from(header.gso_size),
-                    scratch,
+                    cut.scratch,
                     &mut |segment| {
-                        rx.space()[..segment.len()].copy_from_slice(segment);
-                        link.send(rx.take(segment.len()));
+                        link.send(cut.segments.copy(segment));
                     },
                 )
             });
@@ -342,6 +344,14 @@ fn from_vnet(
             }
         }
     }
+}
+
+/// Where a super-packet is cut: the segmenter's scratch space, and the
+/// chunks the segments are copied into (never zeroed, unlike the read
+/// buffer).
+struct Cut<'a> {
+    scratch: &'a mut Vec<u8>,
+    segments: &'a mut Chunks,
 }
 
 /// What TSO on a TAP device read.

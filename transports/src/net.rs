@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use lanparty_core::wire::compress::Compressor;
 use lanparty_core::wire::fragment::FragmentHeader;
 use lanparty_core::wire::overlay::{self, ETHERNET_HEADER};
@@ -250,33 +250,7 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(2);
 /// Ack-eliciting packets the peer may receive before it must send an ACK.
 pub const ACK_ELICITING_THRESHOLD: u32 = 10;
 
-/// Bytes written one piece after another into shared chunks, each piece
-/// handed out as a `Bytes` slice of its chunk: a new chunk is allocated
-/// once per ~45 full-size frames, not per frame. The overlay encoder's
-/// datagrams and the rebuilt frames of header compression are written so.
-#[derive(Debug, Default)]
-pub struct Chunks {
-    buf: BytesMut,
-}
-
-/// Size of a chunk.
-const CHUNK: usize = 64 * 1024;
-
-impl Chunks {
-    /// The current chunk, with room for at least `need` more bytes (a new
-    /// chunk when this one is used up).
-    pub fn room(&mut self, need: usize) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < need {
-            self.buf = BytesMut::with_capacity(CHUNK.max(need));
-        }
-        &mut self.buf
-    }
-
-    /// What was written since the last `take`, as one piece.
-    pub fn take(&mut self) -> Bytes {
-        self.buf.split().freeze()
-    }
-}
+pub use lanparty_core::chunks::Chunks;
 
 /// Writes overlay header + frame as one datagram into [`Chunks`].
 #[derive(Debug, Default)]

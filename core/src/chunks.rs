@@ -1,0 +1,55 @@
+//! Bytes written one piece after another into shared chunks, each piece
+//! handed out as a `Bytes` slice of its chunk: a new chunk is allocated
+//! once per ~45 full-size frames, not per frame, and never zeroed. The
+//! overlay encoder's datagrams, the rebuilt frames of header compression
+//! and the segments a TAP adapter cuts from a super-packet are written so.
+
+use bytes::{Bytes, BytesMut};
+
+/// Shared chunks written piece by piece.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    buf: BytesMut,
+}
+
+/// Size of a chunk.
+const CHUNK: usize = 64 * 1024;
+
+impl Chunks {
+    /// The current chunk, with room for at least `need` more bytes (a new
+    /// chunk when this one is used up).
+    pub fn room(&mut self, need: usize) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < need {
+            self.buf = BytesMut::with_capacity(CHUNK.max(need));
+        }
+        &mut self.buf
+    }
+
+    /// What was written since the last `take`, as one piece.
+    pub fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    /// A copy of `bytes` as one piece.
+    pub fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        self.room(bytes.len()).extend_from_slice(bytes);
+        self.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_share_a_chunk_until_it_is_used_up() {
+        let mut c = Chunks::default();
+        let a = c.copy(b"abc");
+        let b = c.copy(b"de");
+        assert_eq!((&a[..], &b[..]), (&b"abc"[..], &b"de"[..]));
+        assert_eq!(a.as_ptr() as usize + 3, b.as_ptr() as usize);
+        let big = c.copy(&vec![1u8; CHUNK]);
+        assert_eq!(big.len(), CHUNK);
+        assert_ne!(big.as_ptr() as usize, b.as_ptr() as usize + 2);
+    }
+}
