@@ -132,11 +132,19 @@ pub fn endpoint(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<quinn::Endpoint> {
-    let mut config = quinn::EndpointConfig::default();
-    if server.is_none() {
-        config.cid_generator(|| Box::new(quinn_proto::RandomConnectionIdGenerator::new(0)));
-    }
+    let config = match server {
+        None => client_endpoint_config(),
+        Some(_) => quinn::EndpointConfig::default(),
+    };
     quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// A client endpoint's configuration: zero-length connection IDs (see
+/// [`endpoint`]).
+pub fn client_endpoint_config() -> quinn::EndpointConfig {
+    let mut config = quinn::EndpointConfig::default();
+    config.cid_generator(|| Box::new(quinn_proto::RandomConnectionIdGenerator::new(0)));
+    config
 }
 
 /// The relay's endpoint configuration: its stateless-reset key is

@@ -30,14 +30,16 @@ use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 
-use crate::control_stream::{ControlWriter, deliver, read_chunk, sleep_until};
 use crate::datapath::{
-    DataPath, DatapathCounters, PeerSender, datapath_metrics, ready_datagram, reassembly_limits,
+    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, QuicConn, datapath_metrics,
+    reassembly_limits,
 };
 use crate::net;
 use crate::session::{ClientEnd, ClientEvent, ClientSession, ControlInput};
 use crate::tls::{self, Trust};
+use quinn_proto::Event;
 
+mod driver;
 mod reconnect;
 mod settings;
 mod status;
@@ -336,35 +338,24 @@ impl QuicClient {
             "0.0.0.0:0".parse()
         }
         .map_err(|_| Attempt::Final("bad bind address".into()))?;
-        let endpoint = net::bind_udp(bind, self.settings.socket_buffer)
-            .and_then(|s| net::endpoint(s, None))
+        let socket = net::bind_udp(bind, self.settings.socket_buffer)
             .map_err(|e| Attempt::Retry(format!("cannot open a UDP socket: {e}")))?;
-        let connecting = endpoint
-            .connect_with(quic.clone(), addr, &self.server_name)
-            .map_err(|e| {
-                Attempt::Final(format!(
-                    "cannot connect to {relay} as `{}`: {e}",
-                    self.server_name
-                ))
-            })?;
+        let mut connection =
+            driver::Connection::start(socket, quic.clone(), addr, &self.server_name)?;
         let timeout = self.settings.hello_timeout.0;
         let deadline = Instant::now() + timeout;
-        let conn = match tokio::time::timeout_at(deadline.into(), connecting).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(self.handshake_failed(&e, addr)),
-            Err(_) => {
-                return Err(Attempt::Retry(format!(
-                    "the relay at {relay} ({addr}) does not answer: no QUIC handshake within {timeout:?}; is it running, and does UDP port {} reach it?",
-                    addr.port()
-                )));
-            }
-        };
-        Ok(Connected {
-            conn,
-            _endpoint: endpoint,
-            addr,
-            deadline,
-        })
+        match connection.handshake(deadline).await {
+            Ok(()) => Ok(Connected {
+                connection,
+                addr,
+                deadline,
+            }),
+            Err(driver::Handshake::Failed(e)) => Err(self.handshake_failed(&e, addr)),
+            Err(driver::Handshake::TimedOut) => Err(Attempt::Retry(format!(
+                "the relay at {relay} ({addr}) does not answer: no QUIC handshake within {timeout:?}; is it running, and does UDP port {} reach it?",
+                addr.port()
+            ))),
+        }
     }
 
     /// What a failed QUIC handshake means: the relay's certificate refused
@@ -399,11 +390,11 @@ impl QuicClient {
         shutdown: &mut ShutdownSignal,
     ) -> (ClientEnd, bool) {
         let Connected {
-            conn,
-            _endpoint,
+            mut connection,
             addr,
             deadline,
         } = connected;
+        let conn = connection.shared();
         let budget = conn.max_datagram_size().unwrap_or(0);
         let budget = self
             .settings
@@ -424,39 +415,25 @@ impl QuicClient {
             deadline,
             self.settings.hello_timeout.0,
         );
-        let opened = tokio::select! {
-            biased;
-            why = shutdown.wait() => {
-                machine.shutdown(Instant::now(), &why);
-                None
-            }
-            opened = tokio::time::timeout_at(deadline.into(), conn.open_bi()) => match opened {
-                Ok(Ok(stream)) => Some(stream),
-                Ok(Err(e)) => {
-                    machine.connection_lost(&e.to_string());
-                    None
-                }
-                Err(_) => {
-                    machine.handle_timeout(deadline);
-                    None
-                }
-            },
-        };
-        let (writer, mut recv) = match opened {
-            Some((send, recv)) => (ControlWriter::spawn(send), Some(recv)),
-            None => (ControlWriter::default(), None),
-        };
+        let mut control = connection.open_control();
+        if control.id().is_none() {
+            machine.connection_lost("the relay allows no control stream");
+        }
         let mut data: Option<DataPath> = None;
+        let mut inbox = Vec::with_capacity(DATAGRAM_BATCH);
         let mut joined = false;
         let mut leaving = false;
         let counters = &self.counters.datapath;
-        loop {
+        let end = 'session: loop {
             while let Some(event) = machine.poll() {
                 match event {
-                    ClientEvent::Control(bytes) => {
-                        writer.write(bytes);
+                    ClientEvent::Control(bytes) => control.write(&connection.conn, &bytes),
+                    ClientEvent::Close { code, reason } => {
+                        connection
+                            .conn
+                            .lock()
+                            .close(Instant::now(), code.into(), reason.into());
                     }
-                    ClientEvent::Close { code, reason } => conn.close(code.into(), &reason),
                     ClientEvent::Joined(mut welcome) => {
                         tracing::info!(
                             port = %self.name, relay = %self.settings.relay, room = %self.settings.room, role = %self.settings.role,
@@ -465,15 +442,17 @@ impl QuicClient {
                         joined = true;
                         link.set_room_mtu(welcome.mtu);
                         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-                        sender.set_connection(Some(Arc::new(conn.clone())));
+                        sender.set_connection(Some(conn.clone()));
                         welcome.header_compression &= self.settings.header_compression;
                         sender.compress(welcome.header_compression);
-                        status.connected(&conn, welcome);
-                        data = Some(DataPath::new(
+                        status.connected(conn.clone(), welcome);
+                        let d = data.insert(DataPath::new(
                             reassembly_limits(welcome.mtu),
                             None,
                             welcome.header_compression,
                         ));
+                        // Datagrams that came with the welcome.
+                        connection.datagrams(&mut inbox, d, sender, link, counters);
                     }
                     ClientEvent::Notice(ControlMessage::PeerJoined { peer_id, role, mac }) => {
                         tracing::info!(port = %self.name, peer = %peer_id, %role, %mac, "peer joined the room");
@@ -486,56 +465,57 @@ impl QuicClient {
                     }
                     ClientEvent::StatsRequested => {
                         if let Some(d) = &data {
-                            machine.send(&ControlMessage::Stats(d.peer_stats(&conn, sender)));
+                            machine.send(&ControlMessage::Stats(d.peer_stats(&*conn, sender)));
                         }
                     }
-                    ClientEvent::Ended(end) => return (end, joined),
+                    ClientEvent::Ended(end) => break 'session end,
                 }
             }
+            connection.send_out(Instant::now()).await;
             let next = machine.poll_timeout();
-            let established = machine.is_established();
-            let happened = tokio::select! {
-                why = shutdown.wait(), if !leaving => Happened::Shutdown(why),
+            let stop = tokio::select! {
+                why = shutdown.wait(), if !leaving => Some(why),
                 // The local room is gone: the node is stopping.
-                () = link.closed(), if !leaving => Happened::Shutdown("node stopping".into()),
-                chunk = read_chunk(&mut recv, MAX_CONTROL_FRAME) => Happened::Control(chunk),
-                datagram = conn.read_datagram(), if established => Happened::Datagram(datagram),
-                () = sleep_until(next) => Happened::Deadline,
+                () = link.closed(), if !leaving => Some("node stopping".to_string()),
+                () = connection.wait(next) => None,
             };
             let now = Instant::now();
-            match happened {
-                Happened::Shutdown(why) => {
-                    leaving = true;
-                    machine.shutdown(now, &why);
-                }
-                Happened::Control(read) => deliver(&mut machine, now, &mut recv, read),
-                Happened::Datagram(Ok(d)) => {
-                    let Some(data) = data.as_mut() else { continue };
-                    data.from_peer_batch(d, || ready_datagram(&conn), sender, link, counters);
-                }
-                Happened::Datagram(Err(e)) => machine.connection_lost(&e.to_string()),
-                Happened::Deadline => machine.handle_timeout(now),
+            if let Some(why) = stop {
+                leaving = true;
+                machine.shutdown(now, &why);
+                continue;
             }
-        }
+            machine.handle_timeout(now);
+            let events = connection.take_in(now);
+            for event in &events {
+                match event {
+                    Event::DatagramReceived => {
+                        if machine.is_established()
+                            && let Some(d) = data.as_mut()
+                        {
+                            connection.datagrams(&mut inbox, d, sender, link, counters);
+                        }
+                    }
+                    Event::ConnectionLost { reason } => {
+                        control.lost();
+                        machine.connection_lost(&reason.to_string());
+                    }
+                    other => connection.stream_event(&mut control, &mut machine, other, now),
+                }
+            }
+            connection.give_back(events);
+        };
+        connection.finish().await;
+        (end, joined)
     }
 }
 
 /// A QUIC connection to the relay, handshake done.
 struct Connected {
-    conn: quinn::Connection,
-    /// Kept for the connection's life.
-    _endpoint: quinn::Endpoint,
+    connection: driver::Connection,
     addr: SocketAddr,
     /// When the welcome is due (the handshake's deadline).
     deadline: Instant,
-}
-
-/// What woke a client session's driver.
-enum Happened {
-    Shutdown(String),
-    Control(Result<Option<bytes::Bytes>, quinn::ReadError>),
-    Datagram(Result<bytes::Bytes, quinn::ConnectionError>),
-    Deadline,
 }
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {

@@ -6,7 +6,7 @@ use crate::report::{CLIENT_KIND, ClientReport, ClientState, SendReport, SessionR
 /// The session as `lanparty status` shows it.
 #[derive(Default)]
 pub(super) struct SessionState {
-    pub(super) live: Option<(quinn::Connection, Welcome, Instant)>,
+    pub(super) live: Option<(Arc<dyn QuicConn>, Welcome, Instant)>,
     pub(super) last_error: Option<String>,
 }
 
@@ -25,8 +25,8 @@ impl ClientStatus {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn connected(&self, conn: &quinn::Connection, welcome: Welcome) {
-        self.lock().live = Some((conn.clone(), welcome, Instant::now()));
+    pub(super) fn connected(&self, conn: Arc<dyn QuicConn>, welcome: Welcome) {
+        self.lock().live = Some((conn, welcome, Instant::now()));
     }
 
     pub(super) fn disconnected(&self, why: String) {
@@ -45,7 +45,7 @@ impl StatusSource for ClientStatus {
             peer_id: w.peer_id.0,
             room_id: w.room_id,
             mtu: w.mtu,
-            path: crate::datapath::QuicConn::path(conn),
+            path: conn.path(),
             uptime_s: since.elapsed().as_secs(),
             header_compression: w.header_compression,
         });

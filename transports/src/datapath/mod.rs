@@ -36,18 +36,6 @@ pub use sender::{PeerSender, QUIC_DATAGRAM_BUFFER};
 /// Datagrams a session hands the room as one batch, at most.
 pub const DATAGRAM_BATCH: usize = 64;
 
-/// A datagram quinn has already received, without waiting (`None`: none
-/// is queued, or the connection is gone — the session's next wait says
-/// which).
-pub fn ready_datagram(conn: &quinn::Connection) -> Option<Bytes> {
-    let mut read = std::pin::pin!(conn.read_datagram());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match read.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(Ok(datagram)) => Some(datagram),
-        _ => None,
-    }
-}
-
 /// Reassembly bounds for a connection to a room of `mtu`: the default
 /// counts and timeout, frames no longer than the room carries.
 pub fn reassembly_limits(mtu: u16) -> ReassemblyLimits {

@@ -9,130 +9,21 @@
 //! through its lock or the loop's command queue and wake the loop.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::IoSliceMut;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, Event};
-use tokio::io::Interest;
 
 use super::session::{Command, Session};
 use super::*;
-use crate::datapath::{DatagramRefused, QuicConn, share_of};
 use crate::gate::{PerAddressRate, TABLE_LIMIT, is_long_header};
-use crate::report::PathReport;
+use crate::quic_loop::{Io, LoopConn, RecvBuffers, Wake, earliest, exchange, sleep_until};
 use crate::session::Leave;
 
-/// Segments one GSO send carries at most: ten full-size packets stay under
-/// the 64 kB a UDP send takes (more and quinn-udp drops the send with
-/// EMSGSIZE; quinn's own cap).
-const MAX_GSO_SEGMENTS: usize = 10;
-/// Packets a connection sends per pass before the others get their turn.
-const TRANSMITS_PER_PASS: usize = 20;
-/// Receive batches per wake-up before timers and other work get a turn.
-const RECEIVE_ROUNDS: usize = 8;
 /// Commands queued for the loop at most (decisions, leaves, messages).
 pub(super) const COMMAND_QUEUE: usize = 4096;
 /// How long a stopping relay waits for its sessions to say goodbye.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-
-/// What the loop has to look at: connections touched from anywhere, and
-/// whether it is busy (then it sees them before sleeping without a wake-up).
-#[derive(Debug, Default)]
-pub(super) struct Wake {
-    dirty: Mutex<Vec<ConnectionHandle>>,
-    busy: AtomicBool,
-    notify: Notify,
-}
-
-impl Wake {
-    fn take(&self, into: &mut Vec<ConnectionHandle>) {
-        into.clear();
-        std::mem::swap(
-            &mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner),
-            into,
-        );
-    }
-}
-
-/// One connection, shared by the loop and whoever sends on it.
-pub(super) struct LoopConn {
-    handle: ConnectionHandle,
-    inner: Mutex<quinn_proto::Connection>,
-    /// On the loop's list of connections to look at.
-    queued: AtomicBool,
-    wake: Arc<Wake>,
-}
-
-impl std::fmt::Debug for LoopConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoopConn")
-            .field("handle", &self.handle.0)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LoopConn {
-    /// The connection's protocol state (never held across a call into
-    /// the room, which may send on this same connection).
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, quinn_proto::Connection> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Something changed: the loop looks at this connection (transmits,
-    /// timers, events) before it sleeps next.
-    pub(super) fn touched(&self) {
-        if self.queued.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.wake
-            .dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(self.handle);
-        if !self.wake.busy.load(Ordering::SeqCst) {
-            self.wake.notify.notify_one();
-        }
-    }
-
-    /// The peer's address now.
-    pub(super) fn remote(&self) -> SocketAddr {
-        self.lock().remote_address()
-    }
-}
-
-impl QuicConn for LoopConn {
-    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramRefused> {
-        let sent = self.lock().datagrams().send(datagram, true);
-        self.touched();
-        sent.map_err(|e| match e {
-            quinn_proto::SendDatagramError::TooLarge => DatagramRefused::TooLarge,
-            _ => DatagramRefused::Failed,
-        })
-    }
-
-    fn send_buffer_space(&self) -> usize {
-        self.lock().datagrams().send_buffer_space()
-    }
-
-    fn max_datagram_size(&self) -> Option<usize> {
-        self.lock().datagrams().max_size()
-    }
-
-    fn rtt(&self) -> Duration {
-        self.lock().rtt()
-    }
-
-    fn controller_share(&self) -> Option<crate::congestion::ControllerShare> {
-        share_of(self.lock().congestion_state().clone_box())
-    }
-
-    fn path(&self) -> PathReport {
-        let conn = self.lock();
-        PathReport::new(conn.remote_address(), conn.rtt(), &conn.stats().path)
-    }
-}
 
 /// A connection in the loop's table.
 struct Entry {
@@ -160,20 +51,15 @@ enum Phase {
 pub(super) struct Driver {
     shared: Arc<Shared>,
     endpoint: Endpoint,
-    socket: tokio::net::UdpSocket,
-    udp: quinn_udp::UdpSocketState,
+    io: Io,
+    rx: RecvBuffers,
     conns: HashMap<ConnectionHandle, Entry>,
     timers: BTreeSet<(Instant, usize)>,
     wake: Arc<Wake>,
     commands: mpsc::Sender<Command>,
     gate: PerAddressRate,
     next_serial: u64,
-    /// Receive buffers: `BATCH_SIZE` slots of `slot` bytes.
-    rx: Box<[u8]>,
-    slot: usize,
-    meta: Vec<quinn_udp::RecvMeta>,
     tx: Vec<u8>,
-    segments: usize,
     dirty: Vec<ConnectionHandle>,
     events: Vec<Event>,
     stopping: Option<Instant>,
@@ -188,33 +74,29 @@ impl Driver {
         server: quinn::ServerConfig,
         commands: mpsc::Sender<Command>,
     ) -> std::io::Result<Driver> {
-        let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
-        let socket = tokio::net::UdpSocket::from_std(socket)?;
-        let endpoint_config = Arc::new(endpoint_config);
-        let slot = endpoint_config.get_max_udp_payload_size().min(64 * 1024) as usize
-            * udp.gro_segments().max(1);
+        let io = Io::new(socket)?;
+        let rx = RecvBuffers::new(
+            &io,
+            endpoint_config.get_max_udp_payload_size().min(64 * 1024) as u16,
+        );
         let endpoint = Endpoint::new(
-            endpoint_config,
+            Arc::new(endpoint_config),
             Some(Arc::new(server)),
-            !udp.may_fragment(),
+            !io.may_fragment(),
             None,
         );
         let per_second = shared.settings.handshake_packets_per_address;
         Ok(Driver {
-            segments: udp.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS),
             shared,
             endpoint,
-            socket,
-            udp,
+            io,
+            rx,
             conns: HashMap::new(),
             timers: BTreeSet::new(),
             wake: Arc::new(Wake::default()),
             commands,
             gate: PerAddressRate::new(per_second, TABLE_LIMIT),
             next_serial: 0,
-            rx: vec![0u8; slot * quinn_udp::BATCH_SIZE].into_boxed_slice(),
-            slot,
-            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
             tx: Vec::with_capacity(64 * 1024),
             dirty: Vec::new(),
             events: Vec::new(),
@@ -224,7 +106,7 @@ impl Driver {
 
     /// The address the socket is bound to.
     pub(super) fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.io.local_addr()
     }
 
     /// Runs until the relay stops and its sessions have said goodbye.
@@ -242,15 +124,9 @@ impl Driver {
             Policy(Result<PolicyEvent, tokio::sync::broadcast::error::RecvError>),
         }
         loop {
-            self.wake.busy.store(false, Ordering::SeqCst);
-            if !self
-                .wake
-                .dirty
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
-            {
-                self.wake.busy.store(true, Ordering::SeqCst);
+            self.wake.set_busy(false);
+            if self.wake.pending() {
+                self.wake.set_busy(true);
                 self.flush().await;
                 continue;
             }
@@ -259,20 +135,16 @@ impl Driver {
             {
                 break;
             }
-            let next = self.timers.first().map(|(t, _)| *t);
-            let next = match (next, self.stopping) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = earliest(self.timers.first().map(|(t, _)| *t), self.stopping);
             let woke = tokio::select! {
-                ready = self.socket.readable() => Woke::Socket(ready),
-                () = crate::control_stream::sleep_until(next) => Woke::Timer,
-                () = self.wake.notify.notified() => Woke::Touched,
+                ready = self.io.readable() => Woke::Socket(ready),
+                () = sleep_until(next) => Woke::Timer,
+                () = self.wake.touched() => Woke::Touched,
                 command = commands.recv() => Woke::Command(command),
                 why = shutdown.wait(), if self.stopping.is_none() => Woke::Shutdown(why),
                 event = policy_events.recv(), if policies_open => Woke::Policy(event),
             };
-            self.wake.busy.store(true, Ordering::SeqCst);
+            self.wake.set_busy(true);
             let now = Instant::now();
             match woke {
                 Woke::Socket(Ok(())) => self.receive(now),
@@ -330,76 +202,50 @@ impl Driver {
         }
     }
 
-    /// Every datagram that is ready, into the endpoint and its connections.
+    /// Every datagram that is ready, into the endpoint and its connections
+    /// (long-header packets through the gate first).
     fn receive(&mut self, now: Instant) {
-        let mut rx = std::mem::take(&mut self.rx);
-        let mut meta = std::mem::take(&mut self.meta);
-        for _ in 0..RECEIVE_ROUNDS {
-            let mut bufs: [IoSliceMut; quinn_udp::BATCH_SIZE] = {
-                let mut slots = rx.chunks_mut(self.slot);
-                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()))
-            };
-            let received = self.socket.try_io(Interest::READABLE, || {
-                self.udp.recv((&self.socket).into(), &mut bufs, &mut meta)
-            });
-            let n = match received {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // Undefined in QUIC, and anyone may cause one.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
-                Err(e) => {
-                    tracing::warn!(port = %self.shared.name, "relay socket receive failed: {e}");
-                    break;
-                }
-            };
-            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
-                let bytes = &buf[..m.len];
-                if is_long_header(bytes) && !self.gate.admit(m.addr.ip(), now) {
-                    // A GRO batch is one source's same-size datagrams: all go.
-                    let segments = m.len.div_ceil(m.stride.max(1)) as u64;
-                    self.shared
-                        .counters
-                        .handshake_packets_dropped
-                        .fetch_add(segments, Ordering::Relaxed);
-                    continue;
-                }
-                let ecn = m
-                    .ecn
-                    .and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8));
-                let mut data = BytesMut::from(bytes);
-                while !data.is_empty() {
-                    let datagram = data.split_to(m.stride.clamp(1, data.len()));
-                    self.datagram(now, m.addr, m.dst_ip, ecn, datagram);
+        let mut incoming = Vec::new();
+        let Driver {
+            rx,
+            io,
+            endpoint,
+            conns,
+            gate,
+            tx,
+            shared,
+            ..
+        } = self;
+        let received = rx.receive(io, |r| {
+            if is_long_header(r.bytes) && !gate.admit(r.remote.ip(), now) {
+                // A GRO batch is one source's same-size datagrams: all go.
+                let segments = r.bytes.len().div_ceil(r.stride.max(1)) as u64;
+                shared
+                    .counters
+                    .handshake_packets_dropped
+                    .fetch_add(segments, Ordering::Relaxed);
+                return;
+            }
+            for datagram in r.datagrams() {
+                tx.clear();
+                match endpoint.handle(now, r.remote, r.local, r.ecn, datagram, tx) {
+                    Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                        if let Some(entry) = conns.get(&ch) {
+                            entry.conn.lock().handle_event(event);
+                            entry.conn.touched();
+                        }
+                    }
+                    Some(DatagramEvent::NewConnection(attempt)) => incoming.push(attempt),
+                    Some(DatagramEvent::Response(t)) => io.respond(&t, tx),
+                    None => {}
                 }
             }
+        });
+        if let Err(e) = received {
+            tracing::warn!(port = %self.shared.name, "relay socket receive failed: {e}");
         }
-        self.rx = rx;
-        self.meta = meta;
-    }
-
-    /// One UDP datagram for the endpoint.
-    fn datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        local: Option<std::net::IpAddr>,
-        ecn: Option<quinn_proto::EcnCodepoint>,
-        data: BytesMut,
-    ) {
-        self.tx.clear();
-        match self
-            .endpoint
-            .handle(now, remote, local, ecn, data, &mut self.tx)
-        {
-            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(entry) = self.conns.get(&ch) {
-                    entry.conn.lock().handle_event(event);
-                    entry.conn.touched();
-                }
-            }
-            Some(DatagramEvent::NewConnection(incoming)) => self.incoming(now, incoming),
-            Some(DatagramEvent::Response(t)) => self.respond(&t),
-            None => {}
+        for attempt in incoming {
+            self.incoming(now, attempt);
         }
     }
 
@@ -430,13 +276,7 @@ impl Driver {
                 let remote = incoming.remote_address();
                 match self.endpoint.accept(incoming, now, &mut self.tx, None) {
                     Ok((ch, conn)) => {
-                        let conn = Arc::new(LoopConn {
-                            handle: ch,
-                            inner: Mutex::new(conn),
-                            queued: AtomicBool::new(false),
-                            wake: self.wake.clone(),
-                        });
-                        conn.touched();
+                        let conn = LoopConn::new(ch, conn, self.wake.clone());
                         self.next_serial += 1;
                         let deadline = now + self.shared.settings.handshake_timeout.0;
                         self.conns.insert(
@@ -464,14 +304,9 @@ impl Driver {
         }
     }
 
-    /// Sends an endpoint's own answer (a Retry, a refusal, a stateless
-    /// reset) if the socket takes it now; dropped otherwise, like a packet
-    /// lost on the way.
+    /// Sends an endpoint's own answer (written into `tx`).
     fn respond(&mut self, t: &quinn_proto::Transmit) {
-        let transmit = udp_transmit(t, &self.tx[..t.size]);
-        let _ = self.socket.try_io(Interest::WRITABLE, || {
-            self.udp.send((&self.socket).into(), &transmit)
-        });
+        self.io.respond(t, &self.tx);
         self.tx.clear();
     }
 
@@ -547,17 +382,13 @@ impl Driver {
         let Some(entry) = self.conns.get_mut(&ch) else {
             return;
         };
-        entry.conn.queued.store(false, Ordering::SeqCst);
+        entry.conn.looked_at();
         let conn = entry.conn.clone();
         let now = Instant::now();
         let mut events = std::mem::take(&mut self.events);
         {
             let mut c = conn.lock();
-            while let Some(event) = c.poll_endpoint_events() {
-                if let Some(back) = self.endpoint.handle_event(ch, event) {
-                    c.handle_event(back);
-                }
-            }
+            exchange(&mut self.endpoint, ch, &mut c);
             while let Some(event) = c.poll() {
                 events.push(event);
             }
@@ -575,28 +406,11 @@ impl Driver {
             self.end_session(ch, now);
         }
         // Packets out, a share at a time.
-        let mut sent = 0;
-        loop {
-            self.tx.clear();
-            let transmit = conn.lock().poll_transmit(now, self.segments, &mut self.tx);
-            let Some(t) = transmit else {
-                break;
-            };
-            sent += t.segment_size.map_or(1, |s| t.size.div_ceil(s));
-            self.send(&t).await;
-            if sent >= TRANSMITS_PER_PASS {
-                conn.touched();
-                break;
-            }
-        }
+        self.io.transmit(&conn, &mut self.tx, now).await;
         // Endpoint events the transmit may have raised, the timer, the end.
         let (timeout, drained) = {
             let mut c = conn.lock();
-            while let Some(event) = c.poll_endpoint_events() {
-                if let Some(back) = self.endpoint.handle_event(ch, event) {
-                    c.handle_event(back);
-                }
-            }
+            exchange(&mut self.endpoint, ch, &mut c);
             (c.poll_timeout(), c.is_drained())
         };
         let Some(entry) = self.conns.get_mut(&ch) else {
@@ -618,10 +432,7 @@ impl Driver {
             Phase::Session(session) => session.deadline(),
             Phase::Closing => None,
         };
-        let next = match (timeout, phase_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = earliest(timeout, phase_deadline);
         if next != entry.timer {
             if let Some(at) = entry.timer {
                 self.timers.remove(&(at, ch.0));
@@ -688,38 +499,5 @@ impl Driver {
                 conn.close(now, 0u32.into(), Bytes::new());
             }
         }
-    }
-
-    /// Sends one transmit, waiting while the socket's buffer is full.
-    async fn send(&mut self, t: &quinn_proto::Transmit) {
-        let transmit = udp_transmit(t, &self.tx[..t.size]);
-        loop {
-            if self.socket.writable().await.is_err() {
-                return;
-            }
-            match self.socket.try_io(Interest::WRITABLE, || {
-                self.udp.send((&self.socket).into(), &transmit)
-            }) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => {
-                    tracing::debug!(port = %self.shared.name, "relay socket send failed: {e}");
-                    return;
-                }
-                Ok(()) => return,
-            }
-        }
-    }
-}
-
-/// quinn-proto's transmit as quinn-udp sends it.
-fn udp_transmit<'a>(t: &quinn_proto::Transmit, contents: &'a [u8]) -> quinn_udp::Transmit<'a> {
-    quinn_udp::Transmit {
-        destination: t.destination,
-        ecn: t
-            .ecn
-            .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
-        contents,
-        segment_size: t.segment_size,
-        src_ip: t.src_ip,
     }
 }

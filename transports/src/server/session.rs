@@ -6,16 +6,12 @@
 //! control messages until the session ends.
 
 use bytes::Bytes;
-use quinn_proto::{ConnectionHandle, Dir, Event, ReadError, ReadableError, StreamEvent, StreamId};
+use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent};
 
-use super::driver::LoopConn;
 use super::*;
 use crate::datapath::{DATAGRAM_BATCH, QuicConn};
+use crate::quic_loop::{ControlStream, LoopConn, datagram_batches};
 use crate::session::{ControlInput, Leave, RelayEvent, RelaySession, RelayTimeouts};
-
-/// Control bytes waiting for the peer to take them, at most (beyond, the
-/// peer is not reading and further messages are dropped).
-const UNSENT_CONTROL_BYTES: usize = 256 * 1024;
 
 /// What another task asks of a session, through the loop.
 pub(super) enum Command {
@@ -86,15 +82,7 @@ pub(super) struct Session {
     commands: mpsc::Sender<Command>,
     max_frame: usize,
     /// The control stream, once the peer opened it.
-    stream: Option<StreamId>,
-    /// The peer may still send on it.
-    reading: bool,
-    /// Control bytes the stream has not taken yet.
-    unsent: Vec<u8>,
-    /// Finish the stream once `unsent` is written.
-    finish: bool,
-    /// Nothing more is written (finished, stopped or failed).
-    write_closed: bool,
+    control: ControlStream,
     seat: Option<Seat>,
     link: Option<lanparty_core::runtime::LinkHandle>,
     data: Option<DataPath>,
@@ -125,11 +113,7 @@ impl Session {
             target: (ch, serial),
             commands,
             max_frame,
-            stream: None,
-            reading: false,
-            unsent: Vec::new(),
-            finish: false,
-            write_closed: false,
+            control: ControlStream::default(),
             seat: None,
             link: None,
             data: None,
@@ -161,138 +145,50 @@ impl Session {
 
     /// A QUIC event of the connection.
     pub(super) fn event(&mut self, shared: &Shared, conn: &LoopConn, event: Event, now: Instant) {
+        let stream = self.control.id();
         match event {
-            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if self.stream.is_none() => {
-                self.stream = conn.lock().streams().accept(Dir::Bi);
-                self.reading = self.stream.is_some();
-                self.read(conn, now);
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if stream.is_none() => {
+                let accepted = conn.lock().streams().accept(Dir::Bi);
+                self.control.open(accepted);
+                self.control
+                    .read(conn, self.max_frame, &mut self.machine, now);
             }
-            Event::Stream(StreamEvent::Readable { id }) if Some(id) == self.stream => {
-                self.read(conn, now);
+            Event::Stream(StreamEvent::Readable { id }) if Some(id) == stream => {
+                self.control
+                    .read(conn, self.max_frame, &mut self.machine, now);
             }
-            Event::Stream(StreamEvent::Writable { id }) if Some(id) == self.stream => {
-                self.write_out(conn);
+            Event::Stream(StreamEvent::Writable { id }) if Some(id) == stream => {
+                self.control.write_out(conn);
             }
-            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == self.stream => {
-                self.write_closed = true;
-                self.unsent.clear();
+            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == stream => {
+                self.control.stopped();
             }
             Event::DatagramReceived => self.datagrams(shared, conn, now),
             Event::ConnectionLost { reason } => {
-                self.reading = false;
+                self.control.lost();
                 self.machine.connection_lost(&reason.to_string());
             }
             _ => {}
         }
     }
 
-    /// Whatever the control stream has, to the session machine.
-    fn read(&mut self, conn: &LoopConn, now: Instant) {
-        let (Some(id), true) = (self.stream, self.reading) else {
-            return;
-        };
-        let mut c = conn.lock();
-        let mut stream = c.recv_stream(id);
-        let mut chunks = match stream.read(true) {
-            Ok(chunks) => chunks,
-            Err(ReadableError::ClosedStream | ReadableError::IllegalOrderedRead) => return,
-        };
-        loop {
-            match chunks.next(self.max_frame) {
-                Ok(Some(chunk)) => self.machine.handle_control(now, &chunk.bytes),
-                Ok(None) => {
-                    self.reading = false;
-                    self.machine.handle_control_finished(now);
-                    break;
-                }
-                Err(ReadError::Blocked) => break,
-                Err(ReadError::Reset(code)) => {
-                    self.reading = false;
-                    self.machine
-                        .connection_lost(&format!("stream reset by peer: error {code}"));
-                    break;
-                }
-            }
-        }
-        // Flow control credit goes out with the loop's transmit.
-        let _ = chunks.finalize();
-    }
-
-    /// Queues control bytes for the peer.
-    fn write(&mut self, conn: &LoopConn, bytes: &[u8]) {
-        if self.write_closed {
-            return;
-        }
-        if self.unsent.len() + bytes.len() > UNSENT_CONTROL_BYTES {
-            tracing::debug!(remote = %conn.remote(), "control message dropped: the peer does not read its control stream");
-            return;
-        }
-        self.unsent.extend_from_slice(bytes);
-        self.write_out(conn);
-    }
-
-    /// Writes what the stream takes now, and finishes it when asked and
-    /// everything is written.
-    fn write_out(&mut self, conn: &LoopConn) {
-        let Some(id) = self.stream.filter(|_| !self.write_closed) else {
-            return;
-        };
-        let mut c = conn.lock();
-        let mut stream = c.send_stream(id);
-        while !self.unsent.is_empty() {
-            match stream.write(&self.unsent) {
-                Ok(n) => {
-                    self.unsent.drain(..n);
-                }
-                Err(quinn_proto::WriteError::Blocked) => return,
-                Err(e) => {
-                    tracing::debug!("control stream write failed: {e}");
-                    self.unsent.clear();
-                    self.write_closed = true;
-                    return;
-                }
-            }
-        }
-        if self.finish {
-            let _ = stream.finish();
-            self.write_closed = true;
-        }
-    }
-
     /// The datagrams that have arrived, to the room in batches.
     fn datagrams(&mut self, shared: &Shared, conn: &LoopConn, now: Instant) {
-        loop {
+        let Session {
+            machine,
+            seat,
+            link,
+            data,
+            inbox,
+            ..
+        } = self;
+        datagram_batches(conn, inbox, |first, rest| {
+            if machine.handle_datagram(now)
+                && let (Some(s), Some(l), Some(d)) = (&*seat, &*link, data.as_mut())
             {
-                let mut c = conn.lock();
-                let mut datagrams = c.datagrams();
-                while self.inbox.len() < DATAGRAM_BATCH {
-                    match datagrams.recv() {
-                        Some(d) => self.inbox.push(d),
-                        None => break,
-                    }
-                }
+                d.from_peer_batch(first, rest, &s.sender, l, &shared.counters.datapath);
             }
-            let full = self.inbox.len() == DATAGRAM_BATCH;
-            let mut batch = self.inbox.drain(..);
-            let Some(first) = batch.next() else {
-                return;
-            };
-            if self.machine.handle_datagram(now)
-                && let (Some(s), Some(l), Some(d)) = (&self.seat, &self.link, &mut self.data)
-            {
-                d.from_peer_batch(
-                    first,
-                    || batch.next(),
-                    &s.sender,
-                    l,
-                    &shared.counters.datapath,
-                );
-            }
-            drop(batch);
-            if !full {
-                return;
-            }
-        }
+        });
     }
 
     /// A command from another task.
@@ -340,11 +236,8 @@ impl Session {
     ) -> bool {
         while let Some(event) = self.machine.poll() {
             match event {
-                RelayEvent::Control(bytes) => self.write(conn, &bytes),
-                RelayEvent::FinishControl => {
-                    self.finish = true;
-                    self.write_out(conn);
-                }
+                RelayEvent::Control(bytes) => self.control.write(conn, &bytes),
+                RelayEvent::FinishControl => self.control.finish(conn),
                 RelayEvent::Close { code, reason } => {
                     conn.lock().close(now, code.into(), Bytes::from(reason));
                 }

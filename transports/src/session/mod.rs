@@ -31,7 +31,7 @@ pub use client::{ClientEnd, ClientEvent, ClientSession};
 pub use relay::{Leave, RelayEvent, RelaySession, RelayTimeouts};
 
 /// What both sessions take from the control stream, so that one driver
-/// helper ([`crate::control_stream::deliver`]) feeds either.
+/// helper ([`crate::quic_loop::ControlStream::read`]) feeds either.
 pub trait ControlInput {
     /// Bytes the other side wrote on the control stream.
     fn handle_control(&mut self, now: Instant, bytes: &[u8]);

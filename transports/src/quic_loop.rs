@@ -1,0 +1,546 @@
+//! The parts of a one-loop QUIC driver that the relay's loop
+//! (`server/driver.rs`) and a client's (`client/driver.rs`) share: the UDP
+//! socket with quinn-udp's batched receive (GRO) and segmented sends (GSO),
+//! a connection shared between its loop and whoever sends on it
+//! ([`LoopConn`]), the wake-up list that tells the loop which connections
+//! to look at, and a control stream read and written through
+//! `quinn_proto`'s stream API.
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{ConnectionHandle, ReadError, ReadableError, StreamId};
+use tokio::io::Interest;
+use tokio::sync::Notify;
+
+use crate::datapath::{DATAGRAM_BATCH, DatagramRefused, QuicConn, share_of};
+use crate::report::PathReport;
+use crate::session::ControlInput;
+
+/// Segments one GSO send carries at most: ten full-size packets stay under
+/// the 64 kB a UDP send takes (more and quinn-udp drops the send with
+/// EMSGSIZE; quinn's own cap).
+const MAX_GSO_SEGMENTS: usize = 10;
+/// Packets a connection sends per pass before the others get their turn.
+const TRANSMITS_PER_PASS: usize = 20;
+/// Receive batches per wake-up before timers and other work get a turn.
+const RECEIVE_ROUNDS: usize = 8;
+/// Control bytes waiting for the peer to take them, at most (beyond, the
+/// peer is not reading and further messages are dropped).
+const UNSENT_CONTROL_BYTES: usize = 256 * 1024;
+
+/// What a loop has to look at: connections touched from anywhere, and
+/// whether it is busy (then it sees them before sleeping, without a
+/// wake-up).
+#[derive(Debug, Default)]
+pub struct Wake {
+    dirty: Mutex<Vec<ConnectionHandle>>,
+    busy: AtomicBool,
+    notify: Notify,
+}
+
+impl Wake {
+    /// The connections touched since the last call, into `into`.
+    pub fn take(&self, into: &mut Vec<ConnectionHandle>) {
+        into.clear();
+        std::mem::swap(
+            &mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner),
+            into,
+        );
+    }
+
+    /// Whether a connection was touched since the last [`Wake::take`].
+    pub fn pending(&self) -> bool {
+        !self
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// The loop is working (true) or about to sleep (false).
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Resolves when a connection is touched while the loop sleeps.
+    pub async fn touched(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// One connection, shared by its loop and whoever sends on it.
+pub struct LoopConn {
+    handle: ConnectionHandle,
+    inner: Mutex<quinn_proto::Connection>,
+    /// On the loop's list of connections to look at.
+    queued: AtomicBool,
+    wake: Arc<Wake>,
+}
+
+impl std::fmt::Debug for LoopConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopConn")
+            .field("handle", &self.handle.0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoopConn {
+    /// `conn`, known to its loop as `handle`; listed to be looked at.
+    pub fn new(
+        handle: ConnectionHandle,
+        conn: quinn_proto::Connection,
+        wake: Arc<Wake>,
+    ) -> Arc<LoopConn> {
+        let conn = Arc::new(LoopConn {
+            handle,
+            inner: Mutex::new(conn),
+            queued: AtomicBool::new(false),
+            wake,
+        });
+        conn.touched();
+        conn
+    }
+
+    /// The connection's protocol state (never held across a call into
+    /// the room, which may send on this same connection).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, quinn_proto::Connection> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Something changed: the loop looks at this connection (transmits,
+    /// timers, events) before it sleeps next.
+    pub fn touched(&self) {
+        if self.queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.wake
+            .dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.handle);
+        if !self.wake.busy.load(Ordering::SeqCst) {
+            self.wake.notify.notify_one();
+        }
+    }
+
+    /// The loop is looking at it now: a later touch lists it again.
+    pub fn looked_at(&self) {
+        self.queued.store(false, Ordering::SeqCst);
+    }
+
+    /// The peer's address now.
+    pub fn remote(&self) -> SocketAddr {
+        self.lock().remote_address()
+    }
+}
+
+impl QuicConn for LoopConn {
+    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramRefused> {
+        let sent = self.lock().datagrams().send(datagram, true);
+        self.touched();
+        sent.map_err(|e| match e {
+            quinn_proto::SendDatagramError::TooLarge => DatagramRefused::TooLarge,
+            _ => DatagramRefused::Failed,
+        })
+    }
+
+    fn send_buffer_space(&self) -> usize {
+        self.lock().datagrams().send_buffer_space()
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        self.lock().datagrams().max_size()
+    }
+
+    fn rtt(&self) -> Duration {
+        self.lock().rtt()
+    }
+
+    fn controller_share(&self) -> Option<crate::congestion::ControllerShare> {
+        share_of(self.lock().congestion_state().clone_box())
+    }
+
+    fn path(&self) -> PathReport {
+        let conn = self.lock();
+        PathReport::new(conn.remote_address(), conn.rtt(), &conn.stats().path)
+    }
+}
+
+/// A loop's UDP socket.
+#[derive(Debug)]
+pub struct Io {
+    socket: tokio::net::UdpSocket,
+    udp: quinn_udp::UdpSocketState,
+    segments: usize,
+}
+
+impl Io {
+    /// Serves `socket` (bound, non-blocking) on the current runtime.
+    pub fn new(socket: std::net::UdpSocket) -> std::io::Result<Io> {
+        let udp = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        Ok(Io {
+            segments: udp.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS),
+            socket,
+            udp,
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Whether the kernel may fragment what is sent (then QUIC's path MTU
+    /// discovery is off).
+    pub fn may_fragment(&self) -> bool {
+        self.udp.may_fragment()
+    }
+
+    /// Resolves when datagrams may be waiting.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Sends an endpoint's own answer (a Retry, a refusal, a stateless
+    /// reset) if the socket takes it now; dropped otherwise, like a packet
+    /// lost on the way.
+    pub fn respond(&self, t: &quinn_proto::Transmit, contents: &[u8]) {
+        let transmit = udp_transmit(t, &contents[..t.size]);
+        let _ = self.socket.try_io(Interest::WRITABLE, || {
+            self.udp.send((&self.socket).into(), &transmit)
+        });
+    }
+
+    /// Sends one transmit, waiting while the socket's buffer is full.
+    async fn send(&self, t: &quinn_proto::Transmit, contents: &[u8]) {
+        let transmit = udp_transmit(t, &contents[..t.size]);
+        loop {
+            if self.socket.writable().await.is_err() {
+                return;
+            }
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.udp.send((&self.socket).into(), &transmit)
+            }) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => {
+                    tracing::debug!("QUIC socket send failed: {e}");
+                    return;
+                }
+                Ok(()) => return,
+            }
+        }
+    }
+
+    /// Sends what `conn` has to send now, at most [`TRANSMITS_PER_PASS`]
+    /// packets (then it is listed again for the loop's next round).
+    pub async fn transmit(&self, conn: &LoopConn, tx: &mut Vec<u8>, now: Instant) {
+        let mut sent = 0;
+        loop {
+            tx.clear();
+            let transmit = conn.lock().poll_transmit(now, self.segments, tx);
+            let Some(t) = transmit else {
+                return;
+            };
+            sent += t.segment_size.map_or(1, |s| t.size.div_ceil(s));
+            self.send(&t, tx).await;
+            if sent >= TRANSMITS_PER_PASS {
+                conn.touched();
+                return;
+            }
+        }
+    }
+}
+
+/// Receive buffers: one batch of messages of up to a GRO batch each.
+pub struct RecvBuffers {
+    rx: Box<[u8]>,
+    slot: usize,
+    meta: Vec<quinn_udp::RecvMeta>,
+}
+
+impl std::fmt::Debug for RecvBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBuffers")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One received message: where from, to which local address, its ECN
+/// mark, and its bytes (a GRO batch of datagrams `stride` bytes apart).
+#[derive(Debug)]
+pub struct Received<'a> {
+    /// The sender.
+    pub remote: SocketAddr,
+    /// The local address it was sent to.
+    pub local: Option<std::net::IpAddr>,
+    /// Its ECN codepoint.
+    pub ecn: Option<quinn_proto::EcnCodepoint>,
+    /// The bytes: one datagram, or several `stride` bytes apart.
+    pub bytes: &'a [u8],
+    /// The size of each datagram but the last.
+    pub stride: usize,
+}
+
+impl Received<'_> {
+    /// Its datagrams, copied once into a buffer that `quinn_proto`
+    /// decrypts in place and hands out in slices.
+    pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<> {
+        let mut data = BytesMut::from(self.bytes);
+        let stride = self.stride;
+        std::iter::from_fn(move || {
+            (!data.is_empty()).then(|| data.split_to(stride.clamp(1, data.len())))
+        })
+    }
+}
+
+/// The datagrams that have arrived on `conn`, taken out under its lock in
+/// batches of up to [`DATAGRAM_BATCH`] (into `inbox`) and handed to `batch`
+/// outside it: the first, and a source of the rest.
+pub fn datagram_batches(
+    conn: &LoopConn,
+    inbox: &mut Vec<Bytes>,
+    mut batch: impl FnMut(Bytes, &mut dyn FnMut() -> Option<Bytes>),
+) {
+    loop {
+        {
+            let mut c = conn.lock();
+            let mut datagrams = c.datagrams();
+            while inbox.len() < DATAGRAM_BATCH {
+                match datagrams.recv() {
+                    Some(d) => inbox.push(d),
+                    None => break,
+                }
+            }
+        }
+        let full = inbox.len() == DATAGRAM_BATCH;
+        let mut rest = inbox.drain(..);
+        let Some(first) = rest.next() else {
+            return;
+        };
+        batch(first, &mut || rest.next());
+        drop(rest);
+        if !full {
+            return;
+        }
+    }
+}
+
+/// Passes the connection's events for its endpoint (new connection IDs,
+/// its end) to `endpoint`, and the endpoint's answers back.
+pub fn exchange(
+    endpoint: &mut quinn_proto::Endpoint,
+    handle: ConnectionHandle,
+    conn: &mut quinn_proto::Connection,
+) {
+    while let Some(event) = conn.poll_endpoint_events() {
+        if let Some(back) = endpoint.handle_event(handle, event) {
+            conn.handle_event(back);
+        }
+    }
+}
+
+impl RecvBuffers {
+    /// Buffers for `io`, for datagrams of up to `max_udp_payload` bytes.
+    pub fn new(io: &Io, max_udp_payload: u16) -> RecvBuffers {
+        let slot = usize::from(max_udp_payload) * io.udp.gro_segments().max(1);
+        RecvBuffers {
+            rx: vec![0u8; slot * quinn_udp::BATCH_SIZE].into_boxed_slice(),
+            slot,
+            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+        }
+    }
+
+    /// Receives what is waiting (at most [`RECEIVE_ROUNDS`] batches) and
+    /// hands each message to `each`; an error other than "nothing more"
+    /// ends the round and is returned.
+    pub fn receive(&mut self, io: &Io, mut each: impl FnMut(Received<'_>)) -> std::io::Result<()> {
+        for _ in 0..RECEIVE_ROUNDS {
+            let mut bufs: [IoSliceMut; quinn_udp::BATCH_SIZE] = {
+                let mut slots = self.rx.chunks_mut(self.slot);
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().unwrap_or_default()))
+            };
+            let received = io.socket.try_io(Interest::READABLE, || {
+                io.udp.recv((&io.socket).into(), &mut bufs, &mut self.meta)
+            });
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                // Undefined in QUIC, and anyone may cause one.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return Err(e),
+            };
+            for (m, buf) in self.meta.iter().zip(bufs.iter()).take(n) {
+                each(Received {
+                    remote: m.addr,
+                    local: m.dst_ip,
+                    ecn: m
+                        .ecn
+                        .and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8)),
+                    bytes: &buf[..m.len],
+                    stride: m.stride,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// quinn-proto's transmit as quinn-udp sends it.
+fn udp_transmit<'a>(t: &quinn_proto::Transmit, contents: &'a [u8]) -> quinn_udp::Transmit<'a> {
+    quinn_udp::Transmit {
+        destination: t.destination,
+        ecn: t
+            .ecn
+            .and_then(|e| quinn_udp::EcnCodepoint::from_bits(e as u8)),
+        contents,
+        segment_size: t.segment_size,
+        src_ip: t.src_ip,
+    }
+}
+
+/// The control stream of a connection in a loop: read into a session
+/// machine, written from it, in order, without ever waiting on the peer.
+#[derive(Debug, Default)]
+pub struct ControlStream {
+    id: Option<StreamId>,
+    /// The peer may still send on it.
+    reading: bool,
+    /// Bytes the stream has not taken yet.
+    unsent: Vec<u8>,
+    /// Finish the stream once `unsent` is written.
+    finish: bool,
+    /// Nothing more is written (finished, stopped or failed).
+    write_closed: bool,
+}
+
+impl ControlStream {
+    /// The stream is `id` (opened by us or accepted from the peer).
+    pub fn open(&mut self, id: Option<StreamId>) {
+        self.id = id;
+        self.reading = id.is_some();
+    }
+
+    /// The stream, once there is one.
+    pub fn id(&self) -> Option<StreamId> {
+        self.id
+    }
+
+    /// Whatever the stream has, to `session` (chunks of at most `max`).
+    pub fn read(
+        &mut self,
+        conn: &LoopConn,
+        max: usize,
+        session: &mut impl ControlInput,
+        now: Instant,
+    ) {
+        let (Some(id), true) = (self.id, self.reading) else {
+            return;
+        };
+        let mut c = conn.lock();
+        let mut stream = c.recv_stream(id);
+        let mut chunks = match stream.read(true) {
+            Ok(chunks) => chunks,
+            Err(ReadableError::ClosedStream | ReadableError::IllegalOrderedRead) => return,
+        };
+        loop {
+            match chunks.next(max) {
+                Ok(Some(chunk)) => session.handle_control(now, &chunk.bytes),
+                Ok(None) => {
+                    self.reading = false;
+                    session.handle_control_finished(now);
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(code)) => {
+                    self.reading = false;
+                    session.connection_lost(&format!("stream reset by peer: error {code}"));
+                    break;
+                }
+            }
+        }
+        // Flow control credit goes out with the loop's transmit.
+        let _ = chunks.finalize();
+    }
+
+    /// Queues bytes for the peer.
+    pub fn write(&mut self, conn: &LoopConn, bytes: &[u8]) {
+        if self.write_closed {
+            return;
+        }
+        if self.unsent.len() + bytes.len() > UNSENT_CONTROL_BYTES {
+            tracing::debug!(remote = %conn.remote(), "control message dropped: the peer does not read its control stream");
+            return;
+        }
+        self.unsent.extend_from_slice(bytes);
+        self.write_out(conn);
+    }
+
+    /// Finishes the stream once what is queued is written.
+    pub fn finish(&mut self, conn: &LoopConn) {
+        self.finish = true;
+        self.write_out(conn);
+    }
+
+    /// The peer stopped the stream: nothing more is written.
+    pub fn stopped(&mut self) {
+        self.write_closed = true;
+        self.unsent.clear();
+    }
+
+    /// The connection is gone: nothing more is read.
+    pub fn lost(&mut self) {
+        self.reading = false;
+    }
+
+    /// Writes what the stream takes now, and finishes it when asked and
+    /// everything is written.
+    pub fn write_out(&mut self, conn: &LoopConn) {
+        let Some(id) = self.id.filter(|_| !self.write_closed) else {
+            return;
+        };
+        let mut c = conn.lock();
+        let mut stream = c.send_stream(id);
+        while !self.unsent.is_empty() {
+            match stream.write(&self.unsent) {
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(quinn_proto::WriteError::Blocked) => return,
+                Err(e) => {
+                    tracing::debug!("control stream write failed: {e}");
+                    self.unsent.clear();
+                    self.write_closed = true;
+                    return;
+                }
+            }
+        }
+        if self.finish {
+            let _ = stream.finish();
+            self.write_closed = true;
+        }
+    }
+}
+
+/// Sleeps until `deadline`; never without one.
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The earlier of two optional instants.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
