@@ -1,6 +1,7 @@
 //! `lanparty bench`: the relay load generator, against a running relay or
-//! one started in this process (on its own runtime) with the pipeline of
-//! the shipped `configs/relay.yaml`.
+//! one started in this process (on its own runtime) with the pipeline and
+//! the runtime settings (`runtime.threads`) of the shipped
+//! `configs/relay.yaml`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,12 +47,15 @@ pub struct Args {
     pub direct: bool,
 }
 
-fn relay_template() -> Result<PipelineTemplate, String> {
+/// The shipped relay's room pipeline and runtime settings.
+fn relay_template() -> Result<(PipelineTemplate, RuntimeSettings), String> {
     use figment::providers::Format;
     let registry = Registry::global().map_err(|e| e.to_string())?;
     let figment = figment::Figment::from(Yaml::string(RELAY_CONFIG));
     let node: NodeConfig = figment.extract().map_err(|e| e.to_string())?;
-    PipelineTemplate::build(&node.room, Some(&figment), registry).map_err(|e| e.to_string())
+    let template =
+        PipelineTemplate::build(&node.room, Some(&figment), registry).map_err(|e| e.to_string())?;
+    Ok((template, node.runtime))
 }
 
 /// Starts an in-process relay on its own runtime thread; returns its port,
@@ -70,17 +74,16 @@ fn start_relay(
     let config =
         StageConfig::from_yaml("quic-server", &yaml).map_err(|e: ConfigError| e.to_string())?;
     let server = QuicServer::from_config(&config).map_err(|e| format!("{e:?}"))?;
-    let template = relay_template()?;
+    let (template, settings) = relay_template()?;
     let (trigger, _) = shutdown_pair();
     let signal = trigger.signal();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("relay")
+    // The runtime the shipped relay runs on (`runtime.threads`).
+    let runtime = crate::cli::runtime_builder(settings.threads, "relay")
         .build()
         .map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            let rooms = Rooms::new(template, RuntimeSettings::default());
+            let rooms = Rooms::new(template, settings);
             let ctx = PortContext::new("relay", rooms, signal);
             if let Err(e) = Box::new(server).run(ctx).await {
                 eprintln!("error: in-process relay: {e}");

@@ -100,7 +100,7 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// A running relay (host:port); default: start one in this process with configs/relay.yaml's pipeline.
+    /// A running relay (host:port); default: start one in this process with configs/relay.yaml's pipeline and runtime.
     #[arg(long)]
     relay: Option<String>,
     /// The running relay's DER certificate to pin (with --relay).
@@ -234,14 +234,12 @@ fn config_failed(sources: &ConfigSources, errors: &ConfigErrors) -> ExitCode {
     ExitCode::ConfigError
 }
 
-fn run(sources: ConfigSources) -> ExitCode {
-    let node = match Node::build(&sources) {
-        Ok(node) => node,
-        Err(errors) => return config_failed(&sources, &errors),
-    };
-    // One thread: a current-thread runtime, so no frame ever waits for a
-    // wake-up on another thread (lowest latency for a client or gateway).
-    let mut builder = match node.settings.threads {
+/// The async runtime for `runtime.threads`: one thread is a current-thread
+/// runtime, so no frame ever waits for a wake-up on another thread (lowest
+/// latency for a client, gateway or shipped relay); more, or the default,
+/// a multi-threaded one.
+pub(crate) fn runtime_builder(threads: Option<usize>, name: &str) -> tokio::runtime::Builder {
+    let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(threads) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -250,8 +248,16 @@ fn run(sources: ConfigSources) -> ExitCode {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    builder.enable_all().thread_name("lanparty");
-    let runtime = match builder.build() {
+    builder.enable_all().thread_name(name);
+    builder
+}
+
+fn run(sources: ConfigSources) -> ExitCode {
+    let node = match Node::build(&sources) {
+        Ok(node) => node,
+        Err(errors) => return config_failed(&sources, &errors),
+    };
+    let runtime = match runtime_builder(node.settings.threads, "lanparty").build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
