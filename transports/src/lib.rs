@@ -1,4 +1,6 @@
-//! lanparty's QUIC transports, on quinn and rustls (ring):
+//! lanparty's QUIC transports, on quinn-proto driven from our own loops
+//! ([`quic_loop`]; quinn's configuration types, and quinn itself for the
+//! load generator's peers) and rustls (ring):
 //!
 //! - `quic-server`: the relay; admits peers into rooms ([`admission`]) and
 //!   carries their frames as QUIC datagrams;

@@ -238,7 +238,7 @@ impl Io {
         }
     }
 
-    /// Sends what `conn` has to send now, at most [`TRANSMITS_PER_PASS`]
+    /// Sends what `conn` has to send now, at most `TRANSMITS_PER_PASS` (20)
     /// packets (then it is listed again for the loop's next round).
     pub async fn transmit(&self, conn: &LoopConn, tx: &mut Vec<u8>, now: Instant) {
         let mut sent = 0;
@@ -358,7 +358,7 @@ impl RecvBuffers {
         }
     }
 
-    /// Receives what is waiting (at most [`RECEIVE_ROUNDS`] batches) and
+    /// Receives what is waiting (at most `RECEIVE_ROUNDS` (8) batches) and
     /// hands each message to `each`; an error other than "nothing more"
     /// ends the round and is returned.
     pub fn receive(&mut self, io: &Io, mut each: impl FnMut(Received<'_>)) -> std::io::Result<()> {

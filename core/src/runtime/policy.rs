@@ -310,7 +310,7 @@ impl PolicyStore {
 
     /// Re-reads the folder whenever the kernel says something in it changed
     /// (inotify through the `notify` crate: an edit applies within
-    /// [`SETTLE`] plus the scan), and every `rooms.reload_interval` as a
+    /// `SETTLE` plus the scan), and every `rooms.reload_interval` as a
     /// fallback where watching is unavailable or misses an event (a folder
     /// deleted and made again, a network file system), until shutdown.
     pub async fn watch(
