@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, ReadError, ReadableError, StreamId};
+use quinn_proto::{ConnectionHandle, ReadError, ReadableError, StreamEvent, StreamId};
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use crate::datapath::{DATAGRAM_BATCH, DatagramRefused, QuicConn, share_of};
+use crate::congestion::{ControllerShare, DelayController};
+use crate::datapath::DATAGRAM_BATCH;
 use crate::report::PathReport;
 use crate::session::ControlInput;
 
@@ -134,14 +135,36 @@ impl LoopConn {
         self.queued.store(false, Ordering::SeqCst);
     }
 
+    /// Its session is over: closes it (code 0, no reason) unless the
+    /// session closed it with its own, as quinn does when the last handle
+    /// to a connection goes.
+    pub fn close_unless_closed(&self, now: Instant) {
+        let mut conn = self.lock();
+        if !conn.is_closed() {
+            conn.close(now, 0u32.into(), Bytes::new());
+        }
+    }
+
     /// The peer's address now.
     pub fn remote(&self) -> SocketAddr {
         self.lock().remote_address()
     }
 }
 
-impl QuicConn for LoopConn {
-    fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramRefused> {
+/// Why a datagram was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramRefused {
+    /// Larger than the path carries.
+    TooLarge,
+    /// The connection is gone, or the peer takes no datagrams.
+    Failed,
+}
+
+/// What the data path and status use of a connection.
+impl LoopConn {
+    /// Queues a datagram for sending and wakes the loop (never waits; the
+    /// caller checked [`LoopConn::send_buffer_space`]).
+    pub fn send_datagram(&self, datagram: Bytes) -> Result<(), DatagramRefused> {
         let sent = self.lock().datagrams().send(datagram, true);
         self.touched();
         sent.map_err(|e| match e {
@@ -150,23 +173,35 @@ impl QuicConn for LoopConn {
         })
     }
 
-    fn send_buffer_space(&self) -> usize {
+    /// Free bytes in the connection's datagram send buffer.
+    pub fn send_buffer_space(&self) -> usize {
         self.lock().datagrams().send_buffer_space()
     }
 
-    fn max_datagram_size(&self) -> Option<usize> {
+    /// The largest datagram the path carries now (`None`: none at all).
+    pub fn max_datagram_size(&self) -> Option<usize> {
         self.lock().datagrams().max_size()
     }
 
-    fn rtt(&self) -> Duration {
+    /// The smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
         self.lock().rtt()
     }
 
-    fn controller_share(&self) -> Option<crate::congestion::ControllerShare> {
-        share_of(self.lock().congestion_state().clone_box())
+    /// What the connection's controller shares with the sender, when it
+    /// is lanparty's delay controller.
+    pub fn controller_share(&self) -> Option<ControllerShare> {
+        self.lock()
+            .congestion_state()
+            .clone_box()
+            .into_any()
+            .downcast::<DelayController>()
+            .ok()
+            .map(|c| c.share())
     }
 
-    fn path(&self) -> PathReport {
+    /// The path as status shows it.
+    pub fn path(&self) -> PathReport {
         let conn = self.lock();
         PathReport::new(conn.remote_address(), conn.rtt(), &conn.stats().path)
     }
@@ -489,15 +524,34 @@ impl ControlStream {
         self.write_out(conn);
     }
 
-    /// The peer stopped the stream: nothing more is written.
-    pub fn stopped(&mut self) {
-        self.write_closed = true;
-        self.unsent.clear();
+    /// A stream event of the connection, if it concerns this stream:
+    /// what arrived goes to `session`, what waits is written, a stop ends
+    /// the writing.
+    pub fn event(
+        &mut self,
+        conn: &LoopConn,
+        max: usize,
+        session: &mut impl ControlInput,
+        event: &StreamEvent,
+        now: Instant,
+    ) {
+        let mine = |id: &StreamId| Some(*id) == self.id;
+        match event {
+            StreamEvent::Readable { id } if mine(id) => self.read(conn, max, session, now),
+            StreamEvent::Writable { id } if mine(id) => self.write_out(conn),
+            StreamEvent::Stopped { id, .. } if mine(id) => {
+                self.write_closed = true;
+                self.unsent.clear();
+            }
+            _ => {}
+        }
     }
 
-    /// The connection is gone: nothing more is read.
-    pub fn lost(&mut self) {
+    /// The connection is gone (`why`): nothing more is read, and `session`
+    /// is told.
+    pub fn lost(&mut self, session: &mut impl ControlInput, why: &str) {
         self.reading = false;
+        session.connection_lost(why);
     }
 
     /// Writes what the stream takes now, and finishes it when asked and

@@ -7,10 +7,9 @@
 //! sender ([`PeerSender`]), which wakes the loop to transmit.
 
 use bytes::Bytes;
-use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, StreamEvent};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, Endpoint, Event};
 
 use super::*;
-use crate::datapath::QuicConn;
 use crate::quic_loop::{
     ControlStream, Io, LoopConn, RecvBuffers, Wake, datagram_batches, earliest, exchange,
     sleep_until,
@@ -177,12 +176,7 @@ impl Connection {
     /// whose last handle goes) and the close goes out.
     pub(super) async fn finish(mut self) {
         let now = Instant::now();
-        {
-            let mut c = self.conn.lock();
-            if !c.is_closed() {
-                c.close(now, 0u32.into(), Bytes::new());
-            }
-        }
+        self.conn.close_unless_closed(now);
         self.send_out(now).await;
     }
 
@@ -205,34 +199,5 @@ impl Connection {
         datagram_batches(&self.conn, inbox, |first, rest| {
             data.from_peer_batch(first, rest, sender, link, counters);
         });
-    }
-
-    /// The connection as the data path and status see it.
-    pub(super) fn shared(&self) -> Arc<dyn QuicConn> {
-        self.conn.clone()
-    }
-
-    /// How the control stream's events of `event` concern `control`; the
-    /// rest is the caller's.
-    pub(super) fn stream_event(
-        &self,
-        control: &mut ControlStream,
-        machine: &mut ClientSession,
-        event: &Event,
-        now: Instant,
-    ) {
-        let id = control.id();
-        match event {
-            Event::Stream(StreamEvent::Readable { id: s }) if Some(*s) == id => {
-                control.read(&self.conn, MAX_CONTROL_FRAME, machine, now);
-            }
-            Event::Stream(StreamEvent::Writable { id: s }) if Some(*s) == id => {
-                control.write_out(&self.conn);
-            }
-            Event::Stream(StreamEvent::Stopped { id: s, .. }) if Some(*s) == id => {
-                control.stopped();
-            }
-            _ => {}
-        }
     }
 }

@@ -31,8 +31,7 @@ use lanparty_core::wire::MacAddr;
 use serde::Deserialize;
 
 use crate::datapath::{
-    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, QuicConn, datapath_metrics,
-    reassembly_limits,
+    DATAGRAM_BATCH, DataPath, DatapathCounters, PeerSender, datapath_metrics, reassembly_limits,
 };
 use crate::net;
 use crate::session::{ClientEnd, ClientEvent, ClientSession, ControlInput};
@@ -394,7 +393,7 @@ impl QuicClient {
             addr,
             deadline,
         } = connected;
-        let conn = connection.shared();
+        let conn = connection.conn.clone();
         let budget = conn.max_datagram_size().unwrap_or(0);
         let budget = self
             .settings
@@ -465,7 +464,7 @@ impl QuicClient {
                     }
                     ClientEvent::StatsRequested => {
                         if let Some(d) = &data {
-                            machine.send(&ControlMessage::Stats(d.peer_stats(&*conn, sender)));
+                            machine.send(&ControlMessage::Stats(d.peer_stats(&conn, sender)));
                         }
                     }
                     ClientEvent::Ended(end) => break 'session end,
@@ -497,10 +496,16 @@ impl QuicClient {
                         }
                     }
                     Event::ConnectionLost { reason } => {
-                        control.lost();
-                        machine.connection_lost(&reason.to_string());
+                        control.lost(&mut machine, &reason.to_string());
                     }
-                    other => connection.stream_event(&mut control, &mut machine, other, now),
+                    Event::Stream(event) => control.event(
+                        &connection.conn,
+                        MAX_CONTROL_FRAME,
+                        &mut machine,
+                        event,
+                        now,
+                    ),
+                    _ => {}
                 }
             }
             connection.give_back(events);

@@ -6,7 +6,7 @@ use crate::report::{CLIENT_KIND, ClientReport, ClientState, SendReport, SessionR
 /// The session as `lanparty status` shows it.
 #[derive(Default)]
 pub(super) struct SessionState {
-    pub(super) live: Option<(Arc<dyn QuicConn>, Welcome, Instant)>,
+    pub(super) live: Option<(Arc<crate::quic_loop::LoopConn>, Welcome, Instant)>,
     pub(super) last_error: Option<String>,
 }
 
@@ -25,7 +25,7 @@ impl ClientStatus {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn connected(&self, conn: Arc<dyn QuicConn>, welcome: Welcome) {
+    pub(super) fn connected(&self, conn: Arc<crate::quic_loop::LoopConn>, welcome: Welcome) {
         self.lock().live = Some((conn, welcome, Instant::now()));
     }
 

@@ -23,12 +23,11 @@ use tokio::sync::Notify;
 
 use crate::congestion::ControllerShare;
 use crate::net::{Chunks, DatagramEncoder};
+use crate::quic_loop::{DatagramRefused, LoopConn};
 
-mod conn;
 mod counters;
 mod sender;
 
-pub use conn::{DatagramRefused, QuicConn, share_of};
 pub use counters::{DatapathCounters, DatapathSnapshot, datapath_metrics};
 use counters::{add_deltas, bump};
 pub use sender::{PeerSender, QUIC_DATAGRAM_BUFFER};
@@ -242,7 +241,7 @@ impl DataPath {
 
     /// The stats to answer a `stats_request` with: this direction's
     /// counters plus the sender's.
-    pub fn peer_stats(&self, conn: &dyn QuicConn, sender: &PeerSender) -> PeerStats {
+    pub fn peer_stats(&self, conn: &LoopConn, sender: &PeerSender) -> PeerStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PeerStats {
             rtt_us: Some(conn.rtt().as_micros() as u64),

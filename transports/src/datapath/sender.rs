@@ -37,7 +37,7 @@ enum Pump {
 
 #[derive(Debug)]
 struct SenderState {
-    conn: Option<Arc<dyn QuicConn>>,
+    conn: Option<Arc<LoopConn>>,
     encoder: DatagramEncoder,
     /// Header compression's contexts towards this peer, when both ends
     /// agreed to it on this connection.
@@ -102,7 +102,7 @@ impl PeerSender {
     pub fn connected(
         counters: Arc<DatapathCounters>,
         settings: &QueueSettings,
-        conn: Arc<dyn QuicConn>,
+        conn: Arc<LoopConn>,
         max_datagram: usize,
     ) -> Arc<PeerSender> {
         let sender = PeerSender::new(counters, settings);
@@ -148,7 +148,7 @@ impl PeerSender {
     /// Frames still queued for the old connection are dropped (`flushed`),
     /// and the new connection starts with a fresh rate measurement and no
     /// header compression until [`PeerSender::compress`].
-    pub fn set_connection(&self, conn: Option<Arc<dyn QuicConn>>) {
+    pub fn set_connection(&self, conn: Option<Arc<LoopConn>>) {
         let mut state = self.lock();
         state.queue.flush();
         state.compressor = None;

@@ -188,16 +188,10 @@ impl Driver {
     /// The relay stops: sessions say goodbye, new connections are refused.
     fn stop(&mut self, now: Instant, why: String) {
         self.stopping = Some(now + STOP_GRACE);
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-        for ch in handles {
-            if let Some(Entry {
-                conn,
-                phase: Phase::Session(session),
-                ..
-            }) = self.conns.get_mut(&ch)
-            {
+        for entry in self.conns.values_mut() {
+            if let Phase::Session(session) = &mut entry.phase {
                 session.leave(now, Leave::Shutdown(why.clone()));
-                conn.touched();
+                entry.conn.touched();
             }
         }
     }
@@ -493,11 +487,7 @@ impl Driver {
         if let Phase::Session(session) = std::mem::replace(&mut entry.phase, Phase::Closing) {
             session.end(&self.shared, &entry.conn);
             self.shared.live.fetch_sub(1, Ordering::Relaxed);
-            let mut conn = entry.conn.lock();
-            if !conn.is_closed() {
-                // As quinn does when the last handle to a connection goes.
-                conn.close(now, 0u32.into(), Bytes::new());
-            }
+            entry.conn.close_unless_closed(now);
         }
     }
 }

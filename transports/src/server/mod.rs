@@ -26,7 +26,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::admission::{Admissions, Limits};
 use crate::credentials::{self, FailureLimiter};
 use crate::datapath::{
-    DataPath, DatapathCounters, PeerSender, QuicConn, RELAY_REASSEMBLY_BYTES, reassembly_limits,
+    DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, reassembly_limits,
 };
 use crate::gate::PerAddressRate;
 use crate::net::{self, ReasonCounters, close};
@@ -352,7 +352,7 @@ struct PeerEntry {
     mac: MacAddr,
     mtu: u16,
     since: Instant,
-    conn: Arc<dyn QuicConn>,
+    conn: Arc<crate::quic_loop::LoopConn>,
     sender: Arc<PeerSender>,
     kick: Arc<Notify>,
     /// Ends the session: a new session of the same player replaces it.

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, Dir, Event, StreamEvent};
 
 use super::*;
-use crate::datapath::{DATAGRAM_BATCH, QuicConn};
+use crate::datapath::DATAGRAM_BATCH;
 use crate::quic_loop::{ControlStream, LoopConn, datagram_batches};
-use crate::session::{ControlInput, Leave, RelayEvent, RelaySession, RelayTimeouts};
+use crate::session::{Leave, RelayEvent, RelaySession, RelayTimeouts};
 
 /// What another task asks of a session, through the loop.
 pub(super) enum Command {
@@ -145,28 +145,20 @@ impl Session {
 
     /// A QUIC event of the connection.
     pub(super) fn event(&mut self, shared: &Shared, conn: &LoopConn, event: Event, now: Instant) {
-        let stream = self.control.id();
         match event {
-            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if stream.is_none() => {
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if self.control.id().is_none() => {
                 let accepted = conn.lock().streams().accept(Dir::Bi);
                 self.control.open(accepted);
                 self.control
                     .read(conn, self.max_frame, &mut self.machine, now);
             }
-            Event::Stream(StreamEvent::Readable { id }) if Some(id) == stream => {
+            Event::Stream(event) => {
                 self.control
-                    .read(conn, self.max_frame, &mut self.machine, now);
-            }
-            Event::Stream(StreamEvent::Writable { id }) if Some(id) == stream => {
-                self.control.write_out(conn);
-            }
-            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == stream => {
-                self.control.stopped();
+                    .event(conn, self.max_frame, &mut self.machine, &event, now);
             }
             Event::DatagramReceived => self.datagrams(shared, conn, now),
             Event::ConnectionLost { reason } => {
-                self.control.lost();
-                self.machine.connection_lost(&reason.to_string());
+                self.control.lost(&mut self.machine, &reason.to_string());
             }
             _ => {}
         }
@@ -257,7 +249,7 @@ impl Session {
                 }
                 RelayEvent::StatsRequested => {
                     if let (Some(s), Some(d)) = (&self.seat, &self.data) {
-                        let stats = d.peer_stats(&**conn, &s.sender);
+                        let stats = d.peer_stats(conn, &s.sender);
                         self.machine.send(&ControlMessage::Stats(stats));
                     }
                 }
@@ -486,7 +478,7 @@ fn unseat(
     seat.sender.set_connection(None);
     drop(link);
     if let Some(data) = data {
-        let stats = data.peer_stats(&**conn, &seat.sender);
+        let stats = data.peer_stats(conn, &seat.sender);
         tracing::info!(peer = %seat.peer, room = %seat.hello.room, frames_rx = stats.frames_rx, frames_tx = stats.frames_tx, dropped = stats.dropped, "peer left: {why}");
     }
 }
