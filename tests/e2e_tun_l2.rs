@@ -10,7 +10,9 @@
 //! T leases its address from the LAN's dnsmasq with the emulation's own
 //! DHCP client, pings the LAN host and A (ARP answered by the emulation on
 //! both sides of the exchange), and its UDP broadcast discovery reaches the
-//! LAN's game server and A, with the answer coming back.
+//! LAN's game server and A, with the answer coming back. TCP between T and
+//! A runs through the TUN device's offloads: T's sends read as
+//! super-packets and cut, A's segments written to T merged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,4 +127,15 @@ fn a_tun_l2_client_leases_pings_and_discovers() {
         "4. ARP for T answered by the emulation; status: {}",
         adapter["counters"]
     );
+
+    // 5. TCP both ways between T and A: T's kernel hands its sends to the
+    // TUN device as super-packets (TSO), cut by the port; A's segments
+    // reach T's device merged (GRO).
+    for reverse in [false, true] {
+        let bps = iperf3_tcp(&t, &a, "192.168.77.50", reverse, 2, &dir);
+        let what = if reverse { "A → T" } else { "T → A" };
+        eprintln!("5. iperf3 TCP {what}: {:.0} Mbit/s", bps / 1e6);
+    }
+    let report = status_of(&dir, "t.log");
+    eprintln!("   T's TUN {}", assert_offloads_worked(&report));
 }

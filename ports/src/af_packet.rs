@@ -32,6 +32,7 @@ use lanparty_core::wire::ethertype;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::inet::Framing;
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
 use crate::linux::{checksum, netdev};
@@ -300,7 +301,7 @@ impl Receiver {
             match vnet.gso_type & !gso_type::ECN {
                 gso_type::NONE => {
                     if (vnet.flags & NEEDS_CSUM != 0 || aux.checksum_pending)
-                        && checksum::complete_l4_checksum(frame)
+                        && checksum::complete_l4_checksum(Framing::Ethernet, frame)
                     {
                         self.counters.checksummed += 1;
                     }
@@ -312,6 +313,7 @@ impl Receiver {
                     let rx = &mut self.rx;
                     let mut oversize = 0;
                     let result = gso::segment_tcp(
+                        Framing::Ethernet,
                         frame,
                         usize::from(vnet.gso_size),
                         &mut self.scratch,

@@ -1,12 +1,52 @@
 //! Small Internet helpers shared by the ports: the Internet checksum
 //! (RFC 1071; its home is `lanparty_core::wire::checksum`, re-exported
-//! here for the AF_PACKET port's checksum completion, the TAP's GRO and
-//! the Ethernet emulation's ARP/ND/DHCP packets), and CIDR parsing for
-//! configs.
+//! here for the AF_PACKET port's checksum completion, the adapters' GRO
+//! and the Ethernet emulation's ARP/ND/DHCP packets), where a packet's IP
+//! header starts ([`Framing`]: behind an Ethernet header, or at once on a
+//! TUN device), and CIDR parsing for configs.
 
 use std::net::IpAddr;
 
+use lanparty_core::wire::{EthernetHeader, ethertype};
+
 pub use lanparty_core::wire::checksum::{fold, set_ipv4_header_checksum, sum};
+
+/// What a device's packets start with: the offloads (checksum completion,
+/// segmentation, GRO) work on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header (TAP, `AF_PACKET`).
+    Ethernet,
+    /// The IP header itself (TUN).
+    Ip,
+}
+
+impl Framing {
+    /// The link header's length without VLAN tags: 14 or 0.
+    pub const fn header_len(self) -> usize {
+        match self {
+            Framing::Ethernet => 14,
+            Framing::Ip => 0,
+        }
+    }
+
+    /// Where `packet`'s network header starts and its ethertype (for IP
+    /// packets on a TUN device, [`ethertype::IPV4`] or [`ethertype::IPV6`]
+    /// by the version); VLAN tags are skipped. `None` when too short or,
+    /// on a TUN device, not IP.
+    pub fn network(self, packet: &[u8]) -> Option<(usize, u16)> {
+        match self {
+            Framing::Ethernet => EthernetHeader::parse(packet)
+                .ok()
+                .map(|eth| (eth.header_len, eth.ethertype)),
+            Framing::Ip => match packet.first()? >> 4 {
+                4 => Some((0, ethertype::IPV4)),
+                6 => Some((0, ethertype::IPV6)),
+                _ => None,
+            },
+        }
+    }
+}
 
 /// The IPv4 netmask of a prefix length (`24` → 255.255.255.0); prefixes
 /// over 32 count as 32.
@@ -55,6 +95,23 @@ mod tests {
         assert_eq!(parse_cidr("fd00::2"), Ok(("fd00::2".parse().unwrap(), 128)));
         assert!(parse_cidr("10.0.0.2/33").is_err());
         assert!(parse_cidr("nope/3").is_err());
+    }
+
+    #[test]
+    fn framings_find_the_ip_header() {
+        let ip = [0x45u8; 20];
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&ethertype::IPV4.to_be_bytes());
+        frame.extend_from_slice(&ip);
+        assert_eq!(
+            Framing::Ethernet.network(&frame),
+            Some((14, ethertype::IPV4))
+        );
+        assert_eq!(Framing::Ip.network(&ip), Some((0, ethertype::IPV4)));
+        assert_eq!(Framing::Ip.network(&[0x60]), Some((0, ethertype::IPV6)));
+        assert_eq!(Framing::Ip.network(&[0x10]), None);
+        assert_eq!(Framing::Ip.network(&[]), None);
+        assert_eq!(Framing::Ethernet.network(&frame[..10]), None);
     }
 
     #[test]

@@ -23,12 +23,12 @@
 //! frames. With `tso` (the default) the kernel hands the port its TCP
 //! super-packets (up to 64 kB, one read) and the port cuts them into
 //! segments ([`crate::linux::gso`]); a kernel without it cuts them itself.
+//! Both live in [`crate::linux::offload`], shared with `tun-l2`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use lanparty_core::chunks::Chunks;
 
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
@@ -41,13 +41,10 @@ use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::MacAddr;
 use lanparty_core::wire::mtu::{MAX_MTU, validate_mtu};
 
-use crate::linux::gro::{Gro, GroStats};
-use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
+use crate::linux::netdev;
+use crate::linux::offload::{self, Cutter, Offloads};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
-use crate::linux::tun::{
-    Device, TunMode, any_readable, check_queues, enable_tso, open_rings, read_round, ring_of,
-};
-use crate::linux::{checksum, netdev};
+use crate::linux::tun::{Device, TunMode, any_readable, check_queues, read_round, ring_of};
 use lanparty_core::queue::flow::FlowHasher;
 
 /// Linux TAP device: the virtual Ethernet adapter (MTU follows the room;
@@ -104,9 +101,6 @@ pub struct TapPort {
 
 /// Largest frame read: MTU plus Ethernet header and two VLAN tags.
 const MAX_FRAME: usize = MAX_MTU as usize + 22;
-/// Largest super-packet read with TSO: an IP packet's 64 kB plus the
-/// Ethernet header and two VLAN tags.
-const MAX_SUPER_PACKET: usize = 65_535 + 22;
 
 fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
     let settings: TapSettings = config.parse()?;
@@ -176,17 +170,17 @@ impl TapPort {
 
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let name = self.settings.device.clone();
-        let (fds, vnet, tso) = self.open(&name)?;
+        let s = &self.settings;
+        let (fds, offloads) = offload::open(&name, TunMode::Tap, s.queues.into(), s.gro, s.tso)
+            .map_err(|e| self.fail(e))?;
         let devices = Device::register_all(fds, &name).map_err(|e| self.fail(e))?;
         let devices: Arc<[Device]> = devices.into();
         let mac = netdev::mac(&name).map_err(|e| self.fail(format!("cannot read the MAC: {e}")))?;
         let mac = self.settings.mac.unwrap_or(mac);
         let sink = Arc::new(TapSink {
             devices: devices.clone(),
-            vnet,
             flows: FlowHasher::default(),
-            gro: (vnet && self.settings.gro).then(|| Mutex::new(Gro::default())),
-            tso: tso.then(TsoCounters::default),
+            offloads,
             errors: AtomicU64::new(0),
         });
         ctx.publish_status(sink.clone());
@@ -211,36 +205,6 @@ impl TapPort {
         result
     }
 
-    /// Opens the device's queues, with virtio-net headers when `gro` or
-    /// `tso` asks for them, and TSO when asked: a device that exists as a
-    /// single-queue one gets one queue, a kernel that refuses the headers
-    /// plain frames, one that refuses TSO segments it cut itself (each
-    /// logged). Returns the queues, whether they carry headers, whether
-    /// TSO is on.
-    fn open(&self, name: &str) -> Result<(Vec<std::os::fd::OwnedFd>, bool, bool), PortError> {
-        let queues = usize::from(self.settings.queues);
-        if self.settings.gro || self.settings.tso {
-            match open_rings(name, TunMode::Tap, true, queues) {
-                Ok(fds) => {
-                    let tso = self.settings.tso
-                        && match enable_tso(&fds[0]) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::info!(device = %name, "no TSO on this TAP ({e}): the kernel cuts TCP segments itself");
-                                false
-                            }
-                        };
-                    return Ok((fds, true, tso));
-                }
-                Err(e) => {
-                    tracing::info!(device = %name, "no virtio-net headers on this TAP ({e}): frames are read and written one by one")
-                }
-            }
-        }
-        let fds = open_rings(name, TunMode::Tap, false, queues).map_err(|e| self.fail(e))?;
-        Ok((fds, false, false))
-    }
-
     async fn pump(
         &self,
         devices: &[Device],
@@ -249,28 +213,31 @@ impl TapPort {
         room_mtu: &mut tokio::sync::watch::Receiver<u16>,
         mut shutdown: lanparty_core::runtime::ShutdownSignal,
     ) -> Result<(), PortError> {
-        let vnet = sink.vnet;
-        let largest = if sink.tso.is_some() {
-            MAX_SUPER_PACKET
-        } else {
-            MAX_FRAME
-        };
-        let mut rx = RxBuffer::new(largest + VNET_HDR_LEN, CHUNK);
-        let mut scratch = Vec::new();
-        let mut segments = Chunks::default();
+        let offloads = &sink.offloads;
+        let mut rx = RxBuffer::new(offloads.read_size(MAX_FRAME), CHUNK);
+        let mut cutter = Cutter::default();
+        let mut frames = Vec::new();
         let mut next = 0;
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
                 () = std::future::poll_fn(|cx| any_readable(devices, cx)) => {
                     let drained = read_round(devices, &mut next, &mut rx, &mut |rx, n| {
-                        if vnet {
-                            let cut = Cut { scratch: &mut scratch, segments: &mut segments };
-                            from_vnet(rx, n, link, cut, sink.tso.as_ref())
+                        let made = offloads.read(rx, n, &mut cutter, &mut frames);
+                        let mut send = || {
+                            for frame in frames.drain(..) {
+                                link.send(frame);
+                            }
+                        };
+                        if made > 1 {
+                            // A super-packet's segments, one batch for the
+                            // room: a player's adapter on the other side
+                            // writes them merged again.
+                            link.gathered(send);
                         } else {
-                            link.send(rx.take(n));
-                            1
+                            send();
                         }
+                        made
                     })
                     .map_err(|e| self.fail(format!("read failed: {e}")))?;
                     give_way(drained).await;
@@ -287,84 +254,6 @@ impl TapPort {
     }
 }
 
-/// The `n` bytes just read into `rx` behind a virtio-net header, to the
-/// room: a frame whose checksum is pending (checksum offload) gets it
-/// completed in place; a TCP super-packet (TSO) is cut into segments,
-/// counted in `tso`. Returns the frames handed on.
-fn from_vnet(
-    rx: &mut RxBuffer,
-    n: usize,
-    link: &LinkHandle,
-    cut: Cut<'_>,
-    tso: Option<&TsoCounters>,
-) -> usize {
-    let Some(header) = VnetHeader::parse(&rx.space()[..n]) else {
-        return 0;
-    };
-    match header.gso_type & !gso_type::ECN {
-        gso_type::NONE => {
-            if header.flags & NEEDS_CSUM != 0 {
-                checksum::complete_l4_checksum(&mut rx.space()[VNET_HDR_LEN..n]);
-            }
-            link.send(rx.take(n).slice(VNET_HDR_LEN..));
-            1
-        }
-        _ => {
-            let packet = rx.take(n);
-            // One batch for the room: a player's adapter on the other side
-            // writes the segments merged again.
-            let cut = link.gathered(|| {
-                gso::segment_tcp(
-                    &packet[VNET_HDR_LEN..],
-                    usize::from(header.gso_size),
-                    cut.scratch,
-                    &mut |segment| {
-                        link.send(cut.segments.copy(segment));
-                    },
-                )
-            });
-            match cut {
-                Ok(segments) => {
-                    if let Some(tso) = tso {
-                        tso.super_packets.fetch_add(1, Ordering::Relaxed);
-                        tso.segments.fetch_add(segments as u64, Ordering::Relaxed);
-                    }
-                    segments
-                }
-                Err(why) => {
-                    if let Some(tso) = tso {
-                        tso.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tracing::debug!(
-                        gso_size = header.gso_size,
-                        "TAP super-packet not cut: {why}; dropped"
-                    );
-                    0
-                }
-            }
-        }
-    }
-}
-
-/// Where a super-packet is cut: the segmenter's scratch space, and the
-/// chunks the segments are copied into (never zeroed, unlike the read
-/// buffer).
-struct Cut<'a> {
-    scratch: &'a mut Vec<u8>,
-    segments: &'a mut Chunks,
-}
-
-/// What TSO on a TAP device read.
-#[derive(Debug, Default)]
-struct TsoCounters {
-    /// Super-packets read and cut.
-    super_packets: AtomicU64,
-    /// Segments cut from them.
-    segments: AtomicU64,
-    /// Super-packets that could not be cut (not TCP, malformed).
-    dropped: AtomicU64,
-}
-
 /// Writes the room's frames straight to the device, in the task that
 /// routed them: no queue, no task switch. A TAP device takes a write at
 /// once (the kernel queues it on the receive side of the interface); a
@@ -375,30 +264,15 @@ struct TsoCounters {
 struct TapSink {
     /// The device's queues.
     devices: Arc<[Device]>,
-    /// Writes carry a virtio-net header.
-    vnet: bool,
     /// Picks each flow's queue: the kernel sends a flow's packets on the
     /// queue its other direction was written to.
     flows: FlowHasher,
-    gro: Option<Mutex<Gro>>,
-    /// TSO's counters, when the device hands over super-packets.
-    tso: Option<TsoCounters>,
+    /// Virtio-net headers, GRO and TSO, as the device got them.
+    offloads: Offloads,
     errors: AtomicU64,
 }
 
 impl TapSink {
-    fn tso_count(&self, pick: fn(&TsoCounters) -> &AtomicU64) -> u64 {
-        self.tso
-            .as_ref()
-            .map_or(0, |t| pick(t).load(Ordering::Relaxed))
-    }
-
-    fn gro_stats(&self) -> GroStats {
-        self.gro.as_ref().map_or_else(GroStats::default, |g| {
-            g.lock().unwrap_or_else(PoisonError::into_inner).stats()
-        })
-    }
-
     fn write(&self, parts: &[&[u8]]) -> bool {
         let device = self.queue_for(parts);
         match device.write_parts(parts) {
@@ -417,13 +291,7 @@ impl TapSink {
     /// virtio-net header, which is the first part or its start).
     fn queue_for(&self, parts: &[&[u8]]) -> &Device {
         ring_of(&self.devices, || {
-            let skip = if self.vnet { VNET_HDR_LEN } else { 0 };
-            let frame = match parts {
-                [first, ..] if first.len() > skip => &first[skip..],
-                [_, second, ..] => second,
-                _ => &[],
-            };
-            self.flows.hash(frame)
+            self.flows.hash(self.offloads.packet_of(parts))
         })
     }
 }
@@ -432,83 +300,39 @@ impl TapSink {
 /// and what they merged and cut, failed writes.
 impl StatusSource for TapSink {
     fn status(&self) -> serde_json::Value {
-        let gro = self.gro_stats();
-        serde_json::json!({
-            "type": "tap",
-            "device": self.devices[0].name,
-            "queues": self.devices.len(),
-            "gro": self.gro.is_some(),
-            "gro_super_packets": gro.super_packets,
-            "gro_merged_segments": gro.merged_segments,
-            "tso": self.tso.is_some(),
-            "tso_super_packets": self.tso_count(|t| &t.super_packets),
-            "tso_segments": self.tso_count(|t| &t.segments),
-            "tso_dropped": self.tso_count(|t| &t.dropped),
-            "write_errors": self.errors.load(Ordering::Relaxed),
-        })
+        let mut status = serde_json::Map::new();
+        status.insert("type".into(), "tap".into());
+        status.insert("device".into(), self.devices[0].name.clone().into());
+        status.insert("queues".into(), self.devices.len().into());
+        self.offloads.status(&mut status);
+        let errors = self.errors.load(Ordering::Relaxed);
+        status.insert("write_errors".into(), errors.into());
+        status.into()
     }
 
     fn metrics(&self, out: &mut Metrics) {
-        let gro = self.gro_stats();
         let device = [("device", self.devices[0].name.as_str())];
-        for (name, help, value) in [
-            (
-                "lanparty_tap_gro_super_packets_total",
-                "TCP super-packets written to a TAP device (two segments or more)",
-                gro.super_packets,
-            ),
-            (
-                "lanparty_tap_gro_merged_segments_total",
-                "TCP segments written inside super-packets",
-                gro.merged_segments,
-            ),
-            (
-                "lanparty_tap_tso_super_packets_total",
-                "TCP super-packets read from a TAP device (TSO) and cut into segments",
-                self.tso_count(|t| &t.super_packets),
-            ),
-            (
-                "lanparty_tap_tso_segments_total",
-                "TCP segments cut from super-packets read from a TAP device",
-                self.tso_count(|t| &t.segments),
-            ),
-            (
-                "lanparty_tap_tso_dropped_total",
-                "Super-packets read from a TAP device that could not be cut",
-                self.tso_count(|t| &t.dropped),
-            ),
-            (
-                "lanparty_tap_write_errors_total",
-                "Writes a TAP device refused",
-                self.errors.load(Ordering::Relaxed),
-            ),
-        ] {
-            out.counter(name, help, &device, value);
-        }
+        self.offloads.metrics(out, &device);
+        out.counter(
+            "lanparty_tap_write_errors_total",
+            "Writes a TAP device refused",
+            &device,
+            self.errors.load(Ordering::Relaxed),
+        );
     }
 }
 
 impl LinkSink for TapSink {
     fn deliver(&self, frame: Bytes) -> bool {
-        match &self.gro {
-            Some(gro) => gro
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(&frame, &mut |parts| self.write(parts)),
-            None => self.write(&[&frame]),
-        }
+        self.offloads.write(&frame, &mut |parts| self.write(parts))
     }
 
     fn gathers(&self) -> bool {
-        self.gro.is_some()
+        self.offloads.gathers()
     }
 
     fn flush(&self) {
-        if let Some(gro) = &self.gro {
-            gro.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .flush(&mut |parts| self.write(parts));
-        }
+        self.offloads.flush(&mut |parts| self.write(parts));
     }
 }
 
@@ -526,7 +350,8 @@ lanparty_core::impl_port!(TapPort, mac_identity);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linux::tun::{QUANTUM, RX_BATCH, open_tun, open_tun_queues};
+    use crate::linux::gso::{VNET_HDR_LEN, VnetHeader};
+    use crate::linux::tun::{QUANTUM, RX_BATCH, open_tun};
     use lanparty_core::testing::frames::{self, Tags};
     use std::io;
     use std::net::{Ipv4Addr, UdpSocket};
@@ -576,7 +401,8 @@ mod tests {
             .unwrap();
         let _enter = runtime.enter();
         let name = "lpmq0";
-        let fds = open_tun_queues(name, TunMode::Tap, true, QUEUES).unwrap();
+        let (fds, offloads) = offload::open(name, TunMode::Tap, QUEUES, true, false).unwrap();
+        assert_eq!(fds.len(), QUEUES);
         let devices: Arc<[Device]> = fds
             .into_iter()
             .map(|fd| Device::new(fd, name).unwrap())
@@ -586,10 +412,8 @@ mod tests {
         netdev::update_flags(name, libc::IFF_UP as libc::c_short, 0).unwrap();
         let sink = TapSink {
             devices: devices.clone(),
-            vnet: true,
             flows: FlowHasher::default(),
-            gro: None,
-            tso: None,
+            offloads,
             errors: AtomicU64::new(0),
         };
         let tap_mac = netdev::mac(name).unwrap();
@@ -702,24 +526,12 @@ mod tests {
             unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST as _, 1 as libc::c_ulong) };
         assert_eq!(rc, 0, "TUNSETPERSIST: {}", io::Error::last_os_error());
         drop(fd);
-        let port = TapPort {
-            settings: TapSettings {
-                device: name.into(),
-                mac: None,
-                mtu: None,
-                addresses: Vec::new(),
-                room: DEFAULT_ROOM.into(),
-                role: LinkRole::Host,
-                gro: true,
-                tso: true,
-                queues: 8,
-            },
-            addresses: Vec::new(),
-        };
-        let (fds, vnet, tso) = port.open(name).unwrap();
+        let (fds, offloads) = offload::open(name, TunMode::Tap, 8, true, true).unwrap();
         assert_eq!(fds.len(), 1, "one ring on a single-queue device");
-        assert!(vnet, "virtio-net headers still on");
-        assert!(tso, "TSO still on");
+        let mut status = serde_json::Map::new();
+        offloads.status(&mut status);
+        assert_eq!(status["gro"], true, "virtio-net headers and GRO still on");
+        assert_eq!(status["tso"], true, "TSO still on");
         // The namespace, and the persistent device in it, go with this thread.
     }
 }

@@ -9,9 +9,17 @@
 //! and removed if the lease is lost). The lease's router is logged and
 //! shown in status but not installed as a default route: a LAN party needs
 //! the LAN, not the player's internet traffic in the tunnel.
+//!
+//! The TAP adapter's offloads work here too ([`crate::linux::offload`]):
+//! with `tso` the kernel hands over TCP sends as IP super-packets of up to
+//! 64 kB, cut into segments before the emulation frames them; with `gro`
+//! the TCP segments of one flow that the room hands over together are
+//! written as one super-packet.
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use lanparty_core::runtime::{Metrics, StatusSource};
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
@@ -27,11 +35,11 @@ use crate::emulation::driver::{
     AdapterStatus, IpAdapter, adapter_settings, check_adapter_keys, drive, emulation_seed,
 };
 use crate::emulation::{Addressing, Emulation, EmulationConfig, Event};
+use crate::linux::gro::Writer;
 use crate::linux::netdev;
+use crate::linux::offload::{self, Cutter, Offloads};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
-use crate::linux::tun::{
-    Device, TunMode, any_readable, check_queues, open_rings, read_round, ring_of,
-};
+use crate::linux::tun::{Device, TunMode, any_readable, check_queues, read_round, ring_of};
 use lanparty_core::queue::flow::FlowHasher;
 
 adapter_settings! {
@@ -48,6 +56,15 @@ adapter_settings! {
         /// the rings in turn, as the `tap` port does. 1: one ring for all.
         #[key(default = 8)]
         pub queues: u16,
+        /// Write the TCP segments of a flow that arrive together as one
+        /// super-packet (GRO in software), as the `tap` port's `gro`.
+        #[key(default = true)]
+        pub gro: bool,
+        /// Take the player's TCP sends as super-packets of up to 64 kB and
+        /// cut them here (TCP segmentation offload), as the `tap` port's
+        /// `tso`.
+        #[key(default = true)]
+        pub tso: bool,
     }
 }
 
@@ -81,13 +98,44 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
 }
 
 /// The TUN device as the emulation driver sees it: its queues, read in
-/// turn, and each packet written through its flow's queue.
+/// turn, and each packet written through its flow's queue, with the
+/// device's offloads on both ways.
 struct TunAdapter {
     devices: Vec<Device>,
     rx: RxBuffer,
     /// The queue that goes first in the next read round.
     next: usize,
     flows: FlowHasher,
+    offloads: Arc<Offloads>,
+    cutter: Cutter,
+}
+
+impl TunAdapter {
+    /// Writes `parts` (from [`Offloads`]) through their flow's queue.
+    fn write(&self, parts: &[&[u8]]) -> std::io::Result<usize> {
+        ring_of(&self.devices, || {
+            self.flows.hash_ip(self.offloads.packet_of(parts))
+        })
+        .write_parts(parts)
+    }
+
+    /// Runs `step` with a writer onto the device; the first failed
+    /// write's error, if any.
+    fn writing(&self, step: impl FnOnce(&Offloads, &mut Writer<'_>) -> bool) -> Result<(), String> {
+        let mut failed = None;
+        let ok = step(&self.offloads, &mut |parts| match self.write(parts) {
+            Ok(_) => true,
+            Err(e) => {
+                failed.get_or_insert(e);
+                false
+            }
+        });
+        match failed {
+            Some(e) => Err(e.to_string()),
+            None if ok => Ok(()),
+            None => Err("write refused".into()),
+        }
+    }
 }
 
 impl IpAdapter for TunAdapter {
@@ -97,9 +145,16 @@ impl IpAdapter for TunAdapter {
 
     async fn recv(&mut self, out: &mut Vec<Bytes>) -> Result<(), String> {
         std::future::poll_fn(|cx| any_readable(&self.devices, cx)).await;
-        let drained = read_round(&self.devices, &mut self.next, &mut self.rx, &mut |rx, n| {
-            out.push(rx.take(n));
-            1
+        let TunAdapter {
+            devices,
+            rx,
+            next,
+            offloads,
+            cutter,
+            ..
+        } = self;
+        let drained = read_round(devices, next, rx, &mut |rx, n| {
+            offloads.read(rx, n, cutter, out)
         })
         .map_err(|e| format!("read failed: {e}"))?;
         give_way(drained).await;
@@ -107,10 +162,17 @@ impl IpAdapter for TunAdapter {
     }
 
     async fn send(&mut self, packet: &[u8]) -> Result<(), String> {
-        ring_of(&self.devices, || self.flows.hash_ip(packet))
-            .write_frame(packet)
-            .await
-            .map_err(|e| e.to_string())
+        if !self.offloads.headers() {
+            return ring_of(&self.devices, || self.flows.hash_ip(packet))
+                .write_frame(packet)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        self.writing(|offloads, write| offloads.write(packet, write))
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        self.writing(|offloads, write| offloads.flush(write))
     }
 
     fn apply(&mut self, event: &Event) {
@@ -162,8 +224,10 @@ impl TunL2Port {
     async fn run(self, ctx: PortContext) -> Result<(), PortError> {
         let mac = self.settings.mac.ok_or_else(|| self.fail(NO_MAC))?;
         let name = self.settings.device.clone();
-        let queues = usize::from(self.settings.queues);
-        let fds = open_rings(&name, TunMode::Tun, false, queues).map_err(|e| self.fail(e))?;
+        let s = &self.settings;
+        let (fds, offloads) = offload::open(&name, TunMode::Tun, s.queues.into(), s.gro, s.tso)
+            .map_err(|e| self.fail(e))?;
+        let offloads = Arc::new(offloads);
         let devices = Device::register_all(fds, &name).map_err(|e| self.fail(e))?;
         let mut link = ctx.attach(
             &self.settings.room,
@@ -185,13 +249,18 @@ impl TunL2Port {
             Instant::now(),
         );
         tracing::info!(device = %name, %mac, mtu, queues = devices.len(), room = %self.settings.room, addressing = emulation.dhcp_state(), "TUN adapter up with Ethernet emulation");
-        let status = Arc::new(AdapterStatus::new("tun-l2", &name, &emulation));
+        let status = Arc::new(TunStatus {
+            adapter: AdapterStatus::new("tun-l2", &name, &emulation),
+            offloads: offloads.clone(),
+        });
         ctx.publish_status(status.clone());
         let mut adapter = TunAdapter {
             devices,
-            rx: RxBuffer::new(MAX_PACKET, CHUNK),
+            rx: RxBuffer::new(offloads.read_size(MAX_PACKET), CHUNK),
             next: 0,
             flows: FlowHasher::default(),
+            offloads,
+            cutter: Cutter::default(),
         };
         let result = drive(
             &mut adapter,
@@ -199,13 +268,36 @@ impl TunL2Port {
             &mut link,
             self.settings.mtu.is_none(),
             ctx.shutdown(),
-            &status,
+            &status.adapter,
         )
         .await
         .map_err(|e| self.fail(e));
         let c = emulation.counters();
         tracing::info!(device = %name, outbound = c.outbound, inbound = c.inbound, arp_answered = c.arp_answered, ns_answered = c.ns_answered, unresolved = c.unresolved, pending_full = c.pending_full, "tun-l2 port stopped");
         result
+    }
+}
+
+/// `lanparty status` for a `tun-l2` port: the emulation's, and what the
+/// offloads did.
+struct TunStatus {
+    adapter: AdapterStatus,
+    offloads: Arc<Offloads>,
+}
+
+impl StatusSource for TunStatus {
+    fn status(&self) -> serde_json::Value {
+        let mut status = self.adapter.status();
+        if let serde_json::Value::Object(fields) = &mut status {
+            self.offloads.status(fields);
+        }
+        status
+    }
+
+    fn metrics(&self, out: &mut Metrics) {
+        self.adapter.metrics(out);
+        self.offloads
+            .metrics(out, &[("device", self.adapter.device())]);
     }
 }
 

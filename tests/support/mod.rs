@@ -478,3 +478,57 @@ pub fn start_gateway(ns: &Netns, dir: &TempDir, sets: &[String]) -> Proc {
     gateway.wait_for_log("joined the room", "gateway did not join");
     gateway
 }
+
+/// One iperf3 TCP run of `seconds` from `client` to a one-shot server in
+/// `server` on `addr` (`reverse`: the server sends); the bits/s received,
+/// asserted to be more than a trickle. The server's log goes to `dir`.
+pub fn iperf3_tcp(
+    client: &Netns,
+    server: &Netns,
+    addr: &str,
+    reverse: bool,
+    seconds: u32,
+    dir: &TempDir,
+) -> f64 {
+    let _server = server.spawn(
+        &["iperf3", "-s", "-1", "-B", addr],
+        &dir.0.join(format!("iperf3-server-{addr}-{reverse}.log")),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let seconds = seconds.to_string();
+    let mut args = vec!["iperf3", "-c", addr, "-t", &seconds, "-J"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = client.exec(&args);
+    let json = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "iperf3 failed: {json}");
+    let bps = json
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bits_per_second\":").nth(1))
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .expect("iperf3 JSON has sum_received.bits_per_second");
+    assert!(bps > 1e6, "{bps} bit/s to {addr} (reverse: {reverse})");
+    bps
+}
+
+/// Checks that an adapter's status (`report["ports"]["adapter"]` of a node
+/// that moved TCP both ways) shows GRO and TSO on and at work: TCP
+/// segments written merged, super-packets read and cut, none dropped.
+/// Returns a line saying what they did.
+pub fn assert_offloads_worked(report: &serde_json::Value) -> String {
+    let adapter = &report["ports"]["adapter"];
+    let count = |k: &str| adapter[k].as_u64().unwrap_or(0);
+    assert_eq!(adapter["gro"], true, "{report:#}");
+    let (merged, supers) = (count("gro_merged_segments"), count("gro_super_packets"));
+    assert!(supers > 0 && merged > 2 * supers, "{report:#}");
+    assert_eq!(adapter["tso"], true, "{report:#}");
+    let (cut, read) = (count("tso_segments"), count("tso_super_packets"));
+    assert!(read > 0 && cut > 2 * read, "{report:#}");
+    assert_eq!(adapter["tso_dropped"], 0, "{report:#}");
+    format!(
+        "wrote {merged} segments as {supers} super-packets (GRO), read {read} super-packets and cut them into {cut} segments (TSO)"
+    )
+}

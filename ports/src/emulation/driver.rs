@@ -19,8 +19,13 @@ pub trait IpAdapter {
     /// Waits until packets from the OS are ready and appends them to `out`.
     /// Must be cancel-safe (it runs in a `select!`).
     fn recv(&mut self, out: &mut Vec<Bytes>) -> impl Future<Output = Result<(), String>>;
-    /// Hands one IP packet to the OS.
+    /// Hands one IP packet to the OS (or holds it for [`IpAdapter::flush`]:
+    /// GRO merges a batch's TCP segments).
     fn send(&mut self, packet: &[u8]) -> impl Future<Output = Result<(), String>>;
+    /// Hands the OS what `send` held, at the end of each batch.
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// Configures or clears the adapter's IPv4 address.
     fn apply(&mut self, event: &Event);
     /// Follows the room MTU.
@@ -181,6 +186,11 @@ impl AdapterStatus {
         status
     }
 
+    /// The adapter's device name.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
     /// Takes a fresh snapshot.
     pub fn update(&self, e: &Emulation) {
         let value = serde_json::json!({
@@ -311,16 +321,36 @@ pub async fn drive<A: IpAdapter>(
         if let Some(event) = &event {
             adapter.apply(event);
         }
-        for frame in to_room.drain(..) {
-            link.send(frame);
+        let batch = to_room.len() > 1;
+        let mut send = || {
+            for frame in to_room.drain(..) {
+                link.send(frame);
+            }
+        };
+        if batch {
+            // One batch for the room (a super-packet's segments: the
+            // player's adapter on the other side writes them merged).
+            link.gathered(send);
+        } else {
+            send();
         }
-        for packet in to_os.drain(..) {
-            if let Err(e) = adapter.send(&packet).await {
-                tx_errors += 1;
-                if tx_errors.is_power_of_two() {
-                    tracing::warn!(device = %adapter.name(), errors = tx_errors, "cannot hand a packet to the OS: {e}");
+        if !to_os.is_empty() {
+            for packet in to_os.drain(..) {
+                if let Err(e) = adapter.send(&packet).await {
+                    tx_failed(adapter.name(), &mut tx_errors, &e);
                 }
             }
+            if let Err(e) = adapter.flush() {
+                tx_failed(adapter.name(), &mut tx_errors, &e);
+            }
         }
+    }
+}
+
+/// Counts a packet the OS did not take, logged at each power of two.
+fn tx_failed(device: &str, errors: &mut u64, e: &str) {
+    *errors += 1;
+    if errors.is_power_of_two() {
+        tracing::warn!(%device, errors = *errors, "cannot hand a packet to the OS: {e}");
     }
 }

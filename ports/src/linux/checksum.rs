@@ -7,22 +7,21 @@
 //! DHCP client silently ignores such offers). The port computes the
 //! checksum in software for those frames only.
 
-use lanparty_core::wire::{EthernetHeader, ethertype};
+use lanparty_core::wire::ethertype;
 
-use crate::inet::{fold, sum};
+use crate::inet::{Framing, fold, sum};
 
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 
 /// Computes the TCP or UDP checksum of an IPv4 or IPv6 (no extension
-/// headers) frame in place. Returns false (and changes nothing) for other
-/// frames or ones too short to be what their headers claim.
-pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
-    let Ok(eth) = EthernetHeader::parse(frame) else {
+/// headers) frame or packet in place. Returns false (and changes nothing)
+/// for others or ones too short to be what their headers claim.
+pub fn complete_l4_checksum(framing: Framing, frame: &mut [u8]) -> bool {
+    let Some((l3, ether)) = framing.network(frame) else {
         return false;
     };
-    let l3 = eth.header_len;
-    let (proto, l4, pseudo) = match eth.ethertype {
+    let (proto, l4, pseudo) = match ether {
         ethertype::IPV4 => {
             let Some(ip) = frame.get(l3..l3 + 20) else {
                 return false;
@@ -81,7 +80,7 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
 mod tests {
     use super::*;
     use lanparty_core::testing::frames::{self, Tags};
-    use lanparty_core::wire::MacAddr;
+    use lanparty_core::wire::{EthernetHeader, MacAddr};
 
     #[test]
     fn restores_what_etherparse_computed() {
@@ -115,8 +114,21 @@ mod tests {
                 broken[at] ^= 0x5a;
                 broken[at + 1] ^= 0xa5;
                 assert_ne!(broken, good);
-                assert!(complete_l4_checksum(&mut broken), "{tags:?}");
+                // The same packet as a TUN device carries it.
+                let (mut broken_ip, good_ip) = (
+                    broken[eth.header_len..].to_vec(),
+                    good[eth.header_len..].to_vec(),
+                );
+                assert!(
+                    complete_l4_checksum(Framing::Ethernet, &mut broken),
+                    "{tags:?}"
+                );
                 assert_eq!(broken, good, "{tags:?} len {l4}");
+                assert!(
+                    complete_l4_checksum(Framing::Ip, &mut broken_ip),
+                    "{tags:?}"
+                );
+                assert_eq!(broken_ip, good_ip, "{tags:?}");
             }
         }
     }
@@ -126,12 +138,20 @@ mod tests {
         let a = MacAddr([2, 0, 0, 0, 0, 1]);
         let mut arp = frames::arp_request(a, Tags::None, [1, 1, 1, 1], [2, 2, 2, 2]);
         let copy = arp.clone();
-        assert!(!complete_l4_checksum(&mut arp));
+        assert!(!complete_l4_checksum(Framing::Ethernet, &mut arp));
         assert_eq!(arp, copy);
         let mut short = frames::dhcp_offer(a, Tags::None, a);
         short.truncate(40);
-        assert!(!complete_l4_checksum(&mut short));
+        assert!(!complete_l4_checksum(Framing::Ethernet, &mut short));
         let mut ra = frames::ipv6_ra(a, Tags::None, 5);
-        assert!(!complete_l4_checksum(&mut ra), "ICMPv6 is not TCP/UDP");
+        assert!(
+            !complete_l4_checksum(Framing::Ethernet, &mut ra),
+            "ICMPv6 is not TCP/UDP"
+        );
+        assert!(
+            !complete_l4_checksum(Framing::Ip, &mut ra[14..]),
+            "ICMPv6 is not TCP/UDP"
+        );
+        assert!(!complete_l4_checksum(Framing::Ip, &mut arp[14..]), "not IP");
     }
 }

@@ -1,11 +1,12 @@
-//! Software GRO for a TAP device: consecutive in-order TCP segments of one
-//! flow, handed over in one batch, are written as one super-packet behind
-//! a virtio-net header (`IFF_VNET_HDR`), so the receiving kernel's TCP
-//! handles one packet of up to 64 kB instead of dozens — what GRO does on
-//! a NIC, and what wireguard-go does for its TUN.
+//! Software GRO for a TAP or TUN device: consecutive in-order TCP segments
+//! of one flow, handed over in one batch, are written as one super-packet
+//! behind a virtio-net header (`IFF_VNET_HDR`), so the receiving kernel's
+//! TCP handles one packet of up to 64 kB instead of dozens — what GRO does
+//! on a NIC, and what wireguard-go does for its TUN. Frames (TAP) and IP
+//! packets (TUN) alike: [`Framing`].
 //!
 //! The merge rules are Linux's (`tcp_gro_receive`, `inet_gro_receive`):
-//! the same Ethernet header, addresses, ports, ACK number, window, IP
+//! the same Ethernet header (on a TAP), addresses, ports, ACK number, window, IP
 //! TOS/TTL (traffic class/flow label/hop limit) and TCP options byte for
 //! byte; the next sequence number; nothing but ACK set (PSH on the last);
 //! every segment as long as the first but a shorter last one; an IPv4 ID
@@ -18,13 +19,12 @@
 use lanparty_core::wire::ethertype;
 
 use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
-use crate::inet::{fold, set_ipv4_header_checksum, sum};
+use crate::inet::{Framing, fold, set_ipv4_header_checksum, sum};
 
-const ETH_LEN: usize = 14;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// The most an IP packet can carry (IPv4 total length, IPv6 payload).
-const MAX_IP_LEN: usize = 65_535;
+pub const MAX_IP_LEN: usize = 65_535;
 
 /// The header in front of a frame that needs nothing done to it.
 pub const PLAIN_HEADER: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
@@ -51,34 +51,38 @@ struct Segment {
 impl Segment {
     /// A segment that may be merged, or `None` for anything that goes out
     /// alone.
-    fn parse(frame: &[u8]) -> Option<Segment> {
-        let ether = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    fn parse(framing: Framing, frame: &[u8]) -> Option<Segment> {
+        let (ip_at, ether) = framing.network(frame)?;
+        // No VLAN tags.
+        if ip_at != framing.header_len() {
+            return None;
+        }
         let (v6, l4, ip_id, dont_fragment) = match ether {
             ethertype::IPV4 => {
-                let ip = frame.get(ETH_LEN..ETH_LEN + 20)?;
+                let ip = frame.get(ip_at..ip_at + 20)?;
                 let fragment = u16::from_be_bytes([ip[6], ip[7]]);
                 // IHL 5 (no options), TCP, not a fragment (MF clear, offset 0).
                 if ip[0] != 0x45 || ip[9] != 6 || fragment & 0x3fff != 0 {
                     return None;
                 }
                 let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-                if total != frame.len() - ETH_LEN {
+                if total != frame.len() - ip_at {
                     return None;
                 }
                 let id = u16::from_be_bytes([ip[4], ip[5]]);
-                (false, ETH_LEN + 20, id, fragment & 0x4000 != 0)
+                (false, ip_at + 20, id, fragment & 0x4000 != 0)
             }
             ethertype::IPV6 => {
-                let ip = frame.get(ETH_LEN..ETH_LEN + 40)?;
+                let ip = frame.get(ip_at..ip_at + 40)?;
                 // No extension headers: TCP right behind.
                 if ip[0] >> 4 != 6 || ip[6] != 6 {
                     return None;
                 }
                 let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-                if payload != frame.len() - ETH_LEN - 40 {
+                if payload != frame.len() - ip_at - 40 {
                     return None;
                 }
-                (true, ETH_LEN + 40, 0, true)
+                (true, ip_at + 40, 0, true)
             }
             _ => return None,
         };
@@ -128,6 +132,7 @@ pub struct GroStats {
 /// Gathers TCP segments into super-packets; see the module docs.
 #[derive(Debug)]
 pub struct Gro {
+    framing: Framing,
     /// The virtio-net header's room, then the first segment's frame, then
     /// the payloads of the others.
     buf: Vec<u8>,
@@ -135,22 +140,22 @@ pub struct Gro {
     stats: GroStats,
 }
 
-impl Default for Gro {
-    fn default() -> Self {
+impl Gro {
+    /// A merger of frames (TAP) or IP packets (TUN).
+    pub fn new(framing: Framing) -> Gro {
         Gro {
-            buf: Vec::with_capacity(VNET_HDR_LEN + ETH_LEN + MAX_IP_LEN),
+            framing,
+            buf: Vec::with_capacity(VNET_HDR_LEN + framing.header_len() + MAX_IP_LEN),
             pending: None,
             stats: GroStats::default(),
         }
     }
-}
 
-impl Gro {
     /// Takes `frame`: merged into the pending super-packet, or the pending
     /// one written and `frame` starting a new one, or written alone. False
     /// when a write of `frame` itself failed.
     pub fn push(&mut self, frame: &[u8], write: &mut Writer<'_>) -> bool {
-        let segment = Segment::parse(frame);
+        let segment = Segment::parse(self.framing, frame);
         if let Some(seg) = segment
             && self.merges(frame, &seg)
         {
@@ -201,18 +206,17 @@ impl Gro {
         };
         let first = &self.buf[VNET_HDR_LEN..];
         let f = &p.first;
+        let ip = self.framing.header_len();
         if p.closed
             || seg.v6 != f.v6
             || seg.payload != f.payload
             || seg.seq != p.next_seq
             || seg.len > f.len
-            || self.buf.len() - VNET_HDR_LEN - ETH_LEN + seg.len
-                > MAX_IP_LEN + usize::from(f.v6) * 40
+            || self.buf.len() - VNET_HDR_LEN - ip + seg.len > MAX_IP_LEN + usize::from(f.v6) * 40
         {
             return false;
         }
         let same = |a: usize, b: usize| first.get(a..b) == frame.get(a..b);
-        let ip = ETH_LEN;
         let headers_match = if f.v6 {
             // Version, traffic class, flow label; next header, hop limit;
             // addresses.
@@ -250,7 +254,7 @@ impl Gro {
     fn finish(&mut self, p: &Pending) {
         let f = &p.first;
         let frame = &mut self.buf[VNET_HDR_LEN..];
-        let ip = ETH_LEN;
+        let ip = self.framing.header_len();
         let tcp_len = frame.len() - f.l4;
         let pseudo = 6 + tcp_len as u32;
         let pseudo = if f.v6 {

@@ -8,10 +8,10 @@
 //! way a NIC would: headers copied, IP length/id/checksum and TCP sequence
 //! number/flags/checksum set per segment.
 
-use lanparty_core::wire::{EthernetHeader, ethertype};
+use lanparty_core::wire::ethertype;
 
 use super::checksum::complete_l4_checksum;
-use crate::inet::set_ipv4_header_checksum;
+use crate::inet::{Framing, set_ipv4_header_checksum};
 
 /// `virtio_net_hdr.gso_type` values.
 pub mod gso_type {
@@ -85,10 +85,12 @@ impl VnetHeader {
     }
 }
 
-/// Cuts a TCP super-packet into segments of at most `gso_size` payload
-/// bytes and hands each to `emit` (built in `scratch`). Returns the number
-/// of segments, or why the packet cannot be segmented.
+/// Cuts a TCP super-packet (a frame or, on a TUN device, an IP packet:
+/// `framing`) into segments of at most `gso_size` payload bytes and hands
+/// each to `emit` (built in `scratch`). Returns the number of segments, or
+/// why the packet cannot be segmented.
 pub fn segment_tcp(
+    framing: Framing,
     frame: &[u8],
     gso_size: usize,
     scratch: &mut Vec<u8>,
@@ -97,9 +99,8 @@ pub fn segment_tcp(
     if gso_size == 0 {
         return Err("gso_size 0");
     }
-    let eth = EthernetHeader::parse(frame).map_err(|_| "bad Ethernet header")?;
-    let l3 = eth.header_len;
-    let (ipv4, l4) = match eth.ethertype {
+    let (l3, ether) = framing.network(frame).ok_or("no IP header")?;
+    let (ipv4, l4) = match ether {
         ethertype::IPV4 => {
             let ihl = usize::from(frame.get(l3).ok_or("short")? & 0x0f) * 4;
             if ihl < 20 || frame.get(l3 + 9) != Some(&6) {
@@ -151,7 +152,7 @@ pub fn segment_tcp(
             f &= !0x80; // CWR only on the first
         }
         scratch[l4 + 13] = f;
-        complete_l4_checksum(scratch);
+        complete_l4_checksum(framing, scratch);
         emit(scratch);
     }
     Ok(count)
@@ -183,12 +184,22 @@ mod tests {
 
     #[test]
     fn segments_equal_what_a_sender_would_have_sent() {
-        for v6 in [false, true] {
+        for (framing, v6) in [
+            (Framing::Ethernet, false),
+            (Framing::Ethernet, true),
+            (Framing::Ip, false),
+            (Framing::Ip, true),
+        ] {
+            // A TUN device's packet is the frame without its Ethernet header.
+            let strip = 14 - framing.header_len();
             let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
             let big = tcp_frame(v6, 1000, &payload, true);
             let mut scratch = Vec::new();
             let mut got = Vec::new();
-            let n = segment_tcp(&big, 1400, &mut scratch, &mut |s| got.push(s.to_vec())).unwrap();
+            let n = segment_tcp(framing, &big[strip..], 1400, &mut scratch, &mut |s| {
+                got.push(s.to_vec())
+            })
+            .unwrap();
             assert_eq!(n, 3);
             for (i, seg) in got.iter().enumerate() {
                 let start = i * 1400;
@@ -200,7 +211,7 @@ mod tests {
                     want[18..20].copy_from_slice(&id.to_be_bytes());
                     set_ipv4_header_checksum(&mut want[14..34]);
                 }
-                assert_eq!(seg, &want, "v6={v6} segment {i}");
+                assert_eq!(seg, &want[strip..], "{framing:?} v6={v6} segment {i}");
             }
         }
     }
@@ -214,10 +225,13 @@ mod tests {
             [1; 4],
             [2; 4],
         );
-        assert!(segment_tcp(&arp, 100, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(&[0u8; 10], 100, &mut scratch, &mut |_| {}).is_err());
+        let eth = Framing::Ethernet;
+        assert!(segment_tcp(eth, &arp, 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(Framing::Ip, &arp[14..], 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(eth, &[0u8; 10], 100, &mut scratch, &mut |_| {}).is_err());
         let big = tcp_frame(false, 1, &[0; 100], false);
-        assert!(segment_tcp(&big, 0, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(&big[..40], 10, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(eth, &big, 0, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(eth, &big[..40], 10, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment_tcp(Framing::Ip, &big[14..40], 10, &mut scratch, &mut |_| {}).is_err());
     }
 }

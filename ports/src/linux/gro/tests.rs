@@ -78,12 +78,18 @@ fn run(gro: &mut Gro, frames: &[Vec<u8>]) -> Vec<(VnetHeader, Vec<u8>)> {
 
 /// The segments a super-packet stands for, as the kernel would cut it.
 fn cut(header: &VnetHeader, frame: &[u8]) -> Vec<Vec<u8>> {
+    cut_as(Framing::Ethernet, header, frame)
+}
+
+/// [`cut`] of a frame or IP packet.
+fn cut_as(framing: Framing, header: &VnetHeader, frame: &[u8]) -> Vec<Vec<u8>> {
     if header.gso_type == gso_type::NONE {
         return vec![frame.to_vec()];
     }
     let mut scratch = Vec::new();
     let mut segments = Vec::new();
     segment_tcp(
+        framing,
         frame,
         usize::from(header.gso_size),
         &mut scratch,
@@ -96,10 +102,32 @@ fn cut(header: &VnetHeader, frame: &[u8]) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn ip_packets_of_a_tun_device_merge_as_frames_do() {
+    for v6 in [false, true] {
+        let packets: Vec<Vec<u8>> = stream(v6, 20, 1342, 500)
+            .into_iter()
+            .map(|f| f[14..].to_vec())
+            .collect();
+        let mut gro = Gro::new(Framing::Ip);
+        let out = run(&mut gro, &packets);
+        assert_eq!(out.len(), 1, "v6={v6}");
+        let (header, packet) = &out[0];
+        let ip_len = if v6 { 40 } else { 20 };
+        assert_eq!(header.csum_start, ip_len, "offsets from the IP header");
+        assert_eq!(header.hdr_len, ip_len + 32, "IP and TCP with timestamps");
+        assert_eq!(cut_as(Framing::Ip, header, packet), packets, "v6={v6}");
+        // An Ethernet frame is not an IP packet: it goes out alone.
+        let frame = stream(v6, 1, 100, 0).remove(0);
+        let out = run(&mut Gro::new(Framing::Ip), &[frame.clone(), frame.clone()]);
+        assert!(out.iter().all(|(h, _)| h.gso_type == gso_type::NONE));
+    }
+}
+
+#[test]
 fn a_burst_of_one_flow_becomes_one_super_packet_that_cuts_back_into_it() {
     for v6 in [false, true] {
         let frames = stream(v6, 20, 1342, 500);
-        let mut gro = Gro::default();
+        let mut gro = Gro::new(Framing::Ethernet);
         let out = run(&mut gro, &frames);
         assert_eq!(out.len(), 1, "v6={v6}");
         let (header, frame) = &out[0];
@@ -123,7 +151,7 @@ fn a_burst_of_one_flow_becomes_one_super_packet_that_cuts_back_into_it() {
 #[test]
 fn a_lone_segment_goes_out_untouched_with_a_plain_header() {
     let frames = stream(false, 0, 0, 700);
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, VnetHeader::default());
     assert_eq!(out[0].1, frames[0]);
@@ -144,7 +172,7 @@ fn order_is_kept_around_what_cannot_merge() {
     input.extend_from_slice(&frames[3..5]);
     input.push(other_flow.clone());
     input.extend_from_slice(&frames[5..]);
-    let out = run(&mut Gro::default(), &input);
+    let out = run(&mut Gro::new(Framing::Ethernet), &input);
     let mut unrolled = Vec::new();
     for (header, frame) in &out {
         unrolled.extend(cut(header, frame));
@@ -158,7 +186,7 @@ fn gaps_short_segments_and_psh_end_a_super_packet() {
     // A gap in the sequence.
     let mut frames = stream(false, 4, 1000, 0);
     frames.remove(2);
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 2);
     // A short segment ends it; the next full one starts another.
     let a = stream(false, 3, 1000, 400);
@@ -167,12 +195,12 @@ fn gaps_short_segments_and_psh_end_a_super_packet() {
     let next = segment(false, 40000, 1000 + 3400, &[9; 1000], 104, false);
     frames.push(short);
     frames.push(next);
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 2);
     assert_eq!(cut(&out[0].0, &out[0].1).len(), 4);
     // PSH on the last merged segment is kept.
     let frames = stream(false, 3, 1000, 1000);
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1[14 + 20 + 13] & TCP_PSH, TCP_PSH);
 }
@@ -182,26 +210,26 @@ fn ids_that_do_not_follow_and_other_flags_go_alone() {
     let mut frames = stream(false, 3, 1000, 0);
     // The third segment's IP id jumps (DF clear): no merge.
     frames[2][18..20].copy_from_slice(&999u16.to_be_bytes());
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 2);
     // A FIN segment never merges.
     let mut frames = stream(false, 2, 1000, 0);
     frames[1][14 + 20 + 13] |= 0x01;
-    assert!(Segment::parse(&frames[1]).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &frames[1]).is_none());
     // Nor an empty one, a fragment, or garbage.
     let empty = segment(false, 40000, 1, &[], 1, false);
-    assert!(Segment::parse(&empty).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &empty).is_none());
     let mut fragment = segment(false, 40000, 1, &[1; 100], 1, false);
     fragment[20] |= 0x20;
-    assert!(Segment::parse(&fragment).is_none());
-    assert!(Segment::parse(&[0u8; 20]).is_none());
-    assert!(Segment::parse(&[]).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &fragment).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &[0u8; 20]).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &[]).is_none());
 }
 
 #[test]
 fn a_super_packet_stays_within_what_ip_can_carry() {
     let frames = stream(false, 60, 1342, 0);
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 2);
     for (_, frame) in &out {
         assert!(frame.len() - 14 <= MAX_IP_LEN);
@@ -221,7 +249,7 @@ fn a_failed_write_is_reported_for_the_frame_that_was_written() {
         [10, 0, 0, 2],
         [10, 0, 0, 1],
     );
-    let mut gro = Gro::default();
+    let mut gro = Gro::new(Framing::Ethernet);
     assert!(!gro.push(&arp, &mut |_| false));
     assert!(
         gro.push(&stream(false, 1, 100, 0)[0], &mut |_| false),
@@ -234,7 +262,7 @@ fn a_failed_write_is_reported_for_the_frame_that_was_written() {
 fn the_partial_checksum_completes_to_the_right_one_as_the_kernel_does_it() {
     for v6 in [false, true] {
         let frames = stream(v6, 5, 1000, 321);
-        let out = run(&mut Gro::default(), &frames);
+        let out = run(&mut Gro::new(Framing::Ethernet), &frames);
         let (header, frame) = &out[0];
         let start = usize::from(header.gso_type == gso_type::TCPV6) * 20 + 34;
         assert_eq!(usize::from(header.csum_start), start, "v6={v6}");
@@ -243,7 +271,7 @@ fn the_partial_checksum_completes_to_the_right_one_as_the_kernel_does_it() {
         // starting from what the field holds, and stores the complement.
         let completed = crate::inet::fold(crate::inet::sum(&frame[start..], 0));
         let mut whole = frame.clone();
-        crate::linux::checksum::complete_l4_checksum(&mut whole);
+        crate::linux::checksum::complete_l4_checksum(Framing::Ethernet, &mut whole);
         let want = u16::from_be_bytes([whole[start + 16], whole[start + 17]]);
         assert_eq!(completed, want, "v6={v6}");
     }
@@ -253,9 +281,9 @@ fn the_partial_checksum_completes_to_the_right_one_as_the_kernel_does_it() {
 fn a_vlan_tagged_segment_goes_out_alone_and_untouched() {
     let mut tagged = segment(false, 40000, 1000, &[5; 1000], 1, false);
     tagged.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
-    assert!(Segment::parse(&tagged).is_none());
+    assert!(Segment::parse(Framing::Ethernet, &tagged).is_none());
     let frames = vec![tagged.clone(), tagged.clone()];
-    let out = run(&mut Gro::default(), &frames);
+    let out = run(&mut Gro::new(Framing::Ethernet), &frames);
     assert_eq!(out.len(), 2);
     assert!(
         out.iter()
