@@ -19,6 +19,7 @@ pub mod gate;
 pub mod net;
 pub mod quic_loop;
 pub mod report;
+pub mod reuseport;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -106,6 +106,16 @@ pub fn parse_listen(text: &str) -> Result<Vec<SocketAddr>, String> {
 /// Binds a non-blocking UDP socket with `buffer`-byte kernel buffers; an
 /// IPv6 wildcard also accepts IPv4.
 pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    bind_udp_with(addr, buffer, |_| Ok(()))
+}
+
+/// [`bind_udp`], with `before_bind` setting options that must precede the
+/// bind (`SO_REUSEPORT` of [`crate::reuseport`]).
+pub fn bind_udp_with(
+    addr: SocketAddr,
+    buffer: usize,
+    before_bind: impl FnOnce(&Socket) -> std::io::Result<()>,
+) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
@@ -116,6 +126,7 @@ pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::Ud
     if let Err(e) = socket.set_send_buffer_size(buffer) {
         tracing::warn!(%addr, buffer, "cannot set the UDP send buffer: {e}");
     }
+    before_bind(&socket)?;
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
@@ -152,7 +163,10 @@ pub fn client_endpoint_config() -> quinn::EndpointConfig {
 /// answers packets of connections from before the restart with a
 /// stateless reset that the peers accept, so they reconnect at once
 /// instead of after their idle timeout.
-pub fn server_endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
+///
+/// Loop `index` of `loops` makes connection IDs that the socket group's
+/// program steers to it ([`crate::reuseport::loop_byte`]).
+pub fn server_endpoint_config(secret: &[u8], index: usize, loops: usize) -> quinn::EndpointConfig {
     let mut material = b"lanparty stateless reset key v1".to_vec();
     material.extend_from_slice(secret);
     let digest = ring::digest::digest(&ring::digest::SHA256, &material);
@@ -161,24 +175,35 @@ pub fn server_endpoint_config(secret: &[u8]) -> quinn::EndpointConfig {
     // quinn's default generator rejects connection ids it did not make
     // itself (with a key that is new at every start) and sends no reset
     // for them; accept any id so that old connections get their reset.
-    config.cid_generator(|| Box::new(RandomCids(ring::rand::SystemRandom::new())));
+    config.cid_generator(move || {
+        Box::new(RandomCids {
+            rng: ring::rand::SystemRandom::new(),
+            index,
+            loops,
+        })
+    });
     config
 }
 
 /// Random 8-byte connection ids that any restart of the relay will answer
-/// with a stateless reset.
-struct RandomCids(ring::rand::SystemRandom);
+/// with a stateless reset; the first byte names the loop that made them.
+struct RandomCids {
+    rng: ring::rand::SystemRandom,
+    index: usize,
+    loops: usize,
+}
 
 impl quinn::ConnectionIdGenerator for RandomCids {
     fn generate_cid(&mut self) -> quinn::ConnectionId {
         let mut bytes = [0u8; 8];
-        if ring::rand::SecureRandom::fill(&self.0, &mut bytes).is_err() {
+        if ring::rand::SecureRandom::fill(&self.rng, &mut bytes).is_err() {
             // The system RNG does not fail on Linux; never hand out a constant id.
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
             bytes = (nanos as u64).to_be_bytes();
         }
+        bytes[0] = crate::reuseport::loop_byte(bytes[0], self.index, self.loops);
         quinn::ConnectionId::new(&bytes)
     }
 

@@ -75,6 +75,9 @@ pub struct PeerReport {
     pub path: PathReport,
     /// The room MTU it was given.
     pub mtu: u16,
+    /// The relay loop its connection runs on (0 with one loop).
+    #[serde(rename = "loop", default)]
+    pub loop_index: u64,
     /// Seconds since it was admitted.
     pub uptime_s: u64,
     /// Frames sent to it.
@@ -94,6 +97,10 @@ pub struct ServerReport {
     /// [`SERVER_KIND`].
     #[serde(rename = "type")]
     pub kind: String,
+    /// Loops serving connections: one per runtime thread, each with its
+    /// own socket on the relay's port.
+    #[serde(default)]
+    pub loops: u64,
     /// Connections that completed the handshake.
     pub connections: u64,
     /// Connections open now.

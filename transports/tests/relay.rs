@@ -469,3 +469,102 @@ async fn room_codes_are_case_insensitive() {
     assert!(e.contains("gateway_present"), "{e}");
     relay.stop().await;
 }
+
+/// A NAT in front of one client: the client talks to `addr`; the relay
+/// sees the NAT's outside socket, which a rebinding replaces with a new
+/// one (a new source port, as when a home router's mapping expires).
+/// Packets the relay sends to an old mapping are lost, as behind a NAT.
+struct Nat {
+    addr: std::net::SocketAddr,
+    rebind: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Nat {
+    async fn start(relay: std::net::SocketAddr) -> Nat {
+        use tokio::net::UdpSocket;
+        let inside = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = inside.local_addr().unwrap();
+        let (rebind, mut rebinds) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut outside = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut client = None;
+            let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    r = inside.recv_from(&mut up) => {
+                        let Ok((n, from)) = r else { return };
+                        client = Some(from);
+                        let _ = outside.send_to(&up[..n], relay).await;
+                    }
+                    r = outside.recv_from(&mut down) => {
+                        let Ok((n, _)) = r else { return };
+                        if let Some(client) = client {
+                            let _ = inside.send_to(&down[..n], client).await;
+                        }
+                    }
+                    more = rebinds.recv() => {
+                        if more.is_none() {
+                            return;
+                        }
+                        outside = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    }
+                }
+            }
+        });
+        Nat { addr, rebind }
+    }
+}
+
+/// On a runtime with two threads the relay runs two loops, one socket
+/// each on its port, and spreads connections over them. A player behind a
+/// NAT that keeps giving it a new source port stays in its session: the
+/// socket group's program sends each of its packets to the loop that
+/// holds its connection, whatever the address (the kernel's own spread
+/// by address would hand half of the new ports to the other loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_threads_run_two_loops_and_a_player_behind_a_rebinding_nat_keeps_its_session() {
+    let dir = TempDir::new();
+    let relay = Relay::start(&dir, 0, "").await;
+    let nat = Nat::start(relay.addr).await;
+    let yaml = client_yaml(&relay, "NAT", "client", mac(2), "")
+        .replace(&relay.addr.to_string(), &nat.addr.to_string());
+    let mut a = Peer::start_with(&yaml, mac(2)).await;
+    a.wait_sessions(1).await;
+    let mut b = Peer::join(&relay, "NAT", "client", mac(3)).await;
+    let mut others = Vec::new();
+    for last in 4..12 {
+        others.push(Peer::join(&relay, "OTHERS", "client", mac(last)).await);
+    }
+    let status = relay.status();
+    assert_eq!(status["loops"], 2, "{status:#}");
+    let peers = status["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 10, "{status:#}");
+    let on_loop_1 = peers.iter().filter(|p| p["loop"] == 1).count();
+    assert!(
+        (1..10).contains(&on_loop_1),
+        "all ten connections on one loop: {status:#}"
+    );
+
+    let (mac_a, mac_b) = (a.mac, b.mac);
+    exchange(&a, &mut b, arp(mac_a)).await;
+    exchange(&b, &mut a, unicast(mac_a, mac_b, 500)).await;
+    for round in 0..8 {
+        nat.rebind.send(()).await.unwrap();
+        // A speaks first from its new port, then B answers to it.
+        let frame = unicast(mac_b, mac_a, 300 + round);
+        a.send(frame.clone());
+        let got = b.recv(LONG).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(&frame[..]),
+            "rebinding {round}: A's frame lost"
+        );
+        exchange(&b, &mut a, unicast(mac_a, mac_b, 400 + round)).await;
+    }
+    assert_eq!(
+        a.counters.sessions.load(Ordering::Relaxed),
+        1,
+        "A had to reconnect"
+    );
+    relay.stop().await;
+}

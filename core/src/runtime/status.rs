@@ -44,6 +44,12 @@ impl StatusBoard {
         sources.sort_by(|a, b| a.0.cmp(&b.0));
     }
 
+    /// The status port `port` shows now, if it published one.
+    pub fn status_of(&self, port: &str) -> Option<Value> {
+        let source = self.sources().into_iter().find(|(name, _)| name == port)?.1;
+        Some(source.status())
+    }
+
     fn sources(&self) -> Vec<(String, Arc<dyn StatusSource>)> {
         self.sources
             .lock()

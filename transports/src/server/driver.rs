@@ -1,7 +1,10 @@
-//! The relay's one loop: the UDP socket (batched receive with GRO and GSO
+//! The relay's loop: the UDP socket (batched receive with GRO and GSO
 //! sends, through quinn-udp), the `quinn_proto` endpoint, every
 //! connection's QUIC state and control session, and their timers, driven
-//! from one task with one wake-up per batch of events. A peer's datagram
+//! from one task with one wake-up per batch of events. A relay runs one
+//! loop per runtime thread, each on its own socket of one port
+//! ([`crate::reuseport`]); what they share (admission, handshake counts,
+//! the handshake gate, rooms) lives in [`Shared`]. A peer's datagram
 //! goes from the socket through its connection to the room and into the
 //! destination's connection without a task switch or a channel, and leaves
 //! in the same pass. Other tasks (a sender's pump on a multi-threaded
@@ -16,7 +19,7 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, Event};
 
 use super::session::{Command, Session};
 use super::*;
-use crate::gate::{PerAddressRate, TABLE_LIMIT, is_long_header};
+use crate::gate::is_long_header;
 use crate::quic_loop::{Io, LoopConn, RecvBuffers, Wake, earliest, exchange, sleep_until};
 use crate::session::Leave;
 
@@ -57,7 +60,9 @@ pub(super) struct Driver {
     timers: BTreeSet<(Instant, usize)>,
     wake: Arc<Wake>,
     commands: mpsc::Sender<Command>,
-    gate: PerAddressRate,
+    /// This loop's index among the relay's loops; loop 0 acts on policy
+    /// events for the relay.
+    index: usize,
     next_serial: u64,
     tx: Vec<u8>,
     dirty: Vec<ConnectionHandle>,
@@ -73,6 +78,7 @@ impl Driver {
         endpoint_config: quinn::EndpointConfig,
         server: quinn::ServerConfig,
         commands: mpsc::Sender<Command>,
+        index: usize,
     ) -> std::io::Result<Driver> {
         let io = Io::new(socket)?;
         let rx = RecvBuffers::new(
@@ -85,7 +91,6 @@ impl Driver {
             !io.may_fragment(),
             None,
         );
-        let per_second = shared.settings.handshake_packets_per_address;
         Ok(Driver {
             shared,
             endpoint,
@@ -95,7 +100,7 @@ impl Driver {
             timers: BTreeSet::new(),
             wake: Arc::new(Wake::default()),
             commands,
-            gate: PerAddressRate::new(per_second, TABLE_LIMIT),
+            index,
             next_serial: 0,
             tx: Vec::with_capacity(64 * 1024),
             dirty: Vec::new(),
@@ -114,7 +119,7 @@ impl Driver {
         let ctx = self.shared.ctx.clone();
         let mut shutdown = ctx.shutdown();
         let mut policy_events = ctx.policies().subscribe();
-        let mut policies_open = true;
+        let mut policies_open = self.index == 0;
         enum Woke {
             Socket(std::io::Result<()>),
             Timer,
@@ -205,13 +210,12 @@ impl Driver {
             io,
             endpoint,
             conns,
-            gate,
             tx,
             shared,
             ..
         } = self;
         let received = rx.receive(io, |r| {
-            if is_long_header(r.bytes) && !gate.admit(r.remote.ip(), now) {
+            if is_long_header(r.bytes) && !shared.gate().admit(r.remote.ip(), now) {
                 // A GRO batch is one source's same-size datagrams: all go.
                 let segments = r.bytes.len().div_ceil(r.stride.max(1)) as u64;
                 shared
@@ -459,8 +463,14 @@ impl Driver {
                 }
                 self.shared.live.fetch_add(1, Ordering::Relaxed);
                 counters.connections.fetch_add(1, Ordering::Relaxed);
-                let mut session =
-                    Session::new(&self.shared, now, ch, entry.serial, self.commands.clone());
+                let mut session = Session::new(
+                    &self.shared,
+                    now,
+                    ch,
+                    entry.serial,
+                    self.index,
+                    self.commands.clone(),
+                );
                 if self.stopping.is_some() {
                     session.leave(now, Leave::Shutdown("relay shutting down".into()));
                 }

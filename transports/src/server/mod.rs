@@ -2,8 +2,9 @@
 //! into a room on its hello (or rejects it with a code and a sentence), and
 //! moves its frames between QUIC datagrams and the room's pipeline. Peers
 //! are told when others join and leave. The socket, the QUIC endpoint and
-//! every connection run in one loop (`driver.rs`); this file holds the
-//! port, the relay's shared state and its admission rules.
+//! every connection run in one loop per runtime thread (`driver.rs`, on
+//! the socket group of [`crate::reuseport`]); this file holds the port,
+//! the relay's shared state and its admission rules.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use crate::credentials::{self, FailureLimiter};
 use crate::datapath::{
     DataPath, DatapathCounters, PeerSender, RELAY_REASSEMBLY_BYTES, reassembly_limits,
 };
-use crate::gate::PerAddressRate;
+use crate::gate::{PerAddressRate, TABLE_LIMIT};
 use crate::net::{self, ReasonCounters, close};
 use crate::tls::{self, Identity, SelfSignedFiles};
 use lanparty_core::wire::fragment::ReassemblyBudget;
@@ -217,17 +218,19 @@ impl QuicServer {
         let server_config =
             tls::quic_server_config(identity, transport).map_err(|e| fail(e.to_string()))?;
         let mut last_error = String::from("no address to listen on");
-        let mut socket = None;
+        let mut sockets = None;
+        let wanted = tokio::runtime::Handle::current().metrics().num_workers();
         for addr in &self.listen {
-            match net::bind_udp(*addr, self.settings.socket_buffer) {
+            match self.bind(*addr, wanted) {
                 Ok(s) => {
-                    socket = Some(s);
+                    sockets = Some(s);
                     break;
                 }
                 Err(e) => last_error = format!("cannot listen on {addr}: {e}"),
             }
         }
-        let socket = socket.ok_or_else(|| fail(last_error))?;
+        let sockets = sockets.ok_or_else(|| fail(last_error))?;
+        let loops = sockets.len();
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             admissions: Mutex::new(Admissions::new(Limits {
@@ -246,22 +249,63 @@ impl QuicServer {
             credential_checks: tokio::sync::Semaphore::new(CONCURRENT_CREDENTIAL_CHECKS),
             reassembly: ReassemblyBudget::new(RELAY_REASSEMBLY_BYTES),
             peers: Mutex::new(BTreeMap::new()),
+            gate: Mutex::new(PerAddressRate::new(
+                self.settings.handshake_packets_per_address,
+                TABLE_LIMIT,
+            )),
+            loops,
         });
-        let (commands_tx, commands_rx) = mpsc::channel(driver::COMMAND_QUEUE);
-        let driver = driver::Driver::new(
-            shared.clone(),
-            socket,
-            net::server_endpoint_config(&reset_secret),
-            server_config,
-            commands_tx,
-        )
-        .map_err(|e| fail(format!("cannot serve on the relay socket: {e}")))?;
-        let local = driver.local_addr().map_err(|e| fail(e.to_string()))?;
-        tracing::info!(port = %self.name, listen = %local, max_rooms = self.settings.max_rooms, max_peers = self.settings.max_peers_per_room, "relay listening");
+        let mut drivers = Vec::with_capacity(loops);
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let (commands_tx, commands_rx) = mpsc::channel(driver::COMMAND_QUEUE);
+            let driver = driver::Driver::new(
+                shared.clone(),
+                socket,
+                net::server_endpoint_config(&reset_secret, index, loops),
+                server_config.clone(),
+                commands_tx,
+                index,
+            )
+            .map_err(|e| fail(format!("cannot serve on the relay socket: {e}")))?;
+            drivers.push((driver, commands_rx));
+        }
+        let mut drivers = drivers.into_iter();
+        let (first, first_commands) = drivers
+            .next()
+            .ok_or_else(|| fail("no relay socket".into()))?;
+        let local = first.local_addr().map_err(|e| fail(e.to_string()))?;
+        tracing::info!(port = %self.name, listen = %local, loops, max_rooms = self.settings.max_rooms, max_peers = self.settings.max_peers_per_room, "relay listening");
         ctx.publish_status(shared.clone());
-        driver.run(commands_rx).await;
+        let others: Vec<_> = drivers
+            .map(|(driver, commands)| tokio::spawn(driver.run(commands)))
+            .collect();
+        first.run(first_commands).await;
+        for other in others {
+            if let Err(e) = other.await {
+                tracing::error!(port = %self.name, "a relay loop failed: {e}");
+            }
+        }
         tracing::info!(port = %self.name, "relay stopped");
         Ok(())
+    }
+
+    /// The relay's sockets on `addr`: one per loop, `loops` of them as one
+    /// group ([`crate::reuseport`]), or one socket (logged) where the group
+    /// cannot be made.
+    fn bind(
+        &self,
+        addr: std::net::SocketAddr,
+        loops: usize,
+    ) -> std::io::Result<Vec<std::net::UdpSocket>> {
+        let buffer = self.settings.socket_buffer;
+        match crate::reuseport::bind_group(addr, buffer, loops) {
+            Ok(group) => Ok(group),
+            Err(e) if loops > 1 => {
+                tracing::warn!(port = %self.name, %addr, loops, "cannot bind one socket per runtime thread ({e}): one loop serves every connection");
+                Ok(vec![net::bind_udp(addr, buffer)?])
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -284,6 +328,11 @@ struct Shared {
     /// Bytes of partial frames every peer's reassembly may hold together.
     reassembly: Arc<ReassemblyBudget>,
     peers: Mutex<BTreeMap<PeerId, PeerEntry>>,
+    /// Long-header packets per source address and second, over every
+    /// loop ([`crate::gate`]).
+    gate: Mutex<PerAddressRate>,
+    /// Loops serving connections (one per runtime thread).
+    loops: usize,
 }
 
 /// Credential checks (PBKDF2) that may run at once.
@@ -352,6 +401,8 @@ struct PeerEntry {
     mac: MacAddr,
     mtu: u16,
     since: Instant,
+    /// The loop its connection runs on.
+    loop_index: usize,
     conn: Arc<crate::quic_loop::LoopConn>,
     sender: Arc<PeerSender>,
     kick: Arc<Notify>,
@@ -426,6 +477,10 @@ impl Shared {
             shared: self.clone(),
             ip,
         })
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, PerAddressRate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, PeerEntry>> {

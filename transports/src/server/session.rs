@@ -80,6 +80,8 @@ pub(super) struct Session {
     machine: RelaySession,
     target: Target,
     commands: mpsc::Sender<Command>,
+    /// The loop the connection runs on (shown in status).
+    loop_index: usize,
     max_frame: usize,
     /// The control stream, once the peer opened it.
     control: ControlStream,
@@ -101,6 +103,7 @@ impl Session {
         now: Instant,
         ch: ConnectionHandle,
         serial: u64,
+        loop_index: usize,
         commands: mpsc::Sender<Command>,
     ) -> Session {
         let timeouts = RelayTimeouts {
@@ -112,6 +115,7 @@ impl Session {
             machine: RelaySession::new(now, timeouts, max_frame),
             target: (ch, serial),
             commands,
+            loop_index,
             max_frame,
             control: ControlStream::default(),
             seat: None,
@@ -196,7 +200,7 @@ impl Session {
                         welcome.header_compression,
                     ));
                     self.machine.welcome(now, welcome);
-                    let seat = seated(shared, conn, admission.seat);
+                    let seat = seated(shared, conn, self.loop_index, admission.seat);
                     let mut link = admission.link;
                     self.watcher = Some(watch(
                         &seat,
@@ -429,7 +433,7 @@ async fn decide(
 
 /// The welcome is on its way: the peer is listed, counted, logged and
 /// told who is already in the room.
-fn seated(shared: &Shared, conn: &Arc<LoopConn>, seat: Seat) -> Seat {
+fn seated(shared: &Shared, conn: &Arc<LoopConn>, loop_index: usize, seat: Seat) -> Seat {
     shared.counters.admitted.fetch_add(1, Ordering::Relaxed);
     let hello = &seat.hello;
     shared.peers().insert(
@@ -440,6 +444,7 @@ fn seated(shared: &Shared, conn: &Arc<LoopConn>, seat: Seat) -> Seat {
             mac: hello.mac,
             mtu: seat.mtu,
             since: Instant::now(),
+            loop_index,
             conn: conn.clone(),
             sender: seat.sender.clone(),
             kick: seat.kick.clone(),

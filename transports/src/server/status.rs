@@ -25,6 +25,7 @@ impl StatusSource for Shared {
                     mac: p.mac,
                     path: p.conn.path(),
                     mtu: p.mtu,
+                    loop_index: p.loop_index as u64,
                     uptime_s: p.since.elapsed().as_secs(),
                     frames_tx,
                     bytes_tx,
@@ -36,6 +37,7 @@ impl StatusSource for Shared {
         let c = &self.counters;
         let report = ServerReport {
             kind: SERVER_KIND.into(),
+            loops: self.loops as u64,
             connections: c.connections.load(Ordering::Relaxed),
             live_connections: self.live.load(Ordering::Relaxed) as u64,
             handshake_failures: c.handshake_failures.load(Ordering::Relaxed),

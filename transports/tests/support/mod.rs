@@ -14,7 +14,7 @@ use lanparty_core::control::{self, ControlMessage, Hello, PROTOCOL_VERSION, Peer
 use lanparty_core::registry::Registry;
 use lanparty_core::runtime::{
     LinkHandle, LinkSpec, PolicyStore, PortContext, Rooms, ScanReport, ShutdownTrigger,
-    shutdown_pair,
+    StatusBoard, shutdown_pair,
 };
 use lanparty_core::runtime::{Port, PortError};
 use lanparty_core::stage::LinkRole;
@@ -84,6 +84,7 @@ pub struct Relay {
     pub cert: PathBuf,
     pub rooms: Arc<Rooms>,
     pub policies: Arc<PolicyStore>,
+    board: Arc<StatusBoard>,
     trigger: ShutdownTrigger,
     task: Option<JoinHandle<Result<(), PortError>>>,
 }
@@ -139,8 +140,10 @@ impl Relay {
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         policies.apply(&report, &rooms);
         let (trigger, _) = shutdown_pair();
+        let board = Arc::new(StatusBoard::default());
         let ctx = PortContext::new("relay", rooms.clone(), trigger.signal())
-            .with_policies(policies.clone());
+            .with_policies(policies.clone())
+            .with_status_board(board.clone());
         let task = tokio::spawn(Box::new(server).run(ctx));
         let cert = dir.0.join("tls/relay-cert.der");
         wait_for("the relay certificate", Duration::from_secs(5), || {
@@ -154,9 +157,15 @@ impl Relay {
             cert,
             rooms,
             policies,
+            board,
             trigger,
             task: Some(task),
         }
+    }
+
+    /// What `lanparty status` shows of the relay port now.
+    pub fn status(&self) -> serde_json::Value {
+        self.board.status_of("relay").unwrap_or_default()
     }
 
     pub async fn stop(mut self) {
