@@ -309,10 +309,10 @@ impl Receiver {
                         self.counters.oversize += 1;
                     }
                 }
-                gso_type::TCPV4 | gso_type::TCPV6 => {
+                gso_type::TCPV4 | gso_type::TCPV6 | gso_type::UDP_L4 => {
                     let rx = &mut self.rx;
                     let mut oversize = 0;
-                    let result = gso::segment_tcp(
+                    let result = gso::segment(
                         Framing::Ethernet,
                         frame,
                         usize::from(vnet.gso_size),

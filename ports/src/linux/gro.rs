@@ -13,7 +13,14 @@
 //! one above the last unless DF is set. Everything else — other protocols,
 //! VLAN tags, IP options or extension headers, fragments, SYN/FIN/RST/URG,
 //! empty segments — goes out alone, after whatever was pending, so order is
-//! kept. Sans-IO: [`Gro::push`] and [`Gro::flush`] hand finished buffers to
+//! kept.
+//!
+//! On a device with USO, UDP datagrams of one flow merge the same way
+//! (Linux's `udp_gro_receive`): the same headers and ports, every datagram
+//! as long as the first but a shorter last one, at most
+//! [`UDP_MAX_SEGMENTS`]; the super-packet goes out as `gso_type` UDP_L4
+//! and the receiving kernel cuts it back into the datagrams (or hands it
+//! whole to a socket that asked for UDP GRO). Sans-IO: [`Gro::push`] and [`Gro::flush`] hand finished buffers to
 //! a writer, which the TAP port points at the device.
 
 use lanparty_core::wire::ethertype;
@@ -23,6 +30,11 @@ use crate::inet::{Framing, fold, set_ipv4_header_checksum, sum};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+/// UDP datagrams merged into one super-packet at most (Linux's
+/// `UDP_MAX_SEGMENTS` of the kernels that first had UDP GSO).
+pub const UDP_MAX_SEGMENTS: usize = 64;
 /// The most an IP packet can carry (IPv4 total length, IPv6 payload).
 pub const MAX_IP_LEN: usize = 65_535;
 
@@ -33,11 +45,13 @@ pub const PLAIN_HEADER: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
 /// a frame (written together, e.g. with `writev`). True when written.
 pub type Writer<'a> = dyn FnMut(&[&[u8]]) -> bool + 'a;
 
-/// A TCP segment's offsets and numbers, as far as merging needs them.
+/// A TCP segment's or UDP datagram's offsets and numbers, as far as
+/// merging needs them.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     v6: bool,
-    /// Offset of the TCP header.
+    udp: bool,
+    /// Offset of the TCP or UDP header.
     l4: usize,
     /// Offset of the payload (headers' length).
     payload: usize,
@@ -51,18 +65,18 @@ struct Segment {
 impl Segment {
     /// A segment that may be merged, or `None` for anything that goes out
     /// alone.
-    fn parse(framing: Framing, frame: &[u8]) -> Option<Segment> {
+    fn parse(framing: Framing, frame: &[u8], udp_merges: bool) -> Option<Segment> {
         let (ip_at, ether) = framing.network(frame)?;
         // No VLAN tags.
         if ip_at != framing.header_len() {
             return None;
         }
-        let (v6, l4, ip_id, dont_fragment) = match ether {
+        let (v6, l4, ip_id, dont_fragment, proto) = match ether {
             ethertype::IPV4 => {
                 let ip = frame.get(ip_at..ip_at + 20)?;
                 let fragment = u16::from_be_bytes([ip[6], ip[7]]);
-                // IHL 5 (no options), TCP, not a fragment (MF clear, offset 0).
-                if ip[0] != 0x45 || ip[9] != 6 || fragment & 0x3fff != 0 {
+                // IHL 5 (no options), not a fragment (MF clear, offset 0).
+                if ip[0] != 0x45 || fragment & 0x3fff != 0 {
                     return None;
                 }
                 let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
@@ -70,22 +84,43 @@ impl Segment {
                     return None;
                 }
                 let id = u16::from_be_bytes([ip[4], ip[5]]);
-                (false, ip_at + 20, id, fragment & 0x4000 != 0)
+                (false, ip_at + 20, id, fragment & 0x4000 != 0, ip[9])
             }
             ethertype::IPV6 => {
                 let ip = frame.get(ip_at..ip_at + 40)?;
-                // No extension headers: TCP right behind.
-                if ip[0] >> 4 != 6 || ip[6] != 6 {
+                // No extension headers: TCP or UDP right behind.
+                if ip[0] >> 4 != 6 {
                     return None;
                 }
                 let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
                 if payload != frame.len() - ip_at - 40 {
                     return None;
                 }
-                (true, ip_at + 40, 0, true)
+                (true, ip_at + 40, 0, true, ip[6])
             }
             _ => return None,
         };
+        if proto == PROTO_UDP && udp_merges {
+            let udp = frame.get(l4..l4 + 8)?;
+            let len = frame.len() - l4;
+            if usize::from(u16::from_be_bytes([udp[4], udp[5]])) != len || len <= 8 {
+                return None;
+            }
+            return Some(Segment {
+                v6,
+                udp: true,
+                l4,
+                payload: l4 + 8,
+                seq: 0,
+                flags: 0,
+                len: len - 8,
+                ip_id,
+                dont_fragment,
+            });
+        }
+        if proto != PROTO_TCP {
+            return None;
+        }
         let tcp = frame.get(l4..l4 + 20)?;
         let header = usize::from(tcp[12] >> 4) * 4;
         let flags = tcp[13];
@@ -97,6 +132,7 @@ impl Segment {
         let len = frame.len().checked_sub(payload).filter(|&n| n > 0)?;
         Some(Segment {
             v6,
+            udp: false,
             l4,
             payload,
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
@@ -129,10 +165,13 @@ pub struct GroStats {
     pub merged_segments: u64,
 }
 
-/// Gathers TCP segments into super-packets; see the module docs.
+/// Gathers TCP segments (and UDP datagrams) into super-packets; see the
+/// module docs.
 #[derive(Debug)]
 pub struct Gro {
     framing: Framing,
+    /// UDP datagrams merge too (the device has USO).
+    udp: bool,
     /// The virtio-net header's room, then the first segment's frame, then
     /// the payloads of the others.
     buf: Vec<u8>,
@@ -141,10 +180,12 @@ pub struct Gro {
 }
 
 impl Gro {
-    /// A merger of frames (TAP) or IP packets (TUN).
-    pub fn new(framing: Framing) -> Gro {
+    /// A merger of frames (TAP) or IP packets (TUN); of UDP datagrams too
+    /// with `udp` (only for a device that takes UDP super-packets: USO).
+    pub fn new(framing: Framing, udp: bool) -> Gro {
         Gro {
             framing,
+            udp,
             buf: Vec::with_capacity(VNET_HDR_LEN + framing.header_len() + MAX_IP_LEN),
             pending: None,
             stats: GroStats::default(),
@@ -155,7 +196,7 @@ impl Gro {
     /// one written and `frame` starting a new one, or written alone. False
     /// when a write of `frame` itself failed.
     pub fn push(&mut self, frame: &[u8], write: &mut Writer<'_>) -> bool {
-        let segment = Segment::parse(self.framing, frame);
+        let segment = Segment::parse(self.framing, frame, self.udp);
         if let Some(seg) = segment
             && self.merges(frame, &seg)
         {
@@ -209,8 +250,10 @@ impl Gro {
         let ip = self.framing.header_len();
         if p.closed
             || seg.v6 != f.v6
+            || seg.udp != f.udp
             || seg.payload != f.payload
-            || seg.seq != p.next_seq
+            || (!f.udp && seg.seq != p.next_seq)
+            || (f.udp && p.segments >= UDP_MAX_SEGMENTS)
             || seg.len > f.len
             || self.buf.len() - VNET_HDR_LEN - ip + seg.len > MAX_IP_LEN + usize::from(f.v6) * 40
         {
@@ -231,6 +274,10 @@ impl Gro {
                 && ids_follow
                 && seg.dont_fragment == f.dont_fragment
         };
+        if f.udp {
+            // Ports.
+            return headers_match && same(f.l4, f.l4 + 4);
+        }
         // Ports; ACK number, data offset; window; options.
         headers_match
             && same(f.l4, f.l4 + 4)
@@ -255,8 +302,16 @@ impl Gro {
         let f = &p.first;
         let frame = &mut self.buf[VNET_HDR_LEN..];
         let ip = self.framing.header_len();
-        let tcp_len = frame.len() - f.l4;
-        let pseudo = 6 + tcp_len as u32;
+        let l4_len = frame.len() - f.l4;
+        let (proto, check_at, gso) = match (f.udp, f.v6) {
+            (true, _) => (PROTO_UDP, 6, gso_type::UDP_L4),
+            (false, false) => (PROTO_TCP, 16, gso_type::TCPV4),
+            (false, true) => (PROTO_TCP, 16, gso_type::TCPV6),
+        };
+        if f.udp {
+            frame[f.l4 + 4..f.l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        let pseudo = u32::from(proto) + l4_len as u32;
         let pseudo = if f.v6 {
             let payload = (frame.len() - ip - 40) as u16;
             frame[ip + 4..ip + 6].copy_from_slice(&payload.to_be_bytes());
@@ -272,18 +327,15 @@ impl Gro {
         }
         // CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, the
         // kernel adds each segment's bytes.
-        frame[f.l4 + 16..f.l4 + 18].copy_from_slice(&(!fold(pseudo)).to_be_bytes());
+        let check = f.l4 + check_at;
+        frame[check..check + 2].copy_from_slice(&(!fold(pseudo)).to_be_bytes());
         let header = VnetHeader {
             flags: NEEDS_CSUM,
-            gso_type: if f.v6 {
-                gso_type::TCPV6
-            } else {
-                gso_type::TCPV4
-            },
+            gso_type: gso,
             hdr_len: f.payload as u16,
             gso_size: f.len as u16,
             csum_start: f.l4 as u16,
-            csum_offset: 16,
+            csum_offset: check_at as u16,
         };
         self.buf[..VNET_HDR_LEN].copy_from_slice(&header.encode());
     }

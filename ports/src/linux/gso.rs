@@ -1,4 +1,4 @@
-//! Software segmentation of TCP super-packets.
+//! Software segmentation of TCP and UDP super-packets.
 //!
 //! An `AF_PACKET` socket can receive frames far larger than the wire MTU:
 //! GRO on the NIC coalesces received TCP segments, and a veth or bridge
@@ -6,7 +6,8 @@
 //! MTU-sized frames, so the gateway cuts such packets back into segments of
 //! the size the kernel reports (`gso_size` from the virtio-net header), the
 //! way a NIC would: headers copied, IP length/id/checksum and TCP sequence
-//! number/flags/checksum set per segment.
+//! number/flags/checksum (UDP length/checksum) set per segment. A TAP or
+//! TUN device with USO hands over UDP super-packets the same way.
 
 use lanparty_core::wire::ethertype;
 
@@ -85,11 +86,15 @@ impl VnetHeader {
     }
 }
 
-/// Cuts a TCP super-packet (a frame or, on a TUN device, an IP packet:
-/// `framing`) into segments of at most `gso_size` payload bytes and hands
-/// each to `emit` (built in `scratch`). Returns the number of segments, or
-/// why the packet cannot be segmented.
-pub fn segment_tcp(
+/// IP protocol numbers of what can be cut.
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// Cuts a TCP or UDP super-packet (a frame or, on a TUN device, an IP
+/// packet: `framing`) into segments of at most `gso_size` payload bytes
+/// and hands each to `emit` (built in `scratch`). Returns the number of
+/// segments, or why the packet cannot be segmented.
+pub fn segment(
     framing: Framing,
     frame: &[u8],
     gso_size: usize,
@@ -100,29 +105,34 @@ pub fn segment_tcp(
         return Err("gso_size 0");
     }
     let (l3, ether) = framing.network(frame).ok_or("no IP header")?;
-    let (ipv4, l4) = match ether {
+    let (ipv4, l4, proto) = match ether {
         ethertype::IPV4 => {
             let ihl = usize::from(frame.get(l3).ok_or("short")? & 0x0f) * 4;
-            if ihl < 20 || frame.get(l3 + 9) != Some(&6) {
-                return Err("not TCP over IPv4");
+            if ihl < 20 {
+                return Err("bad IPv4 header");
             }
-            (true, l3 + ihl)
+            (true, l3 + ihl, frame.get(l3 + 9).copied())
         }
-        ethertype::IPV6 => {
-            if frame.get(l3 + 6) != Some(&6) {
-                return Err("not TCP directly over IPv6");
-            }
-            (false, l3 + 40)
-        }
+        // TCP or UDP right behind (no extension headers).
+        ethertype::IPV6 => (false, l3 + 40, frame.get(l3 + 6).copied()),
         _ => return Err("not IP"),
     };
-    let tcp_len = usize::from(frame.get(l4 + 12).ok_or("short")? >> 4) * 4;
-    let payload_at = l4 + tcp_len;
-    if tcp_len < 20 || frame.len() < payload_at {
-        return Err("bad TCP header");
+    let udp = match proto {
+        Some(PROTO_TCP) => false,
+        Some(PROTO_UDP) => true,
+        _ => return Err("neither TCP nor UDP right behind the IP header"),
+    };
+    let header_len = if udp {
+        8
+    } else {
+        usize::from(frame.get(l4 + 12).ok_or("short")? >> 4) * 4
+    };
+    let payload_at = l4 + header_len;
+    if (!udp && header_len < 20) || frame.len() < payload_at {
+        return Err("bad TCP or UDP header");
     }
     let seq0 = u32::from_be_bytes([frame[l4 + 4], frame[l4 + 5], frame[l4 + 6], frame[l4 + 7]]);
-    let flags = frame[l4 + 13];
+    let flags = if udp { 0 } else { frame[l4 + 13] };
     let id0 = if ipv4 {
         u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]])
     } else {
@@ -141,6 +151,13 @@ pub fn segment_tcp(
             set_ipv4_header_checksum(&mut scratch[l3..l4]);
         } else {
             scratch[l3 + 4..l3 + 6].copy_from_slice(&((l3_len - 40) as u16).to_be_bytes());
+        }
+        if udp {
+            let udp_len = (8 + chunk.len()) as u16;
+            scratch[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+            complete_l4_checksum(framing, scratch);
+            emit(scratch);
+            continue;
         }
         let seq = seq0.wrapping_add((i * gso_size) as u32);
         scratch[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
@@ -196,7 +213,7 @@ mod tests {
             let big = tcp_frame(v6, 1000, &payload, true);
             let mut scratch = Vec::new();
             let mut got = Vec::new();
-            let n = segment_tcp(framing, &big[strip..], 1400, &mut scratch, &mut |s| {
+            let n = segment(framing, &big[strip..], 1400, &mut scratch, &mut |s| {
                 got.push(s.to_vec())
             })
             .unwrap();
@@ -226,12 +243,12 @@ mod tests {
             [2; 4],
         );
         let eth = Framing::Ethernet;
-        assert!(segment_tcp(eth, &arp, 100, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(Framing::Ip, &arp[14..], 100, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(eth, &[0u8; 10], 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(eth, &arp, 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(Framing::Ip, &arp[14..], 100, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(eth, &[0u8; 10], 100, &mut scratch, &mut |_| {}).is_err());
         let big = tcp_frame(false, 1, &[0; 100], false);
-        assert!(segment_tcp(eth, &big, 0, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(eth, &big[..40], 10, &mut scratch, &mut |_| {}).is_err());
-        assert!(segment_tcp(Framing::Ip, &big[14..40], 10, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(eth, &big, 0, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(eth, &big[..40], 10, &mut scratch, &mut |_| {}).is_err());
+        assert!(segment(Framing::Ip, &big[14..40], 10, &mut scratch, &mut |_| {}).is_err());
     }
 }

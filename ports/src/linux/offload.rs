@@ -17,7 +17,7 @@ use lanparty_core::runtime::Metrics;
 
 use super::checksum::complete_l4_checksum;
 use super::gro::{Gro, GroStats, MAX_IP_LEN, PLAIN_HEADER, Writer};
-use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type, segment_tcp};
+use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type, segment};
 use super::rxbuf::RxBuffer;
 use super::tun::{TunMode, enable_tso, open_rings};
 use crate::inet::Framing;
@@ -33,6 +33,9 @@ pub struct Offloads {
     vnet: bool,
     gro: Option<Mutex<Gro>>,
     tso: Option<TsoCounters>,
+    /// UDP segmentation offload: the kernel hands over UDP super-packets
+    /// (counted with TSO's) and GRO merges UDP datagrams too.
+    uso: bool,
 }
 
 /// What TSO read.
@@ -57,9 +60,10 @@ pub struct Cutter {
 
 /// Opens `queues` queues of the TAP or TUN device `name`
 /// ([`open_rings`]), with virtio-net headers when `gro` or `tso` asks for
-/// them, and TSO when `tso` does: a kernel that refuses the headers gets
-/// plain frames or packets, one that refuses TSO cuts segments itself
-/// (each logged).
+/// them, and TSO (with USO where the kernel has it) when `tso` does: a
+/// kernel that refuses the headers gets plain frames or packets, one that
+/// refuses TSO cuts segments itself (each logged). USO on a device is
+/// what lets GRO write UDP super-packets to it.
 pub fn open(
     name: &str,
     mode: TunMode,
@@ -75,19 +79,28 @@ pub fn open(
     if gro || tso {
         match open_rings(name, mode, true, queues) {
             Ok(fds) => {
-                let tso = tso
-                    && match enable_tso(&fds[0]) {
-                        Ok(()) => true,
+                let (tso, uso) = if tso {
+                    match enable_tso(&fds[0]) {
+                        Ok(uso) => {
+                            if !uso {
+                                tracing::info!(device = %name, "no USO on this {kind} (Linux 6.2 or later has it): UDP datagrams are read and written one by one");
+                            }
+                            (true, uso)
+                        }
                         Err(e) => {
                             tracing::info!(device = %name, "no TSO on this {kind} ({e}): the kernel cuts TCP segments itself");
-                            false
+                            (false, false)
                         }
-                    };
+                    }
+                } else {
+                    (false, false)
+                };
                 let offloads = Offloads {
                     framing,
                     vnet: true,
-                    gro: gro.then(|| Mutex::new(Gro::new(framing))),
+                    gro: gro.then(|| Mutex::new(Gro::new(framing, uso))),
                     tso: tso.then(TsoCounters::default),
+                    uso,
                 };
                 return Ok((fds, offloads));
             }
@@ -108,6 +121,7 @@ impl Offloads {
             vnet: false,
             gro: None,
             tso: None,
+            uso: false,
         }
     }
 
@@ -151,7 +165,7 @@ impl Offloads {
         // Cut from the read buffer in place: it is overwritten by the next
         // read, only the segments are kept.
         let Cutter { scratch, segments } = cutter;
-        let cut = segment_tcp(
+        let cut = segment(
             self.framing,
             &read[VNET_HDR_LEN..],
             usize::from(header.gso_size),
@@ -242,6 +256,7 @@ impl Offloads {
             ("gro_super_packets", gro.super_packets.into()),
             ("gro_merged_segments", gro.merged_segments.into()),
             ("tso", self.tso.is_some().into()),
+            ("uso", self.uso.into()),
             (
                 "tso_super_packets",
                 self.tso_count(|t| &t.super_packets).into(),
@@ -303,8 +318,9 @@ mod tests {
         Offloads {
             framing,
             vnet,
-            gro: gro.then(|| Mutex::new(Gro::new(framing))),
+            gro: gro.then(|| Mutex::new(Gro::new(framing, tso))),
             tso: tso.then(TsoCounters::default),
+            uso: tso,
         }
     }
 

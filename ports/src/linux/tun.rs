@@ -154,13 +154,24 @@ fn open_queue(name: &str, mode: TunMode, vnet_hdr: bool, multi: bool) -> io::Res
     Ok(fd)
 }
 
+/// `TUN_F_USO4` and `TUN_F_USO6` (Linux 6.2): UDP segmentation offload.
+const TUN_F_USO: libc::c_uint = 0x20 | 0x40;
+
 /// Lets the kernel hand the device's reader TCP super-packets of up to
 /// 64 kB with a pending checksum (`TUNSETOFFLOAD`: checksum, TSO over IPv4
-/// and IPv6) instead of cutting and summing every segment itself; `fd`
-/// must have been opened with virtio-net headers. The setting is the
-/// device's, so one of its queues is enough.
-pub fn enable_tso(fd: &OwnedFd) -> io::Result<()> {
-    let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+/// and IPv6) instead of cutting and summing every segment itself, and UDP
+/// super-packets (USO) where the kernel has it; `fd` must have been opened
+/// with virtio-net headers. The setting is the device's, so one of its
+/// queues is enough. True when USO is on too.
+pub fn enable_tso(fd: &OwnedFd) -> io::Result<bool> {
+    let tso = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    if set_offload(fd, tso | TUN_F_USO).is_ok() {
+        return Ok(true);
+    }
+    set_offload(fd, tso).map(|()| false)
+}
+
+fn set_offload(fd: &OwnedFd, features: libc::c_uint) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes the feature bits by value; the result
     // is checked.
     let rc = unsafe {
