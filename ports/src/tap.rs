@@ -72,16 +72,17 @@ pub struct TapSettings {
     /// The link role filters see.
     #[key(default = "host")]
     pub role: LinkRole,
-    /// Write consecutive TCP segments of a flow that arrive together as
-    /// one super-packet (GRO in software): the receiving kernel's TCP
-    /// handles one packet instead of dozens.
+    /// Write consecutive TCP segments (with USO, UDP datagrams too) of a
+    /// flow that arrive together as one super-packet (GRO in software):
+    /// the receiving kernel handles one packet instead of dozens.
     #[key(default = true)]
     pub gro: bool,
-    /// TCP segmentation offload on the adapter: the player's kernel hands
-    /// the port a TCP send as super-packets of up to 64 kB, read in one
-    /// system call each and cut into segments here, instead of cutting
-    /// and checksumming every segment itself and handing them over one
-    /// read at a time.
+    /// TCP segmentation offload on the adapter (and UDP segmentation
+    /// offload where the kernel has it, Linux 6.2+): the player's kernel
+    /// hands the port a TCP send as super-packets of up to 64 kB, read in
+    /// one system call each and cut into segments here, instead of
+    /// cutting and checksumming every segment itself and handing them over
+    /// one read at a time. USO also lets `gro` write UDP super-packets.
     #[key(default = true)]
     pub tso: bool,
     /// Queues of the device (`IFF_MULTI_QUEUE`), 1 to 64: each flow's

@@ -11,21 +11,21 @@
 //! the LAN, not the player's internet traffic in the tunnel.
 //!
 //! The TAP adapter's offloads work here too ([`crate::linux::offload`]):
-//! with `tso` the kernel hands over TCP sends as IP super-packets of up to
-//! 64 kB, cut into segments before the emulation frames them; with `gro`
-//! the TCP segments of one flow that the room hands over together are
-//! written as one super-packet.
+//! with `tso` the kernel hands over TCP sends (and, with USO, UDP sends)
+//! as IP super-packets of up to 64 kB, cut into segments before the
+//! emulation frames them; with `gro` the TCP segments (and, with USO, UDP
+//! datagrams) of one flow that the room hands over together are written
+//! as one super-packet.
 
 use std::sync::Arc;
 use std::time::Instant;
-
-use lanparty_core::runtime::{Metrics, StatusSource};
 
 use bytes::Bytes;
 use lanparty_core::config::{ConfigError, StageConfig};
 use lanparty_core::registry::BuildResult;
 use lanparty_core::runtime::MacIdentity;
 use lanparty_core::runtime::{LinkSpec, PortContext};
+use lanparty_core::runtime::{Metrics, StatusSource};
 use lanparty_core::runtime::{Port, PortError};
 use lanparty_core::stage::LinkRole;
 use lanparty_core::wire::mtu::MAX_MTU;
@@ -56,13 +56,14 @@ adapter_settings! {
         /// the rings in turn, as the `tap` port does. 1: one ring for all.
         #[key(default = 8)]
         pub queues: u16,
-        /// Write the TCP segments of a flow that arrive together as one
-        /// super-packet (GRO in software), as the `tap` port's `gro`.
+        /// Write the TCP segments (with USO, UDP datagrams too) of a flow
+        /// that arrive together as one super-packet (GRO in software), as
+        /// the `tap` port's `gro`.
         #[key(default = true)]
         pub gro: bool,
-        /// Take the player's TCP sends as super-packets of up to 64 kB and
-        /// cut them here (TCP segmentation offload), as the `tap` port's
-        /// `tso`.
+        /// Take the player's TCP sends (with USO on Linux 6.2+, UDP sends
+        /// too) as super-packets of up to 64 kB and cut them here, as the
+        /// `tap` port's `tso`.
         #[key(default = true)]
         pub tso: bool,
     }
