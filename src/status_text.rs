@@ -67,6 +67,11 @@ fn server(s: &ServerReport) -> String {
         "  connections: {} ({} live), admitted: {}, handshake failures: {}\n",
         s.connections, s.live_connections, s.admitted, s.handshake_failures
     );
+    // One loop per runtime thread: where each peer runs says how they spread.
+    let loops = s.loops > 1;
+    if loops {
+        out += &format!("  loops: {} (one per runtime thread)\n", s.loops);
+    }
     for (what, map) in [
         ("rejects", &s.rejects),
         ("protocol errors", &s.protocol_errors),
@@ -92,6 +97,9 @@ fn server(s: &ServerReport) -> String {
             p.bytes_tx,
             p.dropped_tx
         );
+        if loops {
+            out += &format!("    loop: {}\n", p.loop_index);
+        }
     }
     out
 }
@@ -200,6 +208,59 @@ mod tests {
                 ]}
             }]
         })
+    }
+
+    #[test]
+    fn a_relay_with_several_loops_shows_them_and_each_peers_loop() {
+        use lanparty_transports::report::{PathReport, PeerReport, SendReport};
+        let peer = |id: u8, loop_index: u64| PeerReport {
+            peer_id: u64::from(id),
+            room: "R".into(),
+            role: lanparty_core::control::PeerRole::Client,
+            mac: lanparty_core::wire::MacAddr([2, 0, 0, 0, 0, id]),
+            path: PathReport {
+                remote: "10.0.0.1:5000".into(),
+                rtt_us: 800,
+                cwnd: 12_000,
+                congestion_events: 0,
+                lost_packets: 0,
+            },
+            mtu: 1500,
+            loop_index,
+            uptime_s: 5,
+            frames_tx: 1,
+            bytes_tx: 100,
+            dropped_tx: 0,
+            send: SendReport {
+                queue: Default::default(),
+                send_rate: 0,
+            },
+        };
+        let relay = ServerReport {
+            kind: SERVER_KIND.into(),
+            loops: 2,
+            connections: 2,
+            live_connections: 2,
+            handshake_failures: 0,
+            handshake_timeouts: 0,
+            handshakes_in_progress: 0,
+            retries: 0,
+            handshakes_refused: 0,
+            handshake_packets_dropped: 0,
+            admitted: 2,
+            rejects: Default::default(),
+            protocol_errors: Default::default(),
+            datapath: DatapathSnapshot::default(),
+            peers: vec![peer(1, 0), peer(2, 1)],
+        };
+        let text = server(&relay);
+        assert!(text.contains("loops: 2 (one per runtime thread)"), "{text}");
+        assert!(text.contains("    loop: 1\n"), "{text}");
+        let one = ServerReport { loops: 1, ..relay };
+        assert!(
+            !server(&one).contains("loop"),
+            "one loop is not worth a line"
+        );
     }
 
     #[test]
