@@ -49,6 +49,7 @@ use bytes::BytesMut;
 
 use super::checksum::{ipv4_header_checksum, set_ipv4_header_checksum};
 use super::ethertype;
+use super::ip_proto::{TCP, UDP};
 use crate::time::Timestamp;
 
 /// Contexts per connection and direction.
@@ -163,9 +164,6 @@ const fn layout_of(ip: Ip, l4: u8) -> Layout {
         },
     }
 }
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))

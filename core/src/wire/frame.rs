@@ -39,6 +39,19 @@ pub const DHCPV6_CLIENT_PORT: u16 = 546;
 /// ICMPv6 type of a router advertisement.
 pub const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
 
+/// IP protocol numbers (IPv4 protocol, IPv6 next header) the code looks
+/// for.
+pub mod ip_proto {
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
 /// Unknown: the IP headers do not parse.
 pub const UNPARSEABLE: &str = "unparseable";
 /// Unknown: a first fragment without its whole header chain (RFC 7112).
@@ -287,13 +300,11 @@ fn ipv6_fragment(ip: &[u8]) -> Option<L3Facts> {
 /// Fills the upper-layer facts from a first fragment's payload, or marks
 /// the chain incomplete when the header is not all there.
 fn upper_facts(facts: &mut L3Facts, protocol: u8, payload: &[u8]) {
-    const UDP: u8 = 17;
-    const TCP: u8 = 6;
-    const ICMPV6: u8 = 58;
+    use ip_proto::{ICMP, ICMPV6, TCP, UDP};
     let need = match protocol {
         UDP => 8,
         TCP => 20,
-        ICMPV6 | 1 => 4,
+        ICMPV6 | ICMP => 4,
         _ => 0,
     };
     if payload.len() < need {

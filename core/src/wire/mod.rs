@@ -11,5 +11,5 @@ pub mod overlay;
 pub mod pcapng;
 
 pub use ethernet::{EthernetError, EthernetHeader, VlanTag, ethertype};
-pub use frame::{Fragment, FrameView, Judged, L3Facts, L3Kind};
+pub use frame::{Fragment, FrameView, Judged, L3Facts, L3Kind, ip_proto};
 pub use mac::{MacAddr, MacError};

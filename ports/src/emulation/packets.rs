@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use lanparty_core::wire::MacAddr;
+use lanparty_core::wire::ip_proto::ICMPV6 as IPPROTO_ICMPV6;
 
 use crate::inet::{fold, sum};
 
@@ -21,7 +22,6 @@ pub const ETH_IPV6: u16 = 0x86dd;
 pub const ND_SOLICIT: u8 = 135;
 /// ICMPv6 neighbour advertisement.
 pub const ND_ADVERT: u8 = 136;
-const IPPROTO_ICMPV6: u8 = 58;
 
 /// An Ethernet frame around `payload`, padded to the 60-byte minimum.
 pub fn ethernet(dst: MacAddr, src: MacAddr, ethertype: u16, payload: &[u8]) -> Vec<u8> {

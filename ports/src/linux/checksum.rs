@@ -8,11 +8,9 @@
 //! checksum in software for those frames only.
 
 use lanparty_core::wire::ethertype;
+use lanparty_core::wire::ip_proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
 
 use crate::inet::{Framing, fold, sum};
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 /// Computes the TCP or UDP checksum of an IPv4 or IPv6 (no extension
 /// headers) frame or packet in place. Returns false (and changes nothing)

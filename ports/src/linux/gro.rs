@@ -24,14 +24,13 @@
 //! a writer, which the TAP port points at the device.
 
 use lanparty_core::wire::ethertype;
+use lanparty_core::wire::ip_proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
 
 use super::gso::{NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::inet::{Framing, fold, set_ipv4_header_checksum, sum};
 
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 /// UDP datagrams merged into one super-packet at most (Linux's
 /// `UDP_MAX_SEGMENTS` of the kernels that first had UDP GSO).
 pub const UDP_MAX_SEGMENTS: usize = 64;

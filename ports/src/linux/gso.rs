@@ -10,6 +10,7 @@
 //! TUN device with USO hands over UDP super-packets the same way.
 
 use lanparty_core::wire::ethertype;
+use lanparty_core::wire::ip_proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};
 
 use super::checksum::complete_l4_checksum;
 use crate::inet::{Framing, set_ipv4_header_checksum};
@@ -85,10 +86,6 @@ impl VnetHeader {
         out
     }
 }
-
-/// IP protocol numbers of what can be cut.
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 
 /// Cuts a TCP or UDP super-packet (a frame or, on a TUN device, an IP
 /// packet: `framing`) into segments of at most `gso_size` payload bytes
