@@ -225,19 +225,7 @@ impl TapPort {
                 () = std::future::poll_fn(|cx| any_readable(devices, cx)) => {
                     let drained = read_round(devices, &mut next, &mut rx, &mut |rx, n| {
                         let made = offloads.read(rx, n, &mut cutter, &mut frames);
-                        let mut send = || {
-                            for frame in frames.drain(..) {
-                                link.send(frame);
-                            }
-                        };
-                        if made > 1 {
-                            // A super-packet's segments, one batch for the
-                            // room: a player's adapter on the other side
-                            // writes them merged again.
-                            link.gathered(send);
-                        } else {
-                            send();
-                        }
+                        link.send_all(&mut frames);
                         made
                     })
                     .map_err(|e| self.fail(format!("read failed: {e}")))?;

@@ -117,6 +117,25 @@ impl LinkHandle {
         result
     }
 
+    /// Hands every frame of `frames` to the room in order, emptying it: as
+    /// one batch ([`LinkHandle::gathered`]) when there are several — the
+    /// segments a port cut from one super-packet, which the receiving
+    /// adapter writes merged again — and a lone frame on its own (no
+    /// batch to flush). Drops are counted as by [`LinkHandle::send`].
+    pub fn send_all(&self, frames: &mut Vec<Bytes>) {
+        let several = frames.len() > 1;
+        let mut send = || {
+            for frame in frames.drain(..) {
+                self.send(frame);
+            }
+        };
+        if several {
+            self.gathered(send);
+        } else {
+            send();
+        }
+    }
+
     /// The next frame the room routed to this link; `None` once the room is
     /// gone.
     pub async fn recv(&mut self) -> Option<Bytes> {

@@ -380,6 +380,51 @@ mod tests {
         assert_eq!((counters.rx_frames, counters.rx_queue_full), (1, 0));
     }
 
+    /// Records frames and counts the batches the room ends for it.
+    #[derive(Debug, Default)]
+    struct GatheringSink {
+        sink: RecordingSink,
+        flushes: std::sync::atomic::AtomicU64,
+    }
+
+    impl LinkSink for GatheringSink {
+        fn deliver(&self, frame: Bytes) -> bool {
+            self.sink.deliver(frame)
+        }
+
+        fn gathers(&self) -> bool {
+            true
+        }
+
+        fn flush(&self) {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn send_all_hands_several_frames_over_as_one_batch_and_a_lone_one_alone() {
+        let rooms = rooms();
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let sink = Arc::new(GatheringSink::default());
+        let _to = rooms.attach("r", spec("b", b, Some(sink.clone())));
+        let from = rooms.attach("r", spec("a", a, None));
+        let flushes = || sink.flushes.load(Ordering::Relaxed);
+        let mut frames: Vec<Bytes> = (1..=3).map(|tag| frame_from(a, tag)).collect();
+        from.send_all(&mut frames);
+        assert!(frames.is_empty());
+        assert_eq!(recorded(&sink.sink), [1, 2, 3]);
+        assert_eq!(flushes(), 1, "three frames, one batch");
+        frames.push(frame_from(a, 4));
+        from.send_all(&mut frames);
+        assert_eq!(recorded(&sink.sink), [1, 2, 3, 4]);
+        assert_eq!(flushes(), 2, "a lone frame ends its own batch");
+        // Frame by frame, each ends a batch.
+        for tag in 5..=6 {
+            from.send(frame_from(a, tag));
+        }
+        assert_eq!(flushes(), 4);
+    }
+
     #[tokio::test]
     async fn a_busy_room_queues_frames_and_a_later_direct_frame_never_overtakes_them() {
         let (from, sink, core, _to) = sender_and_sink();

@@ -321,19 +321,7 @@ pub async fn drive<A: IpAdapter>(
         if let Some(event) = &event {
             adapter.apply(event);
         }
-        let batch = to_room.len() > 1;
-        let mut send = || {
-            for frame in to_room.drain(..) {
-                link.send(frame);
-            }
-        };
-        if batch {
-            // One batch for the room (a super-packet's segments: the
-            // player's adapter on the other side writes them merged).
-            link.gathered(send);
-        } else {
-            send();
-        }
+        link.send_all(&mut to_room);
         if !to_os.is_empty() {
             for packet in to_os.drain(..) {
                 if let Err(e) = adapter.send(&packet).await {
