@@ -26,14 +26,6 @@ pub fn loop_byte(random: u8, index: usize, loops: usize) -> u8 {
     (slot * loops + index % loops) as u8
 }
 
-/// The loop that holds the connection a datagram is for, as the group's
-/// BPF program decides it (for tests and logs; the kernel runs the
-/// program). `None` when the datagram is too short to say.
-pub fn loop_of(datagram: &[u8], loops: usize) -> Option<usize> {
-    let at = if datagram.first()? & 0x80 != 0 { 6 } else { 1 };
-    Some(usize::from(*datagram.get(at)?) % loops.max(1))
-}
-
 /// Binds `loops` non-blocking UDP sockets to `addr` as one `SO_REUSEPORT`
 /// group steered by connection ID (Linux), each with `buffer`-byte kernel
 /// buffers; the first one's port is used by the rest (so port 0 works).
@@ -89,7 +81,8 @@ mod group {
 
     /// The group's program (`SO_ATTACH_REUSEPORT_CBPF`): the socket
     /// index is the destination connection ID's first byte modulo
-    /// `loops` ([`super::loop_of`]); a datagram too short to hold it
+    /// `loops` (byte 1 of a short-header packet, byte 6 of a long-header
+    /// one: the module docs); a datagram too short to hold it
     /// aborts the program, which picks socket 0.
     fn attach_steering(socket: &UdpSocket, loops: usize) -> io::Result<()> {
         const LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
@@ -149,6 +142,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// What the group's program computes, in Rust: the loop that holds
+    /// the connection a datagram is for; `None` when it is too short.
+    fn loop_of(datagram: &[u8], loops: usize) -> Option<usize> {
+        let at = if datagram.first()? & 0x80 != 0 { 6 } else { 1 };
+        Some(usize::from(*datagram.get(at)?) % loops.max(1))
+    }
 
     #[test]
     fn every_loop_byte_is_its_loop_and_spans_the_random_range() {

@@ -6,9 +6,9 @@
 //! packets (TUN) alike: [`Framing`].
 //!
 //! The merge rules are Linux's (`tcp_gro_receive`, `inet_gro_receive`):
-//! the same Ethernet header (on a TAP), addresses, ports, ACK number, window, IP
-//! TOS/TTL (traffic class/flow label/hop limit) and TCP options byte for
-//! byte; the next sequence number; nothing but ACK set (PSH on the last);
+//! the same Ethernet header (on a TAP), addresses, ports, ACK number,
+//! window, IP TOS/TTL (traffic class/flow label/hop limit) and TCP options
+//! byte for byte; the next sequence number; nothing but ACK set (PSH on the last);
 //! every segment as long as the first but a shorter last one; an IPv4 ID
 //! one above the last unless DF is set. Everything else — other protocols,
 //! VLAN tags, IP options or extension headers, fragments, SYN/FIN/RST/URG,
@@ -20,8 +20,10 @@
 //! as long as the first but a shorter last one, at most
 //! [`UDP_MAX_SEGMENTS`]; the super-packet goes out as `gso_type` UDP_L4
 //! and the receiving kernel cuts it back into the datagrams (or hands it
-//! whole to a socket that asked for UDP GRO). Sans-IO: [`Gro::push`] and [`Gro::flush`] hand finished buffers to
-//! a writer, which the TAP port points at the device.
+//! whole to a socket that asked for UDP GRO).
+//!
+//! Sans-IO: [`Gro::push`] and [`Gro::flush`] hand finished buffers to a
+//! writer, which [`super::offload`] points at the device.
 
 use lanparty_core::wire::ethertype;
 use lanparty_core::wire::ip_proto::{TCP as PROTO_TCP, UDP as PROTO_UDP};

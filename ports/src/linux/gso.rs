@@ -152,20 +152,18 @@ pub fn segment(
         if udp {
             let udp_len = (8 + chunk.len()) as u16;
             scratch[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
-            complete_l4_checksum(framing, scratch);
-            emit(scratch);
-            continue;
+        } else {
+            let seq = seq0.wrapping_add((i * gso_size) as u32);
+            scratch[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut f = flags;
+            if i + 1 < count {
+                f &= !(0x01 | 0x08); // FIN and PSH only on the last segment
+            }
+            if i > 0 {
+                f &= !0x80; // CWR only on the first
+            }
+            scratch[l4 + 13] = f;
         }
-        let seq = seq0.wrapping_add((i * gso_size) as u32);
-        scratch[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut f = flags;
-        if i + 1 < count {
-            f &= !(0x01 | 0x08); // FIN and PSH only on the last segment
-        }
-        if i > 0 {
-            f &= !0x80; // CWR only on the first
-        }
-        scratch[l4 + 13] = f;
         complete_l4_checksum(framing, scratch);
         emit(scratch);
     }

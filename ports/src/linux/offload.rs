@@ -138,7 +138,8 @@ impl Offloads {
 
     /// Takes the `n` bytes just read into `rx`: with virtio-net headers, a
     /// frame whose checksum is pending (checksum offload) gets it completed
-    /// in place and a TCP super-packet (TSO) is cut into segments, counted.
+    /// in place and a TCP or UDP super-packet (TSO, USO) is cut into
+    /// segments, counted.
     /// Appends the frames made to `out` and returns how many.
     pub fn read(
         &self,
