@@ -58,8 +58,10 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    /// A feeder that keeps about `target` of sending time in a buffer that
-    /// can hold `max` bytes. Until the first measurement it allows
+    /// A feeder that keeps about `target` of sending time in a buffer,
+    /// never letting a frame go while `max` bytes or more wait there (so
+    /// `max` must leave room in the buffer for the largest frame the
+    /// sender hands over after a `Push`). Until the first measurement it allows
     /// [`INITIAL_ALLOWANCE`] (a burst into a slow path must not fill the
     /// whole buffer before the rate is known).
     pub fn new(target: Duration, max: usize) -> Feeder {
@@ -130,8 +132,10 @@ impl Feeder {
     /// at once) passes a few full frames of slack: on a slow path the
     /// allowance is smaller than one frame, and a frame in the buffer would
     /// otherwise always hold the sparse one back.
+    /// Never past the feeder's `max`: what the feeder lets go must fit.
     pub fn may_bypass(&self, occupancy: usize, slack: usize) -> bool {
-        occupancy < self.allowance.saturating_mul(2).saturating_add(slack)
+        let bound = self.allowance.saturating_mul(2).saturating_add(slack);
+        occupancy < bound.min(self.max)
     }
 
     /// The buffer is being emptied on purpose (the sender widened the
@@ -355,6 +359,27 @@ mod tests {
         // what the buffer holds.
         assert_eq!(feeder.decide(at(5.0), 0), Feed::Push);
         assert_eq!(feeder.allowance(), 8192);
+    }
+
+    #[test]
+    fn nothing_goes_once_the_buffer_holds_max() {
+        // A connection found dry again and again (no delivery rate known)
+        // grows the allowance to `max`; neither a push nor a sparse
+        // frame's bypass may then go while `max` bytes wait, whatever the
+        // slack: the sender's frame would not fit in quinn's buffer and
+        // would be dropped after all its work (measured: 357k frames in a
+        // 5 s flood, before this bound).
+        let max = 64 * 1024;
+        let mut feeder = Feeder::new(Duration::from_millis(1), max);
+        for i in 0..20 {
+            assert_eq!(feeder.decide(at(i as f64), 0), Feed::Push);
+            feeder.pushed(max);
+            assert!(matches!(feeder.decide(at(i as f64), max), Feed::Wait(_)));
+        }
+        assert_eq!(feeder.allowance(), max);
+        assert!(feeder.may_bypass(max - 1, 0));
+        assert!(!feeder.may_bypass(max, 0));
+        assert!(!feeder.may_bypass(max, 1 << 20));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The room → peer direction: the sender with its egress scheduler, the
 //! pump that feeds quinn, and the window credit for sparse frames.
 
+use lanparty_core::wire::mtu;
+
 use super::*;
 
 /// The room → peer direction of a connection: the room hands frames to the
@@ -323,10 +325,16 @@ impl PeerSender {
     }
 }
 
-/// A feeder for a new connection: no rate measured yet.
+/// A feeder for a new connection: no rate measured yet. It stops
+/// [`PUSH_HEADROOM`] short of quinn's buffer, so a frame it lets go fits.
 fn new_feeder(quic_buffer: Duration) -> Feeder {
-    Feeder::new(quic_buffer, QUIC_DATAGRAM_BUFFER)
+    Feeder::new(quic_buffer, QUIC_DATAGRAM_BUFFER - PUSH_HEADROOM)
 }
+
+/// What one push may add to quinn's buffer, at most, with room to spare:
+/// the largest frame of any room, in fragments, and quinn's bookkeeping of
+/// each datagram.
+const PUSH_HEADROOM: usize = 2 * mtu::max_frame_len(mtu::MAX_MTU);
 
 /// How much more than the feeder's bypass bound quinn's buffer may hold
 /// in front of a sparse frame that comes with window credit: a few full
@@ -342,8 +350,7 @@ const PACKET_OVERHEAD: usize = 1 + 20 + 4 + 1 + 2 + overlay::ETHERNET_HEADER_LEN
 
 /// A full-size frame (CoDel never drops from a flow queue holding at most
 /// one: its `max_packet`).
-const MAX_FRAME: usize =
-    lanparty_core::wire::mtu::max_frame_len(lanparty_core::config::DEFAULT_MTU);
+const MAX_FRAME: usize = mtu::max_frame_len(lanparty_core::config::DEFAULT_MTU);
 
 impl Drop for PeerSender {
     fn drop(&mut self) {
