@@ -186,8 +186,12 @@ impl PeerSender {
         false
     }
 
-    /// Adds the queue's new drops and marks to the port's counters.
+    /// Adds the queue's new drops and marks to the port's counters, and
+    /// tells the controller whether frames wait in the queue.
     fn sync(&self, state: &mut SenderState) {
+        if let Some(share) = &state.share {
+            share.set_backlogged(!state.queue.is_empty());
+        }
         let now = state.queue.stats();
         let old = std::mem::replace(&mut state.synced, now);
         let c = &*self.counters;
