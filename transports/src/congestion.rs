@@ -162,13 +162,10 @@ impl ControllerShare {
 
     /// Tells the controller whether the sender holds frames back in its
     /// own queue (its feeder keeps quinn's buffer short on purpose). quinn
-    /// then often finds its buffer empty and calls the connection
-    /// application-limited, which stops the window from growing — while
-    /// the sender's feeder, seeing the window full, stopped growing what
-    /// it hands over: both stuck at a few packets (measured: fresh UDP
-    /// floods through the relay fell to 1–2k frames a second, window
-    /// 4–9 KB, in 3 to 7 of 10 runs). A backlogged sender is not
-    /// application-limited.
+    /// then often finds its buffer empty and calls packets
+    /// application-limited although frames wait: a round of those is not
+    /// idle, and its delay still shrinks the window (a download on a
+    /// shaped link must, or the queue at the shaper grows).
     pub fn set_backlogged(&self, backlogged: bool) {
         self.0.backlogged.store(backlogged, Ordering::Relaxed);
     }
@@ -471,8 +468,7 @@ impl DelayController {
         app_limited: bool,
         smoothed: Duration,
     ) {
-        let app_limited = app_limited && !self.share.backlogged();
-        self.round_idle &= app_limited;
+        self.round_idle &= app_limited && !self.share.backlogged();
         self.round.bytes += bytes;
         self.round.packets += 1;
         self.sample(now, now.saturating_duration_since(sent), smoothed);
