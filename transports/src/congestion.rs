@@ -88,6 +88,9 @@ pub const PROBE_SUCCESS: f64 = 1.1;
 pub const PROBE_MIN_PACKETS: u32 = 8;
 /// The first window, in datagrams (RFC 9002's 10).
 pub const INITIAL_WINDOW_PACKETS: u64 = 10;
+/// After idle rounds over this long, the window restarts from at most
+/// the initial window (or the rate floor).
+pub const IDLE_RESTART: Duration = Duration::from_millis(250);
 /// How long a higher minimum RTT must persist before it becomes the base.
 pub const BASE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -242,6 +245,8 @@ pub struct DelayController {
     /// small for a probe's verdict): 1–2k frames a second in 3–7 of 10
     /// fresh runs.
     round_idle: bool,
+    /// When the current run of idle rounds began.
+    idle_since: Option<Instant>,
     /// Whether the last round's standing queue was above the target.
     above_target: bool,
     /// What the current round acknowledged so far (its time is set when
@@ -294,6 +299,7 @@ impl DelayController {
             round_min: None,
             round_start: now,
             round_idle: true,
+            idle_since: None,
             above_target: false,
             round: Span::default(),
             spans: [Span::default(); RATE_ROUNDS],
@@ -445,6 +451,28 @@ impl DelayController {
         }
         let queueing = standing.saturating_sub(self.base.unwrap_or(base));
         let idle = std::mem::replace(&mut self.round_idle, true);
+        let idle_since = if idle {
+            *self.idle_since.get_or_insert(now)
+        } else {
+            now
+        };
+        if !idle {
+            self.idle_since = None;
+        }
+        if now.saturating_duration_since(idle_since) >= IDLE_RESTART {
+            // What a connection idle this long proved about the path has
+            // aged (as TCP restarts from its initial window after idling,
+            // RFC 5681 4.1): a window kept from a flood seconds ago would
+            // let the next one start with a burst of hundreds of kilobytes
+            // (a 64-byte flood after a UDP-1200 one moved 12 % fewer
+            // frames, its packets leaving less full). Only after a while:
+            // a download's moments without a backlog are not idleness
+            // (restarting on every idle round raised ping under a 100
+            // Mbit/s download from 3.5 to 3.9 ms, p99 8 to 11).
+            self.window = self
+                .window
+                .min((INITIAL_WINDOW_PACKETS * self.mtu).max(self.rate_floor()));
+        }
         self.above_target = queueing > TARGET_DELAY && self.delay_trusted && !idle;
         if self.slow_start && queueing >= TARGET_DELAY / 2 {
             self.slow_start = false;
@@ -784,6 +812,33 @@ mod tests {
                 shrinks,
                 "app-limited {app_limited}, backlogged {backlogged}: {} -> {}",
                 before,
+                c.current_window()
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_left_from_a_flood_restarts_after_idling() {
+        // A window of 400 KB from a flood, then pings 10 ms apart acked at
+        // once: 100 ms of them leave it (a pause in a download), 300 ms
+        // bring it back to the initial window.
+        let base = Duration::from_micros(300);
+        for (idle_ms, restarted) in [(100u64, false), (300, true)] {
+            let t0 = Instant::now();
+            let mut c = DelayController::new(t0, MTU as u16);
+            let mut now = t0 + base;
+            c.acked(now, t0, MTU, false, base);
+            c.slow_start = false;
+            c.window = 400_000;
+            for _ in 0..idle_ms / 10 {
+                now += Duration::from_millis(10);
+                c.acked(now, now - base, MTU, true, base);
+            }
+            let initial = INITIAL_WINDOW_PACKETS * MTU;
+            assert_eq!(
+                c.current_window() <= initial.max(c.rate_floor()),
+                restarted,
+                "after {idle_ms} ms idle: {}",
                 c.current_window()
             );
         }
