@@ -203,7 +203,9 @@ impl Feeder {
         // capped at the target anyway.
         Duration::try_from_secs_f64(excess / self.rate)
             .unwrap_or(self.target)
-            .clamp(MIN_WAIT, self.target)
+            // (A target below MIN_WAIT waits the target: clamp panics on
+            // a minimum above the maximum.)
+            .clamp(MIN_WAIT.min(self.target), self.target)
     }
 }
 
@@ -359,6 +361,24 @@ mod tests {
         // what the buffer holds.
         assert_eq!(feeder.decide(at(5.0), 0), Feed::Push);
         assert_eq!(feeder.allowance(), 8192);
+    }
+
+    #[test]
+    fn a_target_below_the_shortest_wait_is_waited() {
+        let target = MIN_WAIT / 4;
+        let mut feeder = Feeder::new(target, 1 << 20);
+        assert_eq!(feeder.decide(at(0.0), 0), Feed::Push);
+        feeder.pushed(INITIAL_ALLOWANCE);
+        assert!(matches!(
+            feeder.decide(at(0.0), INITIAL_ALLOWANCE),
+            Feed::Wait(_)
+        ));
+        // Half of it left in 1 ms: 3 MB/s, an allowance of 378 bytes, and
+        // 2.8 KB to go would take about 1 ms — the wait is the target.
+        assert_eq!(
+            feeder.decide(at(1.0), INITIAL_ALLOWANCE / 2),
+            Feed::Wait(target)
+        );
     }
 
     #[test]
