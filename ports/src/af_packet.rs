@@ -35,7 +35,7 @@ use tokio::io::unix::AsyncFd;
 use crate::inet::Framing;
 use crate::linux::gso::{self, NEEDS_CSUM, VNET_HDR_LEN, VnetHeader, gso_type};
 use crate::linux::rxbuf::{CHUNK, RxBuffer, give_way};
-use crate::linux::{checksum, netdev};
+use crate::linux::{checksum, netdev, setsockopt};
 
 /// A wired LAN interface through AF_PACKET: promiscuous, VLAN tags
 /// restored, never reads back its own frames, batched I/O.
@@ -82,24 +82,6 @@ fn build(config: &StageConfig) -> BuildResult<Box<dyn Port>> {
         Ok(Box::new(AfPacketPort { settings }))
     } else {
         Err(errors)
-    }
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` points to a live T of the size passed; result checked.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 

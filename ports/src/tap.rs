@@ -530,7 +530,6 @@ mod tests {
     /// receiver would have got, with their lengths and checksums right.
     #[test]
     fn a_udp_gso_send_is_read_as_one_super_packet_and_cut_into_its_datagrams() {
-        use std::os::fd::AsRawFd;
         private_netns();
         let name = "lpuso0";
         let (fds, offloads) = offload::open(name, TunMode::Tap, 1, true, true).unwrap();
@@ -548,17 +547,8 @@ mod tests {
         let socket = UdpSocket::bind((Ipv4Addr::new(10, 9, 1, 1), 40000)).unwrap();
         socket.set_broadcast(true).unwrap();
         let gso_size: libc::c_int = 100;
-        // SAFETY: setsockopt(SOL_UDP, UDP_SEGMENT) with a live c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&gso_size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "UDP_SEGMENT: {}", io::Error::last_os_error());
+        crate::linux::setsockopt(&socket, libc::SOL_UDP, libc::UDP_SEGMENT, &gso_size)
+            .expect("UDP_SEGMENT");
         let payload: Vec<u8> = (0..350u32).map(|i| i as u8).collect();
         socket
             .send_to(&payload, (Ipv4Addr::new(10, 9, 1, 255), 5000))
