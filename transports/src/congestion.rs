@@ -451,15 +451,11 @@ impl DelayController {
         }
         let queueing = standing.saturating_sub(self.base.unwrap_or(base));
         let idle = std::mem::replace(&mut self.round_idle, true);
-        let idle_since = if idle {
-            *self.idle_since.get_or_insert(now)
-        } else {
-            now
-        };
-        if !idle {
-            self.idle_since = None;
-        }
-        if now.saturating_duration_since(idle_since) >= IDLE_RESTART {
+        self.idle_since = idle.then(|| self.idle_since.unwrap_or(now));
+        if self
+            .idle_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= IDLE_RESTART)
+        {
             // What a connection idle this long proved about the path has
             // aged (as TCP restarts from its initial window after idling,
             // RFC 5681 4.1): a window kept from a flood seconds ago would
@@ -627,7 +623,6 @@ mod tests {
     use std::collections::VecDeque;
 
     const MTU: u64 = 1400;
-    const MAX_ACK_DELAY_FOR_TEST: Duration = crate::net::MAX_ACK_DELAY;
 
     /// What a simulated transfer did over its second half.
     struct Outcome {
@@ -788,7 +783,7 @@ mod tests {
         // window stays; on a busy one (or one whose sender holds frames
         // back) the same samples shrink it.
         let base = Duration::from_micros(300);
-        let late = base + MAX_ACK_DELAY_FOR_TEST;
+        let late = base + crate::net::MAX_ACK_DELAY;
         for (app_limited, backlogged, shrinks) in [
             (true, false, false),
             (false, false, true),
