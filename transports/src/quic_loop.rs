@@ -2,7 +2,8 @@
 //! (`server/driver.rs`) and a client's (`client/driver.rs`) share: the UDP
 //! socket with quinn-udp's batched receive (GRO) and segmented sends (GSO),
 //! a connection shared between its loop and whoever sends on it
-//! ([`LoopConn`]), the wake-up list that tells the loop which connections
+//! ([`LoopConn`], with the refill of its datagram buffer at a low-water
+//! mark between two sends), the wake-up list that tells the loop which connections
 //! to look at, and a control stream read and written through
 //! `quinn_proto`'s stream API.
 
@@ -81,6 +82,50 @@ pub struct LoopConn {
     /// On the loop's list of connections to look at.
     queued: AtomicBool,
     wake: Arc<Wake>,
+    /// Who feeds the connection's datagram buffer, and the free space at
+    /// which the loop has it refill ([`LoopConn::refill_at_space`]).
+    drain: Drain,
+}
+
+/// The feeder's refill at a low-water mark: the loop, which sees quinn's
+/// datagram buffer drain as it sends, has the sender refill it when it has
+/// drained to the mark, right there between two sends — not a timer in a
+/// task of its own, which on a busy thread runs late (measured on the relay
+/// under TCP: waits of at most 1 ms took 1.7–2.3 ms, and 60 % of them found
+/// the buffer dry, which doubled what the feeder lets wait there).
+struct Drain {
+    /// Free bytes at which to refill (`usize::MAX`: nothing waits).
+    at_space: std::sync::atomic::AtomicUsize,
+    pump: Mutex<Option<std::sync::Weak<dyn Refill>>>,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            at_space: usize::MAX.into(),
+            pump: Mutex::new(None),
+        }
+    }
+}
+
+impl Drain {
+    /// Whether a buffer with `space` free bytes has drained to the mark;
+    /// the mark is cleared then (one refill per mark).
+    fn due(&self, space: usize) -> bool {
+        let at = self.at_space.load(Ordering::SeqCst);
+        if at == usize::MAX || space < at {
+            return false;
+        }
+        self.at_space.store(usize::MAX, Ordering::SeqCst);
+        true
+    }
+}
+
+/// Who feeds a connection's datagram buffer from a queue of its own.
+pub trait Refill: Send + Sync {
+    /// Moves queued frames into the connection's buffer, as far as its
+    /// feeder allows. Called by the loop, never under the connection's lock.
+    fn refill(&self);
 }
 
 impl std::fmt::Debug for LoopConn {
@@ -103,6 +148,7 @@ impl LoopConn {
             inner: Mutex::new(conn),
             queued: AtomicBool::new(false),
             wake,
+            drain: Drain::default(),
         });
         conn.touched();
         conn
@@ -176,6 +222,54 @@ impl LoopConn {
     /// Free bytes in the connection's datagram send buffer.
     pub fn send_buffer_space(&self) -> usize {
         self.lock().datagrams().send_buffer_space()
+    }
+
+    /// `pump` feeds this connection's datagram buffer: the loop calls it
+    /// at the mark [`LoopConn::refill_at_space`] sets.
+    pub fn set_pump(&self, pump: std::sync::Weak<dyn Refill>) {
+        *self
+            .drain
+            .pump
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(pump);
+    }
+
+    /// Has the loop refill the datagram buffer once, as soon as it has at
+    /// least `space` bytes free.
+    pub fn refill_at_space(&self, space: usize) {
+        self.drain.at_space.store(space, Ordering::SeqCst);
+    }
+
+    /// The connection's next packet(s) to send, as
+    /// `quinn_proto::Connection::poll_transmit` gives them — after a refill
+    /// of its datagram buffer when that has drained to the mark
+    /// ([`LoopConn::refill_at_space`]).
+    pub fn poll_transmit(
+        &self,
+        now: Instant,
+        segments: usize,
+        tx: &mut Vec<u8>,
+    ) -> Option<quinn_proto::Transmit> {
+        let mut c = self.lock();
+        if self.drain.due(c.datagrams().send_buffer_space()) {
+            drop(c);
+            self.refill();
+            c = self.lock();
+        }
+        c.poll_transmit(now, segments, tx)
+    }
+
+    /// Refills the buffer (not under the connection's lock).
+    fn refill(&self) {
+        let pump = self
+            .drain
+            .pump
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(pump) = pump.and_then(|p| p.upgrade()) {
+            pump.refill();
+        }
     }
 
     /// The largest datagram the path carries now (`None`: none at all).
@@ -279,8 +373,7 @@ impl Io {
         let mut sent = 0;
         loop {
             tx.clear();
-            let transmit = conn.lock().poll_transmit(now, self.segments, tx);
-            let Some(t) = transmit else {
+            let Some(t) = conn.poll_transmit(now, self.segments, tx) else {
                 return;
             };
             sent += t.segment_size.map_or(1, |s| t.size.div_ceil(s));
@@ -598,3 +691,6 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, b) => a.or(b),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::congestion::ControllerShare;
 use crate::net::{Chunks, DatagramEncoder};
-use crate::quic_loop::{DatagramRefused, LoopConn};
+use crate::quic_loop::{DatagramRefused, LoopConn, Refill};
 
 mod counters;
 mod sender;

@@ -150,13 +150,17 @@ impl PeerSender {
     /// Frames still queued for the old connection are dropped (`flushed`),
     /// and the new connection starts with a fresh rate measurement and no
     /// header compression until [`PeerSender::compress`].
-    pub fn set_connection(&self, conn: Option<Arc<LoopConn>>) {
+    pub fn set_connection(self: &Arc<Self>, conn: Option<Arc<LoopConn>>) {
         let mut state = self.lock();
         state.queue.flush();
         state.compressor = None;
         state.feeder = new_feeder(self.quic_buffer);
         state.empty_space = conn.as_ref().map_or(0, |c| c.send_buffer_space());
         state.share = conn.as_ref().and_then(|c| c.controller_share());
+        if let Some(conn) = &conn {
+            let me: Weak<dyn Refill> = Arc::downgrade(self) as Weak<dyn Refill>;
+            conn.set_pump(me);
+        }
         state.conn = conn;
         self.sync(&mut state);
         drop(state);
@@ -299,6 +303,17 @@ impl PeerSender {
         })
     }
 
+    /// Has the connection's loop refill quinn's buffer from the queue when
+    /// half the feeder's allowance has left it, between two of its sends
+    /// (the pump's timer is only the fallback: on a busy thread it fires
+    /// late, and the buffer runs dry).
+    fn refill_at_mark(state: &SenderState) {
+        if let Some(conn) = &state.conn {
+            let mark = state.feeder.allowance() / 2;
+            conn.refill_at_space(state.empty_space.saturating_sub(mark));
+        }
+    }
+
     /// Moves queued frames to the connection while the feeder allows; says
     /// how long to sleep before looking again (`None`: the queue is empty).
     fn pump_once(&self) -> Option<Duration> {
@@ -321,7 +336,10 @@ impl PeerSender {
                         self.push(&mut state, &frame);
                     }
                 }
-                Feed::Wait(wait) => break Some(wait),
+                Feed::Wait(wait) => {
+                    Self::refill_at_mark(&state);
+                    break Some(wait);
+                }
             }
         };
         self.sync(&mut state);
@@ -355,6 +373,12 @@ const PACKET_OVERHEAD: usize = 1 + 20 + 4 + 1 + 2 + overlay::ETHERNET_HEADER_LEN
 /// A full-size frame (CoDel never drops from a flow queue holding at most
 /// one: its `max_packet`).
 const MAX_FRAME: usize = mtu::max_frame_len(lanparty_core::config::DEFAULT_MTU);
+
+impl Refill for PeerSender {
+    fn refill(&self) {
+        self.pump_once();
+    }
+}
 
 impl Drop for PeerSender {
     fn drop(&mut self) {
@@ -414,6 +438,7 @@ impl LinkSink for PeerSender {
             return self.push(&mut state, &frame);
         }
         state.queue.enqueue(now, frame);
+        Self::refill_at_mark(&state);
         let wake = state.pump == Pump::Idle;
         state.pump = Pump::Busy;
         self.sync(&mut state);

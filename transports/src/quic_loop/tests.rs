@@ -1,0 +1,224 @@
+//! A connection driven the loop's way against a real `quinn_proto` peer,
+//! as quinn-proto tests its own connections: two endpoints, packets
+//! carried in memory, and a clock that moves only when the test moves it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use lanparty_core::queue::QueueSettings;
+use lanparty_core::room::LinkSink;
+use lanparty_core::testing::frames;
+use quinn_proto::{DatagramEvent, Endpoint, EndpointConfig, Event};
+
+use super::*;
+use crate::datapath::{DatapathCounters, PeerSender};
+use crate::{net, tls};
+
+const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40001);
+const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40002);
+const NAME: &str = "lanparty-relay.local";
+
+/// A client connection in a [`LoopConn`] and the server's end of it.
+struct Pair {
+    now: Instant,
+    client: Endpoint,
+    server: Endpoint,
+    conn: Arc<LoopConn>,
+    server_conn: Option<(ConnectionHandle, quinn_proto::Connection)>,
+    /// Datagrams the server's end received.
+    received: Vec<Bytes>,
+    connected: bool,
+}
+
+impl Pair {
+    fn connected() -> Pair {
+        let identity = tls::ephemeral_identity(&[NAME.into()]).unwrap();
+        let trust = tls::Trust::Pinned(identity.chain[0].clone());
+        let transport = || {
+            net::transport(
+                Duration::from_secs(30),
+                None,
+                net::DEFAULT_INITIAL_MTU,
+                net::Congestion::default(),
+            )
+        };
+        let server_config = tls::quic_server_config(identity, transport()).unwrap();
+        let client_config = tls::quic_client_config(&trust, transport()).unwrap();
+        let config = Arc::new(EndpointConfig::default());
+        let mut client = Endpoint::new(config.clone(), None, true, Some([1; 32]));
+        let server = Endpoint::new(config, Some(Arc::new(server_config)), true, Some([2; 32]));
+        let now = Instant::now();
+        let (handle, conn) = client.connect(now, client_config, SERVER, NAME).unwrap();
+        let mut pair = Pair {
+            now,
+            client,
+            server,
+            conn: LoopConn::new(handle, conn, Arc::new(Wake::default())),
+            server_conn: None,
+            received: Vec::new(),
+            connected: false,
+        };
+        for _ in 0..100 {
+            pair.step();
+            if pair.connected && pair.server_conn.is_some() {
+                return pair;
+            }
+        }
+        panic!("no handshake in 100 steps");
+    }
+
+    /// Everything either end has to send, delivered; both ends' events
+    /// and timers handled; then the clock moves on by 100 µs.
+    fn step(&mut self) {
+        let mut tx = Vec::new();
+        let mut to_server = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
+            to_server.extend(packets(&tx[..t.size], t.segment_size));
+            tx.clear();
+        }
+        for packet in to_server {
+            self.deliver_to_server(packet);
+        }
+        let mut to_client = Vec::new();
+        if let Some((_, c)) = &mut self.server_conn {
+            while let Some(t) = c.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
+                to_client.extend(packets(&tx[..t.size], t.segment_size));
+                tx.clear();
+            }
+        }
+        for packet in to_client {
+            let event = self
+                .client
+                .handle(self.now, SERVER, None, None, packet, &mut tx);
+            if let Some(DatagramEvent::ConnectionEvent(_, event)) = event {
+                self.conn.lock().handle_event(event);
+            }
+        }
+        self.events();
+        self.now += Duration::from_micros(100);
+        let now = self.now;
+        let mut c = self.conn.lock();
+        if c.poll_timeout().is_some_and(|t| t <= now) {
+            c.handle_timeout(now);
+        }
+        drop(c);
+        if let Some((_, c)) = &mut self.server_conn
+            && c.poll_timeout().is_some_and(|t| t <= now)
+        {
+            c.handle_timeout(now);
+        }
+    }
+
+    fn deliver_to_server(&mut self, packet: BytesMut) {
+        let mut buf = Vec::new();
+        match self
+            .server
+            .handle(self.now, CLIENT, None, None, packet, &mut buf)
+        {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let accepted = self.server.accept(incoming, self.now, &mut buf, None);
+                self.server_conn = Some(accepted.unwrap());
+            }
+            Some(DatagramEvent::ConnectionEvent(_, event)) => {
+                if let Some((_, c)) = &mut self.server_conn {
+                    c.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::Response(_)) | None => {}
+        }
+    }
+
+    fn events(&mut self) {
+        {
+            let mut c = self.conn.lock();
+            exchange(&mut self.client, self.conn.handle, &mut c);
+            while let Some(event) = c.poll() {
+                if matches!(event, Event::Connected) {
+                    self.connected = true;
+                }
+            }
+        }
+        if let Some((handle, c)) = &mut self.server_conn {
+            exchange(&mut self.server, *handle, c);
+            while c.poll().is_some() {}
+            while let Some(d) = c.datagrams().recv() {
+                self.received.push(d);
+            }
+        }
+    }
+}
+
+/// The packets of one transmit (several when segmented).
+fn packets(bytes: &[u8], segment: Option<usize>) -> Vec<BytesMut> {
+    bytes
+        .chunks(segment.unwrap_or(bytes.len()).max(1))
+        .map(BytesMut::from)
+        .collect()
+}
+
+/// A 1000-byte frame of one UDP flow (the same for all `seq`).
+fn frame(seq: u16) -> Bytes {
+    let mut f = frames::ipv4_udp(
+        "02:00:00:00:00:02".parse().unwrap(),
+        "02:00:00:00:00:01".parse().unwrap(),
+        frames::Tags::default(),
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        5000,
+        5001,
+        &[0u8; 958],
+    );
+    let n = f.len();
+    f[n - 2..].copy_from_slice(&seq.to_be_bytes());
+    Bytes::from(f)
+}
+
+/// The sender's pump task never runs in this test (it never awaits, on a
+/// one-thread runtime): only the loop's sends can move the frames that
+/// wait in the sender's queue into quinn's buffer — at the low-water mark
+/// the sender set when the feeder said wait.
+#[tokio::test(flavor = "current_thread")]
+async fn the_loop_refills_quinns_buffer_from_the_queue_as_it_sends() {
+    const FRAMES: usize = 200;
+    let mut pair = Pair::connected();
+    let counters = Arc::new(DatapathCounters::default());
+    let sender =
+        PeerSender::connected(counters, &QueueSettings::default(), pair.conn.clone(), 1400);
+    for seq in 0..FRAMES {
+        assert!(sender.deliver(frame(seq as u16)));
+    }
+    let (queued, _) = sender.queue_status();
+    assert!(
+        queued.backlog_frames > 100,
+        "most frames wait in the queue: {queued:?}"
+    );
+    for _ in 0..2000 {
+        pair.step();
+        if pair.received.len() == FRAMES {
+            break;
+        }
+    }
+    let seqs: Vec<u16> = pair
+        .received
+        .iter()
+        .map(|d| u16::from_be_bytes([d[d.len() - 2], d[d.len() - 1]]))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..FRAMES as u16).collect::<Vec<_>>(),
+        "every frame, in order"
+    );
+    let (queued, _) = sender.queue_status();
+    assert_eq!(queued.backlog_frames, 0);
+}
+
+#[test]
+fn a_mark_is_due_once_when_the_buffer_has_drained_to_it() {
+    let drain = Drain::default();
+    assert!(!drain.due(usize::MAX - 1), "no mark, never due");
+    drain.at_space.store(1000, Ordering::SeqCst);
+    assert!(!drain.due(999));
+    assert!(drain.due(1000));
+    assert!(!drain.due(5000), "due once per mark");
+}
