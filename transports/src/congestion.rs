@@ -118,8 +118,12 @@ struct Shared {
     /// Whether the window (without credit) has no room for another
     /// packet.
     window_full: AtomicBool,
+    /// How far the window (without credit) is from full, bytes.
+    room: AtomicU64,
     /// Whether the sender holds frames back in its own queue.
     backlogged: AtomicBool,
+    /// Whether it holds them back because the window has no room for them.
+    window_bound: AtomicBool,
 }
 
 /// A credit's state in one word: bytes granted (high half) and bytes sent
@@ -163,6 +167,15 @@ impl ControllerShare {
         self.0.window_full.load(Ordering::Relaxed)
     }
 
+    /// How far the connection's window, without credit, is from full now
+    /// (quinn's rule: the bytes in flight plus a whole segment must stay
+    /// below it), in bytes: 0 when quinn may send nothing more until
+    /// acknowledgements arrive; above 0, it sends a packet, and one more
+    /// while this stays above 0.
+    pub fn window_room(&self) -> u64 {
+        self.0.room.load(Ordering::Relaxed)
+    }
+
     /// Tells the controller whether the sender holds frames back in its
     /// own queue (its feeder keeps quinn's buffer short on purpose). quinn
     /// then often finds its buffer empty and calls packets
@@ -175,6 +188,21 @@ impl ControllerShare {
 
     fn backlogged(&self) -> bool {
         self.0.backlogged.load(Ordering::Relaxed)
+    }
+
+    /// Tells the controller whether the sender holds its queued frames
+    /// back because the window has no room for them ([`Self::window_room`]):
+    /// it feeds quinn no more than the window can send, so quinn finds its
+    /// buffer empty and calls its packets application-limited although the
+    /// window was what limited them. While this holds they count as
+    /// window-limited (the window may grow); without it, a sender that
+    /// keeps quinn's buffer empty would never let the window grow.
+    pub fn set_window_bound(&self, bound: bool) {
+        self.0.window_bound.store(bound, Ordering::Relaxed);
+    }
+
+    fn window_bound(&self) -> bool {
+        self.0.window_bound.load(Ordering::Relaxed)
     }
 
     fn publish_rate(&self, rate: f64) {
@@ -492,6 +520,7 @@ impl DelayController {
         app_limited: bool,
         smoothed: Duration,
     ) {
+        let app_limited = app_limited && !self.share.window_bound();
         self.round_idle &= app_limited && !self.share.backlogged();
         self.round.bytes += bytes;
         self.round.packets += 1;
@@ -524,8 +553,11 @@ impl DelayController {
     /// window without credit, quinn's own rule: the bytes in flight plus a
     /// whole segment must stay below it).
     fn publish_window_full(&self) {
-        let full = self.in_flight + self.mtu >= self.current_window();
+        let window = self.current_window();
+        let full = self.in_flight + self.mtu >= window;
         self.share.0.window_full.store(full, Ordering::Relaxed);
+        let room = window.saturating_sub(self.in_flight + self.mtu);
+        self.share.0.room.store(room, Ordering::Relaxed);
     }
 
     /// Bytes that may be in flight now.
@@ -807,6 +839,33 @@ mod tests {
                 shrinks,
                 "app-limited {app_limited}, backlogged {backlogged}: {} -> {}",
                 before,
+                c.current_window()
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_bound_sender_grows_the_window_though_quinn_says_app_limited() {
+        // The sender feeds quinn only what the window can send, so quinn
+        // calls every packet application-limited; while the sender says
+        // the window is what holds its frames back, acknowledgements below
+        // the target grow the window as for any window-limited connection.
+        let base = Duration::from_micros(300);
+        for (bound, grows) in [(false, false), (true, true)] {
+            let t0 = Instant::now();
+            let mut c = DelayController::new(t0, MTU as u16);
+            c.share().set_backlogged(true);
+            c.share().set_window_bound(bound);
+            let before = c.current_window();
+            let mut now = t0;
+            for _ in 0..100 {
+                now += base;
+                c.acked(now, now - base, MTU, true, base);
+            }
+            assert_eq!(
+                c.current_window() > before,
+                grows,
+                "window bound {bound}: {before} -> {}",
                 c.current_window()
             );
         }

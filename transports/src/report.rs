@@ -54,8 +54,9 @@ impl PathReport {
 pub struct SendReport {
     /// The scheduler's counters and backlog.
     pub queue: QueueStats,
-    /// The rate quinn drains the connection at, bytes/s (the feeder's
-    /// measurement).
+    /// The rate the connection sends at, bytes/s: its delay controller's
+    /// delivery rate, or (other controllers) the feeder's measurement of
+    /// how fast quinn drains its buffer.
     pub send_rate: u64,
 }
 

@@ -173,11 +173,18 @@ impl PeerSender {
         (g(&self.frames_tx), g(&self.bytes_tx), g(&self.dropped))
     }
 
-    /// The queue's counters and backlog now, and the measured send rate in
-    /// bytes per second (0 until the path was busy once).
+    /// The queue's counters and backlog now, and the send rate in bytes
+    /// per second ([`crate::report::SendReport::send_rate`]; 0 until
+    /// measured).
     pub fn queue_status(&self) -> (QueueStats, u64) {
         let state = self.lock();
-        (state.queue.stats(), state.feeder.rate() as u64)
+        // A window-bound sender keeps quinn's buffer below the feeder's
+        // allowance, so the feeder seldom measures; the controller always does.
+        let rate = state
+            .share
+            .as_ref()
+            .map_or(state.feeder.rate(), |s| s.delivery_rate());
+        (state.queue.stats(), rate as u64)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SenderState> {
@@ -194,7 +201,11 @@ impl PeerSender {
     /// tells the controller whether frames wait in the queue.
     fn sync(&self, state: &mut SenderState) {
         if let Some(share) = &state.share {
-            share.set_backlogged(!state.queue.is_empty());
+            let backlogged = !state.queue.is_empty();
+            share.set_backlogged(backlogged);
+            if !backlogged {
+                share.set_window_bound(false);
+            }
         }
         let now = state.queue.stats();
         let old = std::mem::replace(&mut state.synced, now);
@@ -289,11 +300,24 @@ impl PeerSender {
     /// connection's controller measured and whether its window is full,
     /// when it shares them.
     fn decide(state: &mut SenderState, now: Timestamp, occupancy: usize) -> Feed {
-        if let Some(share) = &state.share {
-            state.feeder.use_delivery_rate(share.delivery_rate());
-            state.feeder.use_window_full(share.window_full());
+        let Some(share) = &state.share else {
+            return state.feeder.decide(now, occupancy);
+        };
+        state.feeder.use_delivery_rate(share.delivery_rate());
+        state.feeder.use_window_full(share.window_full());
+        match state.feeder.decide(now, occupancy) {
+            // What the window cannot send now waits here, not in quinn's
+            // buffer, where every later frame would wait behind it.
+            Feed::Push if occupancy >= share.window_room() as usize => {
+                share.set_window_bound(true);
+                Feed::Wait(lanparty_core::queue::feed::MIN_WAIT)
+            }
+            Feed::Push => Feed::Push,
+            wait => {
+                share.set_window_bound(false);
+                wait
+            }
         }
-        state.feeder.decide(now, occupancy)
     }
 
     /// Bytes waiting in quinn's datagram buffer.
@@ -426,7 +450,18 @@ impl LinkSink for PeerSender {
         // itself and the bytes in front of it in quinn's buffer.
         let credit = state.share.as_ref().filter(|_| !idle);
         let slack = if credit.is_some() { CREDIT_SLACK } else { 0 };
-        if state.queue.flow_is_idle(&frame) && state.feeder.may_bypass(occupancy, slack) {
+        // Without credit, a frame goes past the queue only if the window
+        // can send it now: else it would wait in quinn's buffer all the
+        // same, in front of the next sparse frame.
+        let window_open = credit.is_some()
+            || state
+                .share
+                .as_ref()
+                .is_none_or(|s| occupancy < s.window_room() as usize);
+        if window_open
+            && state.queue.flow_is_idle(&frame)
+            && state.feeder.may_bypass(occupancy, slack)
+        {
             if let Some(credit) = credit {
                 // Every datagram is a packet of its own with its header
                 // and tag; the grant is spent by packet bytes.

@@ -72,12 +72,7 @@ impl Pair {
     /// and timers handled; then the clock moves on by 100 µs.
     fn step(&mut self) {
         let mut tx = Vec::new();
-        let mut to_server = Vec::new();
-        while let Some(t) = self.conn.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
-            to_server.extend(packets(&tx[..t.size], t.segment_size));
-            tx.clear();
-        }
-        for packet in to_server {
+        for packet in self.client_flight() {
             self.deliver_to_server(packet);
         }
         let mut to_client = Vec::new();
@@ -108,6 +103,17 @@ impl Pair {
         {
             c.handle_timeout(now);
         }
+    }
+
+    /// Every packet the client's end sends now, the loop's way.
+    fn client_flight(&mut self) -> Vec<BytesMut> {
+        let mut tx = Vec::new();
+        let mut flight = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
+            flight.extend(packets(&tx[..t.size], t.segment_size));
+            tx.clear();
+        }
+        flight
     }
 
     fn deliver_to_server(&mut self, packet: BytesMut) {
@@ -159,13 +165,18 @@ fn packets(bytes: &[u8], segment: Option<usize>) -> Vec<BytesMut> {
 
 /// A 1000-byte frame of one UDP flow (the same for all `seq`).
 fn frame(seq: u16) -> Bytes {
+    flow_frame(5000, seq)
+}
+
+/// A 1000-byte frame of the UDP flow from `port`, numbered `seq`.
+fn flow_frame(port: u16, seq: u16) -> Bytes {
     let mut f = frames::ipv4_udp(
         "02:00:00:00:00:02".parse().unwrap(),
         "02:00:00:00:00:01".parse().unwrap(),
         frames::Tags::default(),
         [10, 0, 0, 1],
         [10, 0, 0, 2],
-        5000,
+        port,
         5001,
         &[0u8; 958],
     );
@@ -211,6 +222,61 @@ async fn the_loop_refills_quinns_buffer_from_the_queue_as_it_sends() {
     );
     let (queued, _) = sender.queue_status();
     assert_eq!(queued.backlog_frames, 0);
+}
+
+/// With the delay controller, what its window cannot send now waits in
+/// the sender's queue, not in quinn's buffer: once the window is full,
+/// quinn's buffer is empty, and a sparse flow's frame leaves with the next
+/// packet, ahead of every queued bulk frame.
+#[tokio::test(flavor = "current_thread")]
+async fn frames_the_window_cannot_send_wait_in_the_queue_and_a_sparse_one_goes_first() {
+    const BULK: u16 = 300;
+    let mut pair = Pair::connected();
+    let share = pair.conn.controller_share().expect("the delay controller");
+    let sender = PeerSender::connected(
+        Arc::new(DatapathCounters::default()),
+        &QueueSettings::default(),
+        pair.conn.clone(),
+        1400,
+    );
+    let empty = pair.conn.send_buffer_space();
+    for seq in 0..BULK {
+        assert!(sender.deliver(flow_frame(5000, seq)));
+    }
+    let first = pair.client_flight();
+    assert!(share.window_full(), "the bulk frames filled the window");
+    assert_eq!(
+        empty - pair.conn.send_buffer_space(),
+        0,
+        "nothing waits in quinn's buffer while the window is full"
+    );
+    assert!(sender.deliver(flow_frame(6000, 0)));
+    let second = pair.client_flight();
+    for packet in first {
+        pair.deliver_to_server(packet);
+    }
+    pair.events();
+    let in_first = pair.received.len();
+    assert!(
+        in_first < usize::from(BULK) / 2,
+        "{in_first} in the first flight"
+    );
+    for packet in second {
+        pair.deliver_to_server(packet);
+    }
+    pair.events();
+    let ports: Vec<u16> = pair.received[in_first..]
+        .iter()
+        .map(|d| {
+            let frame = &d[d.len() - 1000..];
+            u16::from_be_bytes([frame[34], frame[35]])
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [6000],
+        "the sparse frame, and nothing in front of it"
+    );
 }
 
 #[test]
