@@ -298,7 +298,9 @@ impl PeerSender {
 
     /// Asks the feeder about the next frame, with the delivery rate the
     /// connection's controller measured and whether its window is full,
-    /// when it shares them.
+    /// when it shares them; with a controller, also waits while quinn's
+    /// buffer holds what the window can send now (and tells the controller
+    /// that the window, not the sender, holds the frames back).
     fn decide(state: &mut SenderState, now: Timestamp, occupancy: usize) -> Feed {
         let Some(share) = &state.share else {
             return state.feeder.decide(now, occupancy);
