@@ -115,10 +115,7 @@ struct Shared {
     credit: AtomicU64,
     /// The delivery rate over [`RATE_ROUNDS`] rounds, bytes/s, as f64 bits.
     rate: AtomicU64,
-    /// Whether the window (without credit) has no room for another
-    /// packet.
-    window_full: AtomicBool,
-    /// How far the window (without credit) is from full, bytes.
+    /// How far the window (without credit) is from full, bytes (0: full).
     room: AtomicU64,
     /// Whether the sender holds frames back in its own queue.
     backlogged: AtomicBool,
@@ -164,7 +161,7 @@ impl ControllerShare {
     /// arrive, whatever waits in its buffer. A feeder that finds quinn's
     /// buffer dry while this holds was not starving the connection.
     pub fn window_full(&self) -> bool {
-        self.0.window_full.load(Ordering::Relaxed)
+        self.window_room() == 0
     }
 
     /// How far the connection's window, without credit, is from full now
@@ -316,7 +313,7 @@ impl DelayController {
     /// A controller for a path with this MTU.
     pub fn new(now: Instant, mtu: u16) -> DelayController {
         let mtu = u64::from(mtu);
-        DelayController {
+        let controller = DelayController {
             mtu,
             window: INITIAL_WINDOW_PACKETS * mtu,
             slow_start: true,
@@ -340,7 +337,10 @@ impl DelayController {
             bucket_start: now,
             in_flight: 0,
             share: ControllerShare::default(),
-        }
+        };
+        // The sender sees the initial window's room before the first send.
+        controller.publish_room();
+        controller
     }
 
     /// What this controller shares with its connection's sender (every
@@ -549,14 +549,13 @@ impl DelayController {
         };
     }
 
-    /// Tells the sender whether quinn may send another packet now (by the
-    /// window without credit, quinn's own rule: the bytes in flight plus a
-    /// whole segment must stay below it).
-    fn publish_window_full(&self) {
-        let window = self.current_window();
-        let full = self.in_flight + self.mtu >= window;
-        self.share.0.window_full.store(full, Ordering::Relaxed);
-        let room = window.saturating_sub(self.in_flight + self.mtu);
+    /// Tells the sender how far the window, without credit, is from full
+    /// (quinn's own rule: the bytes in flight plus a whole segment must
+    /// stay below it; 0: quinn may send no other packet now).
+    fn publish_room(&self) {
+        let room = self
+            .current_window()
+            .saturating_sub(self.in_flight + self.mtu);
         self.share.0.room.store(room, Ordering::Relaxed);
     }
 
@@ -592,7 +591,7 @@ impl Controller for DelayController {
     ) {
         self.lost(now, sent, is_persistent_congestion);
         self.in_flight = self.in_flight.saturating_sub(lost_bytes);
-        self.publish_window_full();
+        self.publish_room();
     }
 
     fn on_end_acks(
@@ -603,7 +602,7 @@ impl Controller for DelayController {
         _largest_packet_num_acked: Option<u64>,
     ) {
         self.in_flight = in_flight;
-        self.publish_window_full();
+        self.publish_room();
     }
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
@@ -614,7 +613,7 @@ impl Controller for DelayController {
     fn on_sent(&mut self, _now: Instant, bytes: u64, _last_packet_number: u64) {
         self.share.sent(bytes);
         self.in_flight += bytes;
-        self.publish_window_full();
+        self.publish_room();
     }
 
     fn window(&self) -> u64 {

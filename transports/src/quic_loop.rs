@@ -3,8 +3,8 @@
 //! socket with quinn-udp's batched receive (GRO) and segmented sends (GSO),
 //! a connection shared between its loop and whoever sends on it
 //! ([`LoopConn`], with the refill of its datagram buffer at a low-water
-//! mark between two sends), the wake-up list that tells the loop which connections
-//! to look at, and a control stream read and written through
+//! mark between two sends), the wake-up list that tells the loop which
+//! connections to look at, and a control stream read and written through
 //! `quinn_proto`'s stream API.
 
 use std::io::IoSliceMut;
@@ -112,12 +112,12 @@ impl Drain {
     /// Whether a buffer with `space` free bytes has drained to the mark;
     /// the mark is cleared then (one refill per mark).
     fn due(&self, space: usize) -> bool {
-        let at = self.at_space.load(Ordering::SeqCst);
-        if at == usize::MAX || space < at {
-            return false;
-        }
-        self.at_space.store(usize::MAX, Ordering::SeqCst);
-        true
+        // Cleared only if unchanged: a mark the sender sets meanwhile stays.
+        self.at_space
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |at| {
+                (at != usize::MAX && space >= at).then_some(usize::MAX)
+            })
+            .is_ok()
     }
 }
 

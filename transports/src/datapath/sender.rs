@@ -158,8 +158,7 @@ impl PeerSender {
         state.empty_space = conn.as_ref().map_or(0, |c| c.send_buffer_space());
         state.share = conn.as_ref().and_then(|c| c.controller_share());
         if let Some(conn) = &conn {
-            let me: Weak<dyn Refill> = Arc::downgrade(self) as Weak<dyn Refill>;
-            conn.set_pump(me);
+            conn.set_pump(Arc::downgrade(self) as Weak<dyn Refill>);
         }
         state.conn = conn;
         self.sync(&mut state);
