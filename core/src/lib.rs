@@ -11,6 +11,8 @@
 //!   and the frame log (commands and frames in with the time).
 //! - [`queue`]: the sans-IO egress scheduler in front of a QUIC connection
 //!   (FQ-CoDel or FIFO) and the feeder that keeps quinn's buffer short.
+//! - [`keyed_hash`]: the fast keyed hasher of per-frame tables (MAC
+//!   addresses, link ids).
 //! - [`routers`]: the built-in `switch` and `hub` routers.
 //! - [`runtime`]: the tokio runtime that drives ports and rooms.
 //! - [`testing`]: the pipeline harness and YAML pipeline tests.
@@ -18,6 +20,7 @@
 pub mod chunks;
 pub mod config;
 pub mod control;
+pub mod keyed_hash;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;

@@ -1,6 +1,6 @@
 //! The built-in routers: `switch` (MAC learning) and `hub` (flood).
 
-use std::collections::HashMap;
+use crate::keyed_hash::{KeyedMap, keyed_map_with_capacity};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ struct Learned {
 /// flooded to every link but the one it came in on.
 #[derive(Debug)]
 pub struct Switch {
-    table: HashMap<MacAddr, Learned>,
+    table: KeyedMap<MacAddr, Learned>,
     max_macs: usize,
     ageing: Duration,
     learn_refused: u64,
@@ -55,7 +55,7 @@ impl Switch {
     /// A switch with the given settings and an empty table.
     pub fn new(settings: SwitchSettings) -> Switch {
         Switch {
-            table: HashMap::with_capacity(settings.max_macs.min(1024)),
+            table: keyed_map_with_capacity(settings.max_macs.min(1024)),
             max_macs: settings.max_macs,
             ageing: settings.ageing.0,
             learn_refused: 0,

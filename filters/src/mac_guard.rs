@@ -10,7 +10,7 @@
 //! Decides on the L2 header only (validated by the pipeline), so it never
 //! meets a frame it cannot classify.
 
-use std::collections::HashMap;
+use lanparty_core::keyed_hash::{KeyedMap, keyed_map};
 
 use lanparty_core::config::{ConfigDuration, ConfigError, StageConfig};
 use lanparty_core::registry::{FilterFactory, filter_factory};
@@ -46,7 +46,7 @@ pub struct MacGuardSettings {
 pub struct MacGuard {
     max_macs: usize,
     ageing: std::time::Duration,
-    seen: HashMap<LinkId, HashMap<MacAddr, Timestamp>>,
+    seen: KeyedMap<LinkId, KeyedMap<MacAddr, Timestamp>>,
 }
 
 impl Filter for MacGuard {
@@ -104,7 +104,7 @@ fn build(config: &StageConfig) -> Result<FilterFactory, Vec<ConfigError>> {
     Ok(filter_factory(settings, |s| MacGuard {
         max_macs: s.max_macs,
         ageing: s.ageing.0,
-        seen: HashMap::new(),
+        seen: keyed_map(),
     }))
 }
 

@@ -9,7 +9,7 @@
 //! frame's L2 header is parsed once and its L3 facts at most once, and
 //! flooding a frame to N links clones a refcount N times.
 
-use std::collections::HashMap;
+use crate::keyed_hash::KeyedMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ pub struct Pipeline {
     last_tick: Option<Timestamp>,
     /// MACs owned by client links: an admitted player's MAC is theirs for
     /// as long as they are in the room, whatever any filter or router says.
-    owners: HashMap<MacAddr, LinkId>,
+    owners: KeyedMap<MacAddr, LinkId>,
     /// The egress drops of the last frame processed: (destination, where
     /// and why).
     egress_drops: Vec<(LinkId, Dropped)>,

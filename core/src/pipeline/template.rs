@@ -3,7 +3,6 @@
 //! [`PipelineTemplate`], which every new room instantiates. Configuration
 //! in, a template out; nothing per frame happens here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use figment::Figment;
@@ -245,7 +244,7 @@ impl PipelineTemplate {
             destinations: Vec::new(),
             delivered: 0,
             last_tick: None,
-            owners: HashMap::new(),
+            owners: crate::keyed_hash::keyed_map(),
             egress_drops: Vec::new(),
         }
     }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::CapturedFrame;
 use crate::room::{FRAME_LOG, FrameTap, LinkSink, Room, RoomCommand, RoomStats, Tapped};
 use crate::stage::LinkId;
-use crate::time::Clock;
+use crate::time::{Clock, Timestamp};
 
 /// What the room table sends a room's task.
 #[derive(Debug)]
@@ -123,6 +123,9 @@ pub(super) struct RoomCore {
     frames: mpsc::Receiver<(LinkId, Bytes)>,
     /// False once the room table dropped the room.
     open: bool,
+    /// The time of the batch of direct frames being processed: one clock
+    /// read per batch, not per frame (a batch takes microseconds).
+    batch_now: Option<Timestamp>,
 }
 
 impl RoomCore {
@@ -144,6 +147,7 @@ impl RoomCore {
             control,
             frames,
             open: true,
+            batch_now: None,
         }
     }
 
@@ -172,7 +176,7 @@ impl RoomCore {
 
     /// Processes up to `limit` queued frames; true when the queue is empty
     /// afterwards.
-    fn drain_queue(&mut self, now: crate::time::Timestamp, log_frames: bool, limit: usize) -> bool {
+    fn drain_queue(&mut self, now: Timestamp, log_frames: bool, limit: usize) -> bool {
         for _ in 0..limit {
             match self.frames.try_recv() {
                 Ok((link, frame)) => {
@@ -192,7 +196,11 @@ impl RoomCore {
         if !self.open {
             return Direct::Closed;
         }
-        let now = self.clock.now();
+        let now = match (flush, self.batch_now) {
+            (false, Some(now)) => now,
+            (false, None) => *self.batch_now.insert(self.clock.now()),
+            (true, _) => self.clock.now(),
+        };
         let log_frames = frame_logs_enabled();
         if !self.drain_queue(now, log_frames, self.batch_limit) {
             self.room.flush();
@@ -206,7 +214,8 @@ impl RoomCore {
     }
 
     /// Ends a batch of direct frames.
-    pub(super) fn flush(&self) {
+    pub(super) fn flush(&mut self) {
+        self.batch_now = None;
         self.room.flush();
     }
 

@@ -11,7 +11,9 @@
 //! runtime, a hello's decision, a seat's watcher) reach a connection
 //! through its lock or the loop's command queue and wake the loop.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use lanparty_core::keyed_hash::{KeyedMap, keyed_map};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -56,7 +58,7 @@ pub(super) struct Driver {
     endpoint: Endpoint,
     io: Io,
     rx: RecvBuffers,
-    conns: HashMap<ConnectionHandle, Entry>,
+    conns: KeyedMap<ConnectionHandle, Entry>,
     timers: BTreeSet<(Instant, usize)>,
     wake: Arc<Wake>,
     commands: mpsc::Sender<Command>,
@@ -96,7 +98,7 @@ impl Driver {
             endpoint,
             io,
             rx,
-            conns: HashMap::new(),
+            conns: keyed_map(),
             timers: BTreeSet::new(),
             wake: Arc::new(Wake::default()),
             commands,
