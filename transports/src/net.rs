@@ -19,10 +19,15 @@ pub const DEFAULT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// whole from the start; larger frames go in fragments.
 pub const DEFAULT_INITIAL_MTU: u16 = 1452;
 
+/// Default `compress_below_mbps`: well above a player's uplink or a slow
+/// downlink, where every byte counts; below the rates where the relay's
+/// CPU is what limits a transfer.
+pub const DEFAULT_COMPRESS_BELOW_MBPS: u32 = 200;
+
 /// Declares a QUIC port's settings struct (put `#[stage_kind]` on it): the
 /// fields as written, then the connection keys both QUIC ports have —
 /// `idle_timeout`, `socket_buffer`, `initial_mtu`, `congestion`, `queue`,
-/// `header_compression`, declared here once.
+/// `header_compression`, `compress_below_mbps`, declared here once.
 macro_rules! connection_settings {
     ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
@@ -56,6 +61,12 @@ macro_rules! connection_settings {
             /// the other end agrees; off on either end turns it off.
             #[key(default = true)]
             pub header_compression: bool,
+            /// Header compression only while the connection delivers less
+            /// than this many Mbit/s: on a faster path the CPU to rebuild
+            /// and re-compress every frame costs more than the 2.4 % of
+            /// bytes it saves (0: at every rate).
+            #[key(default = $crate::net::DEFAULT_COMPRESS_BELOW_MBPS, shown = "200")]
+            pub compress_below_mbps: u32,
         }
     };
 }

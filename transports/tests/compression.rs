@@ -1,7 +1,8 @@
 //! In-process QUIC: header compression between peers and the relay.
 //! Repeated flows cross the relay compressed on both hops and arrive byte
-//! for byte; either end can turn it off; hostile installs and compressed
-//! frames are dropped and counted while honest peers carry on.
+//! for byte; either end can turn it off; a fast connection sends whole
+//! frames; hostile installs and compressed frames are dropped and counted
+//! while honest peers carry on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,6 +87,43 @@ async fn repeated_flows_cross_the_relay_compressed_and_unchanged() {
             "{who}: {s:?}"
         );
     }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_connection_sends_headers_whole() {
+    let dir = TempDir::new();
+    // The relay compresses only below 1 Mbit/s; the peers at any rate.
+    let relay = Relay::start(&dir, 0, "compress_below_mbps: 1").await;
+    let (ma, mb) = (mac(1), mac(2));
+    let a = Peer::join(&relay, "R", "client", ma).await;
+    let mut b = Peer::join(&relay, "R", "client", mb).await;
+    // One TCP flow, as fast as it goes: several MB/s through the relay.
+    let payload = vec![7u8; 1200];
+    let frame = frames::tcp_segment(mb, ma, Tags::None, false, false, true, None, &payload);
+    let mut arrived = 0;
+    for _ in 0..20 {
+        for _ in 0..200 {
+            a.send(frame.clone());
+        }
+        for got in b.drain(Duration::from_millis(50)).await {
+            assert_eq!(&got[..], &frame[..], "arrives unchanged");
+            arrived += 1;
+        }
+    }
+    let (r, sa) = (
+        relay.counters.datapath.snapshot(),
+        a.counters.datapath.snapshot(),
+    );
+    assert!(arrived > 2000, "most of 4000 frames arrive: {arrived}");
+    // A (no mark) compresses the flow; the relay, measuring its path to B
+    // far above 1 Mbit/s, forwards it whole once it has measured that
+    // (500 of 4000 frames went compressed before, in the first run).
+    assert!(sa.compressed_out > 3000, "A compresses: {sa:?}");
+    assert!(
+        r.compressed_out < r.compressed_in / 2 && r.compressed_in > 3000,
+        "the relay rebuilds A's frames and sends them whole: {r:?}"
+    );
     relay.stop().await;
 }
 

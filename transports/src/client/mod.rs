@@ -443,7 +443,10 @@ impl QuicClient {
                         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
                         sender.set_connection(Some(conn.clone()));
                         welcome.header_compression &= self.settings.header_compression;
-                        sender.compress(welcome.header_compression);
+                        sender.compress(
+                            welcome.header_compression,
+                            self.settings.compress_below_mbps,
+                        );
                         status.connected(conn.clone(), welcome);
                         let d = data.insert(DataPath::new(
                             reassembly_limits(welcome.mtu),

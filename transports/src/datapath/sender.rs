@@ -44,6 +44,9 @@ struct SenderState {
     /// Header compression's contexts towards this peer, when both ends
     /// agreed to it on this connection.
     compressor: Option<Compressor>,
+    /// Whether frames are compressed now: only while the connection is
+    /// slower than `compress_below` ([`CompressGate`]).
+    compress_gate: CompressGate,
     queue: Scheduler,
     feeder: Feeder,
     /// quinn's free datagram buffer space when it holds nothing.
@@ -78,6 +81,7 @@ impl PeerSender {
                 conn: None,
                 encoder: DatagramEncoder::default(),
                 compressor: None,
+                compress_gate: CompressGate::new(0),
                 queue: Scheduler::new(settings, MAX_FRAME),
                 feeder: new_feeder(settings.quic_buffer.0),
                 empty_space: 0,
@@ -120,9 +124,12 @@ impl PeerSender {
     }
 
     /// Compresses headers on this connection from now on (both ends
-    /// agreed), or not; a new connection starts without.
-    pub fn compress(&self, on: bool) {
-        self.lock().compressor = on.then(Compressor::default);
+    /// agreed), or not; a new connection starts without. Only while the
+    /// connection delivers less than `below_mbps` Mbit/s (0: at any rate).
+    pub fn compress(&self, on: bool, below_mbps: u32) {
+        let mut state = self.lock();
+        state.compressor = on.then(Compressor::default);
+        state.compress_gate = CompressGate::new(below_mbps);
     }
 
     /// The peer took the install of compression context `slot` at
@@ -177,13 +184,18 @@ impl PeerSender {
     /// measured).
     pub fn queue_status(&self) -> (QueueStats, u64) {
         let state = self.lock();
-        // A window-bound sender keeps quinn's buffer below the feeder's
-        // allowance, so the feeder seldom measures; the controller always does.
-        let rate = state
+        (state.queue.stats(), Self::send_rate(&state) as u64)
+    }
+
+    /// The connection's delivery rate in bytes per second (0 until
+    /// measured): its controller's when it shares one — a window-bound
+    /// sender keeps quinn's buffer below the feeder's allowance, so the
+    /// feeder seldom measures — else the feeder's.
+    fn send_rate(state: &SenderState) -> f64 {
+        state
             .share
             .as_ref()
-            .map_or(state.feeder.rate(), |s| s.delivery_rate());
-        (state.queue.stats(), rate as u64)
+            .map_or(state.feeder.rate(), |s| s.delivery_rate())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SenderState> {
@@ -225,12 +237,14 @@ impl PeerSender {
     /// Hands one frame to the connection (the feeder said there is room):
     /// in one datagram when it fits, else in as few fragments as the path's
     /// datagram size allows.
-    fn push(&self, state: &mut SenderState, frame: &[u8]) -> bool {
+    fn push(&self, state: &mut SenderState, frame: &[u8], now: Timestamp) -> bool {
         let counters = &*self.counters;
+        let rate = Self::send_rate(state);
         let SenderState {
             conn,
             encoder,
             compressor,
+            compress_gate,
             feeder,
             next_frame_id,
             max_datagram,
@@ -244,9 +258,10 @@ impl PeerSender {
             return self.drop_frame(&counters.too_large);
         };
         let sent = if count == 1 {
-            let encoding = compressor
-                .as_mut()
-                .map_or(Encoding::Plain, |c| c.plan(frame, self.clock.now()));
+            let encoding = match compressor.as_mut() {
+                Some(c) if compress_gate.open(rate) => c.plan(frame, now),
+                _ => Encoding::Plain,
+            };
             let datagram = match (encoding, compressor.as_ref()) {
                 (Encoding::Compressed { slot, .. }, Some(c)) => {
                     bump(&counters.compressed_out);
@@ -343,6 +358,8 @@ impl PeerSender {
     /// how long to sleep before looking again (`None`: the queue is empty).
     fn pump_once(&self) -> Option<Duration> {
         let mut state = self.lock();
+        // One clock read for the whole round: it takes microseconds.
+        let now = self.clock.now();
         let result = loop {
             if state.queue.is_empty() {
                 state.pump = Pump::Idle;
@@ -353,12 +370,11 @@ impl PeerSender {
                 state.pump = Pump::Idle;
                 break None;
             }
-            let now = self.clock.now();
             let occupancy = Self::occupancy(&state);
             match Self::decide(&mut state, now, occupancy) {
                 Feed::Push => {
                     if let Some(frame) = state.queue.dequeue(now) {
-                        self.push(&mut state, &frame);
+                        self.push(&mut state, &frame, now);
                     }
                 }
                 Feed::Wait(wait) => {
@@ -369,6 +385,42 @@ impl PeerSender {
         };
         self.sync(&mut state);
         result
+    }
+}
+
+/// Header compression by the connection's rate: it pays where bytes are
+/// scarce, and costs where the CPU is — on a fast path, rebuilding and
+/// re-compressing every frame (a copy of each at the receiver, the relay's
+/// pipeline in between) takes more than the 2.4 % of bytes it saves.
+/// Closes above `below` and opens again under 4/5 of it, so that a rate
+/// near the mark does not switch at every frame.
+#[derive(Debug, Clone, Copy)]
+struct CompressGate {
+    /// Bytes per second (`f64::INFINITY`: at every rate).
+    below: f64,
+    open: bool,
+}
+
+impl CompressGate {
+    /// A gate for `below_mbps` Mbit/s (0: always open).
+    fn new(below_mbps: u32) -> CompressGate {
+        CompressGate {
+            below: match below_mbps {
+                0 => f64::INFINITY,
+                mbps => f64::from(mbps) * 1e6 / 8.0,
+            },
+            open: true,
+        }
+    }
+
+    /// Whether to compress at `rate` bytes per second.
+    fn open(&mut self, rate: f64) -> bool {
+        if self.open && rate > self.below {
+            self.open = false;
+        } else if !self.open && rate < self.below * 0.8 {
+            self.open = true;
+        }
+        self.open
     }
 }
 
@@ -443,7 +495,7 @@ impl LinkSink for PeerSender {
         let idle = state.queue.is_empty();
         if idle && Self::decide(&mut state, now, occupancy) == Feed::Push {
             // Straight to the connection: the path keeps up.
-            return self.push(&mut state, &frame);
+            return self.push(&mut state, &frame, now);
         }
         // A sparse flow's frame, which fq-codel would send first anyway,
         // does not wait for the pump's next wake-up; while other flows are
@@ -471,7 +523,7 @@ impl LinkSink for PeerSender {
                 credit.grant(bytes as u64);
                 state.feeder.emptied_on_purpose();
             }
-            return self.push(&mut state, &frame);
+            return self.push(&mut state, &frame, now);
         }
         state.queue.enqueue(now, frame);
         Self::refill_at_mark(&state);
@@ -483,5 +535,29 @@ impl LinkSink for PeerSender {
             self.wake.notify_one();
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CompressGate;
+
+    const MBIT: f64 = 1e6 / 8.0;
+
+    #[test]
+    fn compression_stops_above_the_mark_and_resumes_well_below_it() {
+        let mut gate = CompressGate::new(200);
+        assert!(gate.open(0.0), "unmeasured: compress");
+        assert!(gate.open(150.0 * MBIT));
+        assert!(!gate.open(250.0 * MBIT), "faster than 200 Mbit/s: whole");
+        assert!(!gate.open(190.0 * MBIT), "just under the mark: still whole");
+        assert!(gate.open(150.0 * MBIT), "under 4/5 of it: compressed again");
+        assert!(gate.open(199.0 * MBIT));
+    }
+
+    #[test]
+    fn zero_compresses_at_every_rate() {
+        let mut gate = CompressGate::new(0);
+        assert!(gate.open(100e9));
     }
 }

@@ -391,7 +391,7 @@ async fn decide(
         hello.datagram_budget as usize,
     );
     let compression = hello.header_compression && shared.settings.header_compression;
-    sender.compress(compression);
+    sender.compress(compression, shared.settings.compress_below_mbps);
     let link = shared.ctx.attach(
         &hello.room,
         LinkSpec {
