@@ -6,16 +6,42 @@
 //! TCP MSS clamp.
 
 /// Adds `data` as big-endian 16-bit words to `acc` (an odd last byte is
-/// padded with zero).
-pub fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for pair in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+/// padded with zero), in one's complement: the result is what the word by
+/// word sum would [`fold`] to, not necessarily the same number.
+///
+/// Eight bytes at a time: the one's complement sum of 16-bit words is the
+/// same whatever the grouping and byte order, up to one byte swap at the
+/// end (RFC 1071 §2), so the words are added as native 32-bit halves of
+/// 64-bit reads into a 64-bit accumulator (no carry lost below 2^32
+/// words) and folded once. A super-packet's segments and every UDP
+/// datagram of a flood are summed here.
+pub fn sum(data: &[u8], acc: u32) -> u32 {
+    let mut wide: u64 = 0;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        wide += (w & 0xffff_ffff) + (w >> 32);
     }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
+    let rest = words.remainder();
+    // 64 → 16 bits with end-around carries, still in native byte order.
+    let mut folded = (wide & 0xffff_ffff) + (wide >> 32);
+    while folded >> 16 != 0 {
+        folded = (folded & 0xffff) + (folded >> 16);
     }
-    acc
+    // Read as big-endian words, the same bytes sum to the swapped value.
+    let mut acc = u64::from(acc) + u64::from(u16::from_be(folded as u16));
+    // Fewer than eight bytes left, at an even offset: word by word.
+    let mut pairs = rest.chunks_exact(2);
+    for pair in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    while acc >> 32 != 0 {
+        acc = (acc & 0xffff_ffff) + (acc >> 32);
+    }
+    acc as u32
 }
 
 /// Folds a sum into the one's complement checksum.
@@ -73,6 +99,46 @@ pub fn with_word(frame: &[u8], field: usize, value: u16, checksum_at: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_sum_folds_like_the_word_by_word_sum() {
+        // RFC 1071's definition, one big-endian word at a time.
+        fn reference(data: &[u8], mut acc: u64) -> u16 {
+            let mut pairs = data.chunks_exact(2);
+            for pair in &mut pairs {
+                acc += u64::from(u16::from_be_bytes([pair[0], pair[1]]));
+            }
+            if let [last] = pairs.remainder() {
+                acc += u64::from(*last) << 8;
+            }
+            while acc >> 16 != 0 {
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            !(acc as u16)
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut data = vec![0u8; 70_000];
+        for len in (0..200).chain([1399, 1400, 1401, 9000, 65_535, 70_000]) {
+            for _ in 0..20 {
+                data[..len].iter_mut().for_each(|b| *b = next() as u8);
+                let acc = (next() & 0x3_ffff) as u32;
+                assert_eq!(
+                    fold(sum(&data[..len], acc)),
+                    reference(&data[..len], u64::from(acc)),
+                    "{len} bytes"
+                );
+            }
+        }
+        // All ones: every carry taken.
+        data.fill(0xff);
+        assert_eq!(fold(sum(&data, 0xffff_ffff)), reference(&data, 0xffff_ffff));
+    }
 
     #[test]
     fn update_matches_rfc1624_examples() {
