@@ -234,6 +234,7 @@ mod tests {
             send: SendReport {
                 queue: Default::default(),
                 send_rate: 0,
+                compressing: false,
             },
         };
         let relay = ServerReport {

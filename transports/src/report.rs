@@ -58,6 +58,10 @@ pub struct SendReport {
     /// delivery rate, or (other controllers) the feeder's measurement of
     /// how fast quinn drains its buffer.
     pub send_rate: u64,
+    /// Whether frames go out header-compressed now: both ends agreed and
+    /// the connection is slower than `compress_below_mbps`.
+    #[serde(default)]
+    pub compressing: bool,
 }
 
 /// One admitted peer of the relay.

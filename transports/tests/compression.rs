@@ -124,6 +124,17 @@ async fn a_fast_connection_sends_headers_whole() {
         r.compressed_out < r.compressed_in / 2 && r.compressed_in > 3000,
         "the relay rebuilds A's frames and sends them whole: {r:?}"
     );
+    // Status says so per peer: towards B not now, towards A (nothing
+    // fast went that way) still.
+    let status = relay.status();
+    let compressing = |m: MacAddr| {
+        status["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["mac"] == m.to_string()))
+            .map(|p| p["compressing"].clone())
+    };
+    assert_eq!(compressing(mb), Some(false.into()), "{status}");
+    assert_eq!(compressing(ma), Some(true.into()), "{status}");
     relay.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! What a client shows: its session in `lanparty status` and its metrics.
 
 use super::*;
-use crate::report::{CLIENT_KIND, ClientReport, ClientState, SendReport, SessionReport};
+use crate::report::{CLIENT_KIND, ClientReport, ClientState, SessionReport};
 
 /// The session as `lanparty status` shows it.
 #[derive(Default)]
@@ -40,7 +40,6 @@ impl StatusSource for ClientStatus {
     fn status(&self) -> serde_json::Value {
         let state = self.lock();
         let sessions = self.counters.sessions.load(Ordering::Relaxed);
-        let (queue, send_rate) = self.sender.queue_status();
         let session = state.live.as_ref().map(|(conn, w, since)| SessionReport {
             peer_id: w.peer_id.0,
             room_id: w.room_id,
@@ -66,7 +65,7 @@ impl StatusSource for ClientStatus {
             reconnects: sessions.saturating_sub(1),
             failed_attempts: self.counters.failed_attempts.load(Ordering::Relaxed),
             datapath: self.counters.datapath.snapshot(),
-            send: SendReport { queue, send_rate },
+            send: self.sender.send_report(),
         };
         serde_json::to_value(report).unwrap_or_default()
     }

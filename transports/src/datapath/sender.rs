@@ -179,12 +179,15 @@ impl PeerSender {
         (g(&self.frames_tx), g(&self.bytes_tx), g(&self.dropped))
     }
 
-    /// The queue's counters and backlog now, and the send rate in bytes
-    /// per second ([`crate::report::SendReport::send_rate`]; 0 until
-    /// measured).
-    pub fn queue_status(&self) -> (QueueStats, u64) {
+    /// The queue's counters and backlog now, the send rate in bytes per
+    /// second (0 until measured) and whether frames go out compressed.
+    pub fn send_report(&self) -> crate::report::SendReport {
         let state = self.lock();
-        (state.queue.stats(), Self::send_rate(&state) as u64)
+        crate::report::SendReport {
+            queue: state.queue.stats(),
+            send_rate: Self::send_rate(&state) as u64,
+            compressing: state.compressor.is_some() && state.compress_gate.open,
+        }
     }
 
     /// The connection's delivery rate in bytes per second (0 until

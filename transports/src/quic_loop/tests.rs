@@ -199,7 +199,7 @@ async fn the_loop_refills_quinns_buffer_from_the_queue_as_it_sends() {
     for seq in 0..FRAMES {
         assert!(sender.deliver(frame(seq as u16)));
     }
-    let (queued, _) = sender.queue_status();
+    let queued = sender.send_report().queue;
     assert!(
         queued.backlog_frames > 100,
         "most frames wait in the queue: {queued:?}"
@@ -220,7 +220,7 @@ async fn the_loop_refills_quinns_buffer_from_the_queue_as_it_sends() {
         (0..FRAMES as u16).collect::<Vec<_>>(),
         "every frame, in order"
     );
-    let (queued, _) = sender.queue_status();
+    let queued = sender.send_report().queue;
     assert_eq!(queued.backlog_frames, 0);
 }
 

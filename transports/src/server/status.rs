@@ -8,7 +8,7 @@ use lanparty_core::runtime::{Metrics, StatusSource};
 
 use super::Shared;
 use crate::datapath::datapath_metrics;
-use crate::report::{PeerReport, SERVER_KIND, SendReport, ServerReport};
+use crate::report::{PeerReport, SERVER_KIND, ServerReport};
 
 impl StatusSource for Shared {
     fn status(&self) -> serde_json::Value {
@@ -17,7 +17,6 @@ impl StatusSource for Shared {
             .iter()
             .map(|(id, p)| {
                 let (frames_tx, bytes_tx, dropped_tx) = p.sender.totals();
-                let (queue, send_rate) = p.sender.queue_status();
                 PeerReport {
                     peer_id: id.0,
                     room: p.room.clone(),
@@ -30,7 +29,7 @@ impl StatusSource for Shared {
                     frames_tx,
                     bytes_tx,
                     dropped_tx,
-                    send: SendReport { queue, send_rate },
+                    send: p.sender.send_report(),
                 }
             })
             .collect();
