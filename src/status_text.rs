@@ -6,7 +6,7 @@ use lanparty_core::room::RoomStats;
 use lanparty_core::runtime::{NodeReport, STATUS_VERSION};
 use lanparty_transports::datapath::DatapathSnapshot;
 use lanparty_transports::report::{
-    CLIENT_KIND, ClientReport, ClientState, SERVER_KIND, ServerReport,
+    CLIENT_KIND, ClientReport, ClientState, SERVER_KIND, SendReport, ServerReport,
 };
 use serde_json::Value;
 
@@ -97,6 +97,7 @@ fn server(s: &ServerReport) -> String {
             p.bytes_tx,
             p.dropped_tx
         );
+        out += &sending(&p.send);
         if loops {
             out += &format!("    loop: {}\n", p.loop_index);
         }
@@ -125,11 +126,23 @@ fn client(c: &ClientReport) -> String {
                 duration(s.uptime_s),
                 if s.header_compression { "on" } else { "off" }
             );
+            out += &sending(&c.send);
         }
         (None, Some(e)) => out += &format!("  last error: {e}\n"),
         (None, None) => {}
     }
     out + &datapath(&c.datapath)
+}
+
+/// A connection's sending side: its rate now, and whether its frames go
+/// out header-compressed (the gate of `compress_below_mbps`).
+fn sending(s: &SendReport) -> String {
+    format!(
+        "    sending: {:.1} Mbit/s  headers: {}  queued: {} frames\n",
+        s.send_rate as f64 * 8.0 / 1e6,
+        if s.compressing { "compressed" } else { "whole" },
+        s.queue.backlog_frames
+    )
 }
 
 /// The data path's traffic counters of a QUIC port.
@@ -257,6 +270,10 @@ mod tests {
         let text = server(&relay);
         assert!(text.contains("loops: 2 (one per runtime thread)"), "{text}");
         assert!(text.contains("    loop: 1\n"), "{text}");
+        assert!(
+            text.contains("    sending: 0.0 Mbit/s  headers: whole  queued: 0 frames\n"),
+            "{text}"
+        );
         let one = ServerReport { loops: 1, ..relay };
         assert!(
             !server(&one).contains("loop"),
