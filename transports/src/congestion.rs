@@ -173,6 +173,13 @@ impl ControllerShare {
         self.0.room.load(Ordering::Relaxed)
     }
 
+    /// Whether the window can send more than the `buffered` bytes already
+    /// waiting in quinn's buffer: a frame added now leaves at once instead
+    /// of waiting there for acknowledgements.
+    pub fn sends_beyond(&self, buffered: usize) -> bool {
+        (buffered as u64) < self.window_room()
+    }
+
     /// Tells the controller whether the sender holds frames back in its
     /// own queue (its feeder keeps quinn's buffer short on purpose). quinn
     /// then often finds its buffer empty and calls packets

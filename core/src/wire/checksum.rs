@@ -23,13 +23,10 @@ pub fn sum(data: &[u8], acc: u32) -> u32 {
         wide += (w & 0xffff_ffff) + (w >> 32);
     }
     let rest = words.remainder();
-    // 64 → 16 bits with end-around carries, still in native byte order.
-    let mut folded = (wide & 0xffff_ffff) + (wide >> 32);
-    while folded >> 16 != 0 {
-        folded = (folded & 0xffff) + (folded >> 16);
-    }
-    // Read as big-endian words, the same bytes sum to the swapped value.
-    let mut acc = u64::from(acc) + u64::from(u16::from_be(folded as u16));
+    // Folded to 16 bits, still in native byte order; read as big-endian
+    // words, the same bytes sum to the swapped value.
+    let native = !fold(fold_to_32(wide));
+    let mut acc = u64::from(acc) + u64::from(u16::from_be(native));
     // Fewer than eight bytes left, at an even offset: word by word.
     let mut pairs = rest.chunks_exact(2);
     for pair in &mut pairs {
@@ -38,6 +35,11 @@ pub fn sum(data: &[u8], acc: u32) -> u32 {
     if let [last] = pairs.remainder() {
         acc += u64::from(*last) << 8;
     }
+    fold_to_32(acc)
+}
+
+/// A 64-bit one's complement sum in 32 bits (end-around carries).
+fn fold_to_32(mut acc: u64) -> u32 {
     while acc >> 32 != 0 {
         acc = (acc & 0xffff_ffff) + (acc >> 32);
     }

@@ -327,7 +327,7 @@ impl PeerSender {
         match state.feeder.decide(now, occupancy) {
             // What the window cannot send now waits here, not in quinn's
             // buffer, where every later frame would wait behind it.
-            Feed::Push if occupancy >= share.window_room() as usize => {
+            Feed::Push if !share.sends_beyond(occupancy) => {
                 share.set_window_bound(true);
                 Feed::Wait(lanparty_core::queue::feed::MIN_WAIT)
             }
@@ -513,7 +513,7 @@ impl LinkSink for PeerSender {
             || state
                 .share
                 .as_ref()
-                .is_none_or(|s| occupancy < s.window_room() as usize);
+                .is_none_or(|s| s.sends_beyond(occupancy));
         if window_open
             && state.queue.flow_is_idle(&frame)
             && state.feeder.may_bypass(occupancy, slack)
