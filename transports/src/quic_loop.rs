@@ -224,6 +224,13 @@ impl LoopConn {
         self.lock().datagrams().send_buffer_space()
     }
 
+    /// [`LoopConn::send_buffer_space`] and the path's remote address, in
+    /// one look.
+    pub fn send_buffer_space_and_remote(&self) -> (usize, SocketAddr) {
+        let mut c = self.lock();
+        (c.datagrams().send_buffer_space(), c.remote_address())
+    }
+
     /// `pump` feeds this connection's datagram buffer: the loop calls it
     /// at the mark [`LoopConn::refill_at_space`] sets.
     pub fn set_pump(&self, pump: std::sync::Weak<dyn Refill>) {

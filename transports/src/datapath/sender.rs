@@ -1,6 +1,8 @@
 //! The room → peer direction: the sender with its egress scheduler, the
 //! pump that feeds quinn, and the window credit for sparse frames.
 
+use std::net::SocketAddr;
+
 use lanparty_core::wire::mtu;
 
 use super::*;
@@ -66,6 +68,12 @@ struct SenderState {
     /// theirs, and the delivery rate, which bounds how far the feeder lets
     /// quinn's buffer grow.
     share: Option<ControllerShare>,
+    /// The path's remote address when `share` was taken. quinn gives a
+    /// path a new controller when the peer's address changes (it keeps
+    /// the old one only for a plain IPv4 address whose IP stays, so never
+    /// on a relay listening on `[::]`); the share is then taken again, or
+    /// the sender would read a window that no longer moves.
+    share_remote: Option<SocketAddr>,
 }
 
 /// Bytes of quinn's datagram send buffer (`datagram_send_buffer_size`):
@@ -90,6 +98,7 @@ impl PeerSender {
                 pump: Pump::Idle,
                 synced: QueueStats::default(),
                 share: None,
+                share_remote: None,
             }),
             counters,
             quic_buffer: settings.quic_buffer.0,
@@ -164,6 +173,7 @@ impl PeerSender {
         state.feeder = new_feeder(self.quic_buffer);
         state.empty_space = conn.as_ref().map_or(0, |c| c.send_buffer_space());
         state.share = conn.as_ref().and_then(|c| c.controller_share());
+        state.share_remote = conn.as_ref().map(|c| c.remote());
         if let Some(conn) = &conn {
             conn.set_pump(Arc::downgrade(self) as Weak<dyn Refill>);
         }
@@ -339,11 +349,22 @@ impl PeerSender {
         }
     }
 
-    /// Bytes waiting in quinn's datagram buffer.
-    fn occupancy(state: &SenderState) -> usize {
-        state.conn.as_ref().map_or(0, |c| {
-            state.empty_space.saturating_sub(c.send_buffer_space())
-        })
+    /// Bytes waiting in quinn's datagram buffer. Also follows the
+    /// connection to the new controller of a changed path
+    /// (`share_remote`).
+    fn occupancy(state: &mut SenderState) -> usize {
+        let Some(conn) = &state.conn else {
+            return 0;
+        };
+        let (space, remote) = conn.send_buffer_space_and_remote();
+        if state.share_remote != Some(remote) {
+            if let Some(old) = state.share_remote {
+                tracing::debug!(%old, new = %remote, "the peer's address changed: following the new path's controller");
+            }
+            state.share = conn.controller_share();
+            state.share_remote = Some(remote);
+        }
+        state.empty_space.saturating_sub(space)
     }
 
     /// Has the connection's loop refill quinn's buffer from the queue when
@@ -373,7 +394,7 @@ impl PeerSender {
                 state.pump = Pump::Idle;
                 break None;
             }
-            let occupancy = Self::occupancy(&state);
+            let occupancy = Self::occupancy(&mut state);
             match Self::decide(&mut state, now, occupancy) {
                 Feed::Push => {
                     if let Some(frame) = state.queue.dequeue(now) {
@@ -494,7 +515,7 @@ impl LinkSink for PeerSender {
             return self.drop_frame(&self.counters.not_connected);
         }
         let now = self.clock.now();
-        let occupancy = Self::occupancy(&state);
+        let occupancy = Self::occupancy(&mut state);
         let idle = state.queue.is_empty();
         if idle && Self::decide(&mut state, now, occupancy) == Feed::Push {
             // Straight to the connection: the path keeps up.

@@ -92,7 +92,13 @@ pub struct Relay {
 impl Relay {
     /// Starts a relay on `port` (0: a free one) with its TLS files in `dir`.
     pub async fn start(dir: &TempDir, port: u16, extra: &str) -> Relay {
-        Relay::start_with_policies(dir, port, extra, PolicyStore::none()).await
+        Relay::start_with_policies(dir, "127.0.0.1", port, extra, PolicyStore::none()).await
+    }
+
+    /// A relay listening on `[::]` as the shipped one does (IPv4 peers
+    /// reach it at 127.0.0.1 and it sees them as `::ffff:127.0.0.1`).
+    pub async fn dual_stack(dir: &TempDir, extra: &str) -> Relay {
+        Relay::start_with_policies(dir, "[::]", 0, extra, PolicyStore::none()).await
     }
 
     /// A relay with room policies from `rooms` (a `rooms:` section in YAML)
@@ -108,7 +114,7 @@ impl Relay {
                 .extract()
                 .unwrap();
         let store = PolicyStore::new(&section, template);
-        Relay::start_with_policies(dir, 0, extra, store).await
+        Relay::start_with_policies(dir, "127.0.0.1", 0, extra, store).await
     }
 
     /// Reads the policy folder again and applies what changed.
@@ -120,13 +126,14 @@ impl Relay {
 
     async fn start_with_policies(
         dir: &TempDir,
+        host: &str,
         port: u16,
         extra: &str,
         policies: Arc<PolicyStore>,
     ) -> Relay {
         let port = if port == 0 { free_port() } else { port };
         let yaml = format!(
-            "listen: 127.0.0.1:{port}\nself_signed_dir: {}\n{extra}",
+            "listen: \"{host}:{port}\"\nself_signed_dir: {}\n{extra}",
             dir.0.join("tls").display()
         );
         let config = StageConfig::from_yaml("quic-server", &yaml).unwrap();
