@@ -300,6 +300,10 @@ pub struct DelayController {
     delay_trusted: bool,
     /// The last round's standing RTT.
     standing: Duration,
+    /// While the window shrinks: the lowest standing RTT of the run so
+    /// far, the rounds since it last fell and the delivery rate when the
+    /// run began ([`DelayController::drains`]).
+    shrinking: Option<(Duration, u32, f64)>,
     /// The best delivery rate over [`RATE_ROUNDS`] consecutive rounds per
     /// [`RATE_BUCKET`], newest last.
     buckets: [f64; RATE_BUCKETS],
@@ -312,6 +316,13 @@ pub struct DelayController {
     /// is full for it.
     share: ControllerShare,
 }
+
+/// Rounds of a shrinking window without a lower standing RTT after which
+/// the delay is taken for the sender's own, if the delivery rate also fell
+/// below [`UNDRAINED_RATE`] of what it was when the shrinking began.
+pub const UNDRAINED_ROUNDS: u32 = 2;
+/// See [`UNDRAINED_ROUNDS`].
+pub const UNDRAINED_RATE: f64 = 0.5;
 
 /// The shortest measuring round (timers and ACKs are no finer).
 pub const MIN_ROUND: Duration = Duration::from_millis(1);
@@ -333,6 +344,7 @@ impl DelayController {
             round_idle: true,
             idle_since: None,
             above_target: false,
+            shrinking: None,
             round: Span::default(),
             spans: [Span::default(); RATE_ROUNDS],
             next_rate: 0,
@@ -414,13 +426,29 @@ impl DelayController {
     /// about that ACK delay) — or over the standing RTT while the delay is
     /// known to be the sender's own.
     pub fn rate_floor(&self) -> u64 {
-        let path = self.base.unwrap_or_default() + crate::net::MAX_ACK_DELAY;
+        let rate = self.long_max_rate();
+        let path = self.base.unwrap_or_default() + self.ack_delay_at(rate);
         let span = if self.delay_trusted {
             path
         } else {
             self.standing.max(path)
         };
-        ((self.long_max_rate() * span.as_secs_f64()) as u64).max(MIN_WINDOW_PACKETS * self.mtu)
+        ((rate * span.as_secs_f64()) as u64).max(MIN_WINDOW_PACKETS * self.mtu)
+    }
+
+    /// The longest the peer holds an ACK back at `rate` bytes per second:
+    /// it acknowledges once more than [`crate::net::ACK_ELICITING_THRESHOLD`]
+    /// packets have arrived, or after [`crate::net::MAX_ACK_DELAY`] when
+    /// fewer do — on a fast path the packets come first (a 1.3 Gbit/s flow
+    /// is acknowledged every ~0.1 ms, and a floor spanning the full 2 ms
+    /// held 300 KB of queue in front of every game packet).
+    fn ack_delay_at(&self, rate: f64) -> Duration {
+        let packets = f64::from(crate::net::ACK_ELICITING_THRESHOLD + 1) * self.mtu as f64;
+        if rate > 0.0 {
+            Duration::from_secs_f64(packets / rate).min(crate::net::MAX_ACK_DELAY)
+        } else {
+            crate::net::MAX_ACK_DELAY
+        }
     }
 
     /// Takes one RTT sample; at the end of a round, judges the standing
@@ -505,6 +533,7 @@ impl DelayController {
                 .min((INITIAL_WINDOW_PACKETS * self.mtu).max(self.rate_floor()));
         }
         self.above_target = queueing > TARGET_DELAY && self.delay_trusted && !idle;
+        self.above_target = self.drains(standing);
         if self.slow_start && queueing >= TARGET_DELAY / 2 {
             self.slow_start = false;
         }
@@ -517,6 +546,38 @@ impl DelayController {
 }
 
 impl DelayController {
+    /// Whether the window is to shrink this round, given whether the
+    /// standing delay is above the target. A queue the window feeds
+    /// drains when the window shrinks: its delay falls, and what the path
+    /// delivers stays. A delay that does not fall for [`UNDRAINED_ROUNDS`]
+    /// rounds of shrinking while the delivery rate drops below
+    /// [`UNDRAINED_RATE`] of what it was when the shrinking began is no
+    /// such queue — a busy sender's late ACK processing, which no window
+    /// removes — and is no longer trusted (until the next probe's
+    /// verdict): the floor spans it again. (A slow link's window at its
+    /// floor keeps its rate, so a queue of its own two datagrams never
+    /// counts as that.)
+    fn drains(&mut self, standing: Duration) -> bool {
+        if !self.above_target {
+            self.shrinking = None;
+            return false;
+        }
+        let rate = self.recent_rate(2);
+        let (lowest, rounds, rate_before) = self.shrinking.get_or_insert((standing, 0, rate));
+        if standing < *lowest {
+            *lowest = standing;
+            *rounds = 0;
+            return true;
+        }
+        *rounds += 1;
+        if *rounds < UNDRAINED_ROUNDS || rate >= UNDRAINED_RATE * *rate_before {
+            return true;
+        }
+        self.shrinking = None;
+        self.delay_trusted = false;
+        false
+    }
+
     /// `bytes` of a packet sent at `sent` were acknowledged at `now`;
     /// `smoothed` is the connection's smoothed RTT.
     pub fn acked(
@@ -748,6 +809,20 @@ mod tests {
         assert!(out.rate >= 0.7 * rate, "{} B/s", out.rate);
         // Without the probes the window shrinks until only the floor holds
         // it, and the floor forgets a third of the rate every second.
+    }
+
+    #[test]
+    fn the_floor_spans_the_acks_the_peer_holds_back_at_this_rate() {
+        // The peer acknowledges every eleventh packet, or after 2 ms: on a
+        // 1.3 Gbit/s path that is every 0.1 ms, and a floor spanning the
+        // whole 2 ms kept 300 KB of queue there; at 20 Mbit/s the 2 ms
+        // come first.
+        let c = DelayController::new(Instant::now(), MTU as u16);
+        let every_eleventh = |rate: f64| Duration::from_secs_f64(11.0 * MTU as f64 / rate);
+        assert_eq!(c.ack_delay_at(162.5e6), every_eleventh(162.5e6));
+        assert!(c.ack_delay_at(162.5e6) < Duration::from_micros(110));
+        assert_eq!(c.ack_delay_at(2.5e6), crate::net::MAX_ACK_DELAY);
+        assert_eq!(c.ack_delay_at(0.0), crate::net::MAX_ACK_DELAY);
     }
 
     #[test]
