@@ -232,7 +232,8 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// lanparty's delay-based controller ([`crate::congestion`]): keeps the
-    /// bottleneck's standing queue near 1.5 ms, so frames wait in the
+    /// bottleneck's standing queue near
+    /// [`crate::congestion::TARGET_DELAY`], so frames wait in the
     /// sender's scheduler instead (the default: see README, "Game traffic
     /// first").
     #[default]
