@@ -465,6 +465,10 @@ impl QuicClient {
                     ClientEvent::Notice(other) => {
                         tracing::debug!(port = %self.name, ?other, "from the relay");
                     }
+                    ClientEvent::Probe => {
+                        tracing::debug!(port = %self.name, "no datagrams from the relay for a while: probing it");
+                        connection.conn.lock().ping();
+                    }
                     ClientEvent::StatsRequested => {
                         if let Some(d) = &data {
                             machine.send(&ControlMessage::Stats(d.peer_stats(&conn, sender)));
@@ -495,6 +499,7 @@ impl QuicClient {
                         if machine.is_established()
                             && let Some(d) = data.as_mut()
                         {
+                            machine.datagram_received(now, connection.conn.rtt());
                             connection.datagrams(&mut inbox, d, sender, link, counters);
                         }
                     }

@@ -48,6 +48,12 @@ pub enum ClientEvent {
     /// The relay asked for our statistics: answer with
     /// [`ClientSession::send`] of a `stats` message.
     StatsRequested,
+    /// Datagrams stopped arriving ([`SILENCE_PROBE`]): send the relay one
+    /// ack-eliciting packet (a QUIC PING). If this node's NAT mapping
+    /// changed meanwhile, that packet shows the relay the new address and
+    /// what the relay sends finds the node again; a node that only
+    /// receives would otherwise be silent until its next keep-alive.
+    Probe,
     /// The session is over (after its `Close`, if any).
     Ended(ClientEnd),
 }
@@ -72,7 +78,16 @@ pub struct ClientSession {
     relay: String,
     /// The welcome's budget, for the message when it runs out.
     welcome_within: Duration,
+    /// When to probe the relay if no datagram arrives before
+    /// ([`ClientEvent::Probe`]).
+    probe_at: Option<Instant>,
 }
+
+/// How long datagrams must have stopped before the client probes the
+/// relay once ([`ClientEvent::Probe`]), at least; four smoothed RTTs when
+/// that is longer. A game sends many packets a second, so a pause this long
+/// costs one PING and its ACK, once per pause.
+pub const SILENCE_PROBE: Duration = Duration::from_millis(100);
 
 impl ClientSession {
     /// Says `hello` to the relay named `relay`; no welcome by
@@ -94,6 +109,16 @@ impl ClientSession {
             deadline: Some(welcome_by),
             relay,
             welcome_within,
+            probe_at: None,
+        }
+    }
+
+    /// A datagram from the relay arrived at `now` on a path with this
+    /// smoothed RTT: should datagrams stop, probe the relay once
+    /// ([`SILENCE_PROBE`]).
+    pub fn datagram_received(&mut self, now: Instant, rtt: Duration) {
+        if self.state == State::Established {
+            self.probe_at = Some(now + (4 * rtt).max(SILENCE_PROBE));
         }
     }
 
@@ -127,11 +152,20 @@ impl ClientSession {
 
     /// When to call [`ClientSession::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.probe_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Time passed: deadlines at or before `now` fire.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.probe_at.is_some_and(|at| at <= now) {
+            self.probe_at = None;
+            if self.state == State::Established {
+                self.events.push_back(ClientEvent::Probe);
+            }
+        }
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }
@@ -252,6 +286,7 @@ impl ClientSession {
     fn end(&mut self, end: ClientEnd) {
         self.state = State::Ended;
         self.deadline = None;
+        self.probe_at = None;
         self.inbox.clear();
         self.events.push_back(ClientEvent::Ended(end));
     }

@@ -27,7 +27,7 @@ mod relay;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClientEnd, ClientEvent, ClientSession};
+pub use client::{ClientEnd, ClientEvent, ClientSession, SILENCE_PROBE};
 pub use relay::{Leave, RelayEvent, RelaySession, RelayTimeouts};
 
 /// What both sessions take from the control stream, so that one driver

@@ -603,3 +603,46 @@ fn a_relay_that_answers_the_hello_with_something_else_is_retried() {
         Some(ClientEvent::Ended(ClientEnd::Final(_)))
     ));
 }
+
+#[test]
+fn a_client_whose_datagrams_stop_probes_the_relay_once() {
+    let now = Instant::now();
+    let rtt = Duration::from_millis(1);
+    let mut client = ClientSession::new(hello(), "r".into(), now + WELCOME_WITHIN, WELCOME_WITHIN);
+    // Before the welcome nothing is probed: the handshake has its deadline.
+    client.datagram_received(now, rtt);
+    assert_eq!(client.poll_timeout(), Some(now + WELCOME_WITHIN));
+    client.handle_control(now, &encode(&ControlMessage::Welcome(welcome())));
+    let _: Vec<_> = std::iter::from_fn(|| client.poll()).collect();
+    assert_eq!(client.poll_timeout(), None, "nothing received: no probe");
+
+    // Datagrams arrive, then a later one moves the probe on.
+    client.datagram_received(now, rtt);
+    let later = now + Duration::from_millis(60);
+    client.datagram_received(later, rtt);
+    assert_eq!(client.poll_timeout(), Some(later + SILENCE_PROBE));
+    client.handle_timeout(now + SILENCE_PROBE);
+    assert_eq!(client.poll(), None, "not silent for long enough yet");
+
+    // Silence: one probe, then nothing until datagrams arrive again.
+    client.handle_timeout(later + SILENCE_PROBE);
+    assert_eq!(client.poll(), Some(ClientEvent::Probe));
+    assert_eq!(client.poll_timeout(), None);
+    client.handle_timeout(later + 10 * SILENCE_PROBE);
+    assert_eq!(client.poll(), None, "one probe per silence");
+
+    // On a long path the silence is four round trips.
+    let slow = Duration::from_millis(80);
+    let at = later + 20 * SILENCE_PROBE;
+    client.datagram_received(at, slow);
+    assert_eq!(client.poll_timeout(), Some(at + 4 * slow));
+
+    // A client that is leaving does not probe.
+    client.shutdown(at, "bye");
+    let _: Vec<_> = std::iter::from_fn(|| client.poll()).collect();
+    client.handle_timeout(at + 4 * slow);
+    assert!(
+        std::iter::from_fn(|| client.poll()).all(|e| e != ClientEvent::Probe),
+        "probed while leaving"
+    );
+}
