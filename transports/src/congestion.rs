@@ -58,10 +58,8 @@ use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
-/// The standing queue the controller allows at the bottleneck (1.5 ms
-/// until ping under an unshaped download, 4.2–4.4 ms avg there, went to
-/// 3.0–3.2 ms at 1 ms with the same TCP rate; shaped 5 and 20 Mbit/s links
-/// kept their rate and their pings).
+/// The standing queue the controller allows at the bottleneck (README,
+/// "A 1 ms target").
 pub const TARGET_DELAY: Duration = Duration::from_micros(1000);
 /// The smallest window, in datagrams. Above it, the window never drops
 /// below what carries the recently delivered rate across the base RTT plus
@@ -535,8 +533,8 @@ impl DelayController {
                 .window
                 .min((INITIAL_WINDOW_PACKETS * self.mtu).max(self.rate_floor()));
         }
-        self.above_target = queueing > TARGET_DELAY && self.delay_trusted && !idle;
-        self.above_target = self.drains(standing);
+        let above = queueing > TARGET_DELAY && self.delay_trusted && !idle;
+        self.above_target = self.drains(above, standing);
         if self.slow_start && queueing >= TARGET_DELAY / 2 {
             self.slow_start = false;
         }
@@ -550,7 +548,7 @@ impl DelayController {
 
 impl DelayController {
     /// Whether the window is to shrink this round, given whether the
-    /// standing delay is above the target. A queue the window feeds
+    /// standing delay is `above` the target. A queue the window feeds
     /// drains when the window shrinks: its delay falls, and what the path
     /// delivers stays. A delay that does not fall for [`UNDRAINED_ROUNDS`]
     /// rounds of shrinking while the delivery rate drops below
@@ -560,8 +558,8 @@ impl DelayController {
     /// verdict): the floor spans it again. (A slow link's window at its
     /// floor keeps its rate, so a queue of its own two datagrams never
     /// counts as that.)
-    fn drains(&mut self, standing: Duration) -> bool {
-        if !self.above_target {
+    fn drains(&mut self, above: bool, standing: Duration) -> bool {
+        if !above {
             self.shrinking = None;
             return false;
         }
