@@ -172,8 +172,10 @@ impl PeerSender {
         state.compressor = None;
         state.feeder = new_feeder(self.quic_buffer);
         state.empty_space = conn.as_ref().map_or(0, |c| c.send_buffer_space());
-        state.share = conn.as_ref().and_then(|c| c.controller_share());
-        state.share_remote = conn.as_ref().map(|c| c.remote());
+        // The new connection's controller is taken at its first frame
+        // ([`Self::follow_path`]).
+        state.share = None;
+        state.share_remote = None;
         if let Some(conn) = &conn {
             conn.set_pump(Arc::downgrade(self) as Weak<dyn Refill>);
         }
@@ -196,7 +198,7 @@ impl PeerSender {
         crate::report::SendReport {
             queue: state.queue.stats(),
             send_rate: Self::send_rate(&state) as u64,
-            compressing: state.compressor.is_some() && state.compress_gate.open,
+            compressing: state.compressor.is_some() && state.compress_gate.is_open,
         }
     }
 
@@ -252,12 +254,15 @@ impl PeerSender {
     /// datagram size allows.
     fn push(&self, state: &mut SenderState, frame: &[u8], now: Timestamp) -> bool {
         let counters = &*self.counters;
-        let rate = Self::send_rate(state);
+        // The gate is asked (and the rate read) only with a compressor.
+        let compress = state.compressor.is_some() && {
+            let rate = Self::send_rate(state);
+            state.compress_gate.open(rate)
+        };
         let SenderState {
             conn,
             encoder,
             compressor,
-            compress_gate,
             feeder,
             next_frame_id,
             max_datagram,
@@ -272,7 +277,7 @@ impl PeerSender {
         };
         let sent = if count == 1 {
             let encoding = match compressor.as_mut() {
-                Some(c) if compress_gate.open(rate) => c.plan(frame, now),
+                Some(c) if compress => c.plan(frame, now),
                 _ => Encoding::Plain,
             };
             let datagram = match (encoding, compressor.as_ref()) {
@@ -353,18 +358,38 @@ impl PeerSender {
     /// connection to the new controller of a changed path
     /// (`share_remote`).
     fn occupancy(state: &mut SenderState) -> usize {
-        let Some(conn) = &state.conn else {
+        let SenderState {
+            conn: Some(conn),
+            share,
+            share_remote,
+            empty_space,
+            ..
+        } = state
+        else {
             return 0;
         };
         let (space, remote) = conn.send_buffer_space_and_remote();
-        if state.share_remote != Some(remote) {
-            if let Some(old) = state.share_remote {
-                tracing::debug!(%old, new = %remote, "the peer's address changed: following the new path's controller");
-            }
-            state.share = conn.controller_share();
-            state.share_remote = Some(remote);
+        Self::follow_path(share, share_remote, conn, remote);
+        empty_space.saturating_sub(space)
+    }
+
+    /// Reads the controller of `conn`'s path at `remote` from now on
+    /// (`share`, taken at `share_remote`), if the share in hand is of
+    /// another path or there is none yet.
+    fn follow_path(
+        share: &mut Option<ControllerShare>,
+        share_remote: &mut Option<SocketAddr>,
+        conn: &LoopConn,
+        remote: SocketAddr,
+    ) {
+        if *share_remote == Some(remote) {
+            return;
         }
-        state.empty_space.saturating_sub(space)
+        if let Some(old) = share_remote {
+            tracing::debug!(%old, new = %remote, "the peer's address changed: following the new path's controller");
+        }
+        *share = conn.controller_share();
+        *share_remote = Some(remote);
     }
 
     /// Has the connection's loop refill quinn's buffer from the queue when
@@ -422,7 +447,7 @@ impl PeerSender {
 struct CompressGate {
     /// Bytes per second (`f64::INFINITY`: at every rate).
     below: f64,
-    open: bool,
+    is_open: bool,
 }
 
 impl CompressGate {
@@ -433,18 +458,18 @@ impl CompressGate {
                 0 => f64::INFINITY,
                 mbps => f64::from(mbps) * 1e6 / 8.0,
             },
-            open: true,
+            is_open: true,
         }
     }
 
     /// Whether to compress at `rate` bytes per second.
     fn open(&mut self, rate: f64) -> bool {
-        if self.open && rate > self.below {
-            self.open = false;
-        } else if !self.open && rate < self.below * 0.8 {
-            self.open = true;
+        if self.is_open && rate > self.below {
+            self.is_open = false;
+        } else if !self.is_open && rate < self.below * 0.8 {
+            self.is_open = true;
         }
-        self.open
+        self.is_open
     }
 }
 
