@@ -7,20 +7,46 @@
 use bytes::{Bytes, BytesMut};
 
 /// Shared chunks written piece by piece.
-#[derive(Debug, Default)]
+///
+/// A piece keeps its whole chunk alive: pieces that may wait long in a
+/// queue while the others are gone (frames a peer sent, on a relay) are
+/// written into small chunks ([`Chunks::small`]), so that a queue's count
+/// of frame bytes stays close to the memory it holds.
+#[derive(Debug)]
 pub struct Chunks {
     buf: BytesMut,
+    chunk: usize,
 }
 
 /// Size of a chunk.
 const CHUNK: usize = 64 * 1024;
+/// Size of a small chunk: two full-size frames.
+pub const SMALL_CHUNK: usize = 4 * 1024;
+
+impl Default for Chunks {
+    fn default() -> Chunks {
+        Chunks {
+            buf: BytesMut::new(),
+            chunk: CHUNK,
+        }
+    }
+}
 
 impl Chunks {
+    /// Chunks of [`SMALL_CHUNK`] bytes (a piece larger than that gets a
+    /// chunk of its own size).
+    pub fn small() -> Chunks {
+        Chunks {
+            buf: BytesMut::new(),
+            chunk: SMALL_CHUNK,
+        }
+    }
+
     /// The current chunk, with room for at least `need` more bytes (a new
     /// chunk when this one is used up).
     pub fn room(&mut self, need: usize) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < need {
-            self.buf = BytesMut::with_capacity(CHUNK.max(need));
+            self.buf = BytesMut::with_capacity(self.chunk.max(need));
         }
         &mut self.buf
     }
@@ -51,5 +77,24 @@ mod tests {
         let big = c.copy(&vec![1u8; CHUNK]);
         assert_eq!(big.len(), CHUNK);
         assert_ne!(big.as_ptr() as usize, b.as_ptr() as usize + 2);
+    }
+
+    #[test]
+    fn a_small_chunk_holds_two_full_size_frames() {
+        let mut c = Chunks::small();
+        let frames: Vec<Bytes> = (0..3).map(|_| c.copy(&[7u8; 1514])).collect();
+        assert_eq!(
+            frames[0].as_ptr() as usize + 1514,
+            frames[1].as_ptr() as usize
+        );
+        // The third starts a new chunk; the first two are then the only
+        // holders of theirs.
+        assert_ne!(
+            frames[1].as_ptr() as usize + 1514,
+            frames[2].as_ptr() as usize
+        );
+        let first = frames[0].clone();
+        drop(frames);
+        assert!(first.is_unique());
     }
 }

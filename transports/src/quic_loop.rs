@@ -425,14 +425,18 @@ pub struct Received<'a> {
 }
 
 impl Received<'_> {
-    /// Its datagrams, copied once into a buffer that `quinn_proto`
-    /// decrypts in place and hands out in slices.
-    pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<> {
-        let mut data = BytesMut::from(self.bytes);
-        let stride = self.stride;
-        std::iter::from_fn(move || {
-            (!data.is_empty()).then(|| data.split_to(stride.clamp(1, data.len())))
-        })
+    /// Its datagrams, each copied once into a buffer of its own that
+    /// `quinn_proto` decrypts in place and hands out in slices.
+    ///
+    /// Of its own, not one buffer for the whole batch: every frame a
+    /// datagram carries is a slice of that buffer and keeps all of it
+    /// alive while it waits in a queue. Sharing one buffer, a frame queued
+    /// for a slow peer held up to 64 kB (a GRO batch of 45 datagrams, the
+    /// others long forwarded), so a hostile peer could make a queue bounded
+    /// at 2 MiB of frames hold a gigabyte; alone, a frame holds at most its
+    /// own datagram.
+    pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<'_> {
+        self.bytes.chunks(self.stride.max(1)).map(BytesMut::from)
     }
 }
 

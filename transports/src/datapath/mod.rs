@@ -59,7 +59,8 @@ pub struct DataPath {
     reassembler: Reassembler,
     /// The peer's compression contexts, when both ends agreed to it.
     decompressor: Option<Box<Decompressor>>,
-    /// Where rebuilt frames are written: one chunk serves many frames.
+    /// Where rebuilt frames are written: small chunks, each shared by a
+    /// few frames (a frame waiting in a queue holds its chunk).
     rebuilt: Chunks,
     /// Reassembly counters already added to the port's counters.
     synced: ReassemblyStats,
@@ -79,7 +80,8 @@ impl DataPath {
             stats: PeerStats::default(),
             reassembler: Reassembler::new(limits, shared),
             decompressor: compression.then(Box::default),
-            rebuilt: Chunks::default(),
+            // Rebuilt frames may wait in a relay's queue for a slow peer.
+            rebuilt: Chunks::small(),
             synced: ReassemblyStats::default(),
             clock: MonotonicClock::start(),
         }

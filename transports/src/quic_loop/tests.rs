@@ -288,3 +288,37 @@ fn a_mark_is_due_once_when_the_buffer_has_drained_to_it() {
     assert!(drain.due(1000));
     assert!(!drain.due(5000), "due once per mark");
 }
+
+/// A GRO batch's datagrams come out in buffers of their own: a frame
+/// kept from one of them (queued for a slow peer) holds that datagram,
+/// not the whole batch.
+#[test]
+fn each_datagram_of_a_batch_has_a_buffer_of_its_own() {
+    let bytes: Vec<u8> = (0..3 * 1400 + 500).map(|i| i as u8).collect();
+    let received = Received {
+        remote: CLIENT,
+        local: None,
+        ecn: None,
+        bytes: &bytes,
+        stride: 1400,
+    };
+    let datagrams: Vec<Bytes> = received.datagrams().map(BytesMut::freeze).collect();
+    assert_eq!(
+        datagrams.iter().map(Bytes::len).collect::<Vec<_>>(),
+        [1400, 1400, 1400, 500]
+    );
+    assert_eq!(datagrams.concat(), bytes);
+    // One frame kept, the others' datagrams still held elsewhere: the
+    // frame's buffer is shared with nothing but its own datagram.
+    let frame = datagrams[1].slice(2..);
+    let (kept, gone): (Vec<_>, Vec<_>) = datagrams
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| *i != 1);
+    drop(gone);
+    assert!(
+        frame.is_unique(),
+        "a frame shares its buffer with another datagram"
+    );
+    assert!(kept.iter().all(|(_, d)| d.is_unique()));
+}
