@@ -316,6 +316,9 @@ pub struct DelayController {
     /// Credit from the sender; the delivery rate and whether the window
     /// is full for it.
     share: ControllerShare,
+    /// [`DelayController::rate_floor`] as of the last change of what it
+    /// depends on (read for every packet sent; those change once a round).
+    floor: u64,
 }
 
 /// Rounds of a shrinking window without a lower standing RTT after which
@@ -357,6 +360,7 @@ impl DelayController {
             bucket_start: now,
             in_flight: 0,
             share: ControllerShare::default(),
+            floor: MIN_WINDOW_PACKETS * mtu,
         };
         // The sender sees the initial window's room before the first send.
         controller.publish_room();
@@ -455,6 +459,16 @@ impl DelayController {
     /// Takes one RTT sample; at the end of a round, judges the standing
     /// queue and shrinks the window if it is above the target.
     fn sample(&mut self, now: Instant, sample: Duration, smoothed: Duration) {
+        let base_before = self.base;
+        let round_ended = self.judge(now, sample, smoothed);
+        if round_ended || self.base != base_before {
+            self.floor = self.rate_floor();
+        }
+    }
+
+    /// [`DelayController::sample`]'s work; whether the sample ended a
+    /// round.
+    fn judge(&mut self, now: Instant, sample: Duration, smoothed: Duration) -> bool {
         let base = self.base.map_or(sample, |b| b.min(sample));
         self.base = Some(base);
         self.base_window_min = Some(self.base_window_min.map_or(sample, |m| m.min(sample)));
@@ -470,7 +484,7 @@ impl DelayController {
         }
         self.round_min = Some(self.round_min.map_or(sample, |m| m.min(sample)));
         if now.saturating_duration_since(self.round_start) < (smoothed / 2).max(MIN_ROUND) {
-            return;
+            return false;
         }
         let standing = self.round_min.take().unwrap_or(sample);
         self.standing = standing;
@@ -543,6 +557,7 @@ impl DelayController {
             let factor = 1.0 - 0.3 * excess.min(1.0);
             self.window = ((self.window as f64 * factor) as u64).max(self.rate_floor());
         }
+        true
     }
 }
 
@@ -630,7 +645,7 @@ impl DelayController {
 
     /// Bytes that may be in flight now.
     pub fn current_window(&self) -> u64 {
-        let window = self.window.max(self.rate_floor());
+        let window = self.window.max(self.floor);
         if self.probe.is_some() {
             (window as f64 * PROBE_GAIN) as u64
         } else {
@@ -676,7 +691,8 @@ impl Controller for DelayController {
 
     fn on_mtu_update(&mut self, new_mtu: u16) {
         self.mtu = u64::from(new_mtu);
-        self.window = self.window.max(self.rate_floor());
+        self.floor = self.rate_floor();
+        self.window = self.window.max(self.floor);
     }
 
     fn on_sent(&mut self, _now: Instant, bytes: u64, _last_packet_number: u64) {
