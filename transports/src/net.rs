@@ -49,7 +49,7 @@ macro_rules! connection_settings {
             pub congestion: $crate::net::Congestion,
             /// Egress queue in front of the connection(s): { discipline:
             /// fq-codel | fifo, target: 5ms (CoDel's acceptable standing
-            /// delay), interval: 100ms (CoDel's interval), limit: 2MiB
+            /// delay), interval: 100ms (CoDel's interval), limit: 4MiB
             /// (bytes queued at most), flows: 1024 (flow queues), ecn: true
             /// (mark CE instead of dropping ECN-capable packets),
             /// quic_buffer: 1ms (what may wait inside quinn, in sending

@@ -433,7 +433,7 @@ impl Received<'_> {
     /// alive while it waits in a queue. Sharing one buffer, a frame queued
     /// for a slow peer held up to 64 kB (a GRO batch of 45 datagrams, the
     /// others long forwarded), so a hostile peer could make a queue bounded
-    /// at 2 MiB of frames hold a gigabyte; alone, a frame holds at most its
+    /// at 2 MiB of frames (then its limit) hold a gigabyte; alone, a frame holds at most its
     /// own datagram.
     pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<'_> {
         self.bytes.chunks(self.stride.max(1)).map(BytesMut::from)

@@ -358,7 +358,7 @@ fn settings_defaults_and_checks() {
     assert_eq!(d.discipline, Discipline::FqCodel);
     assert_eq!(d.target.0, Duration::from_millis(5));
     assert_eq!(d.interval.0, Duration::from_millis(100));
-    assert_eq!(d.limit.0, 2 << 20);
+    assert_eq!(d.limit.0, 4 << 20);
     assert_eq!(d.flows, 1024);
     assert!(d.ecn);
     assert!(d.check().is_empty());
