@@ -350,9 +350,11 @@ enum Contention {
     Checking { rounds_left: u32, window: u64 },
 }
 
-/// A standing queue this far above the base, round after round, is not
-/// the sender's own: its shrinking window would have drained it (a busy
-/// sender's late ACKs look like 1–3 ms).
+/// A standing queue this far above the base (or a quarter of the base,
+/// if more), round after round, is not the sender's own: its shrinking
+/// window would have drained it (a busy sender's late ACKs look like 1–3
+/// ms; alone on a long path, the standing queue between two shrinks grows
+/// with the RTT).
 pub const CONTENDED_QUEUE: Duration = Duration::from_millis(5);
 /// Rounds in a row (half an RTT each) ...
 pub const CONTENDED_ROUNDS: u32 = 6;
@@ -628,8 +630,9 @@ impl DelayController {
     /// A busy round's verdict on contention, given its standing queue
     /// ([`Contention`]).
     fn contend(&mut self, now: Instant, queueing: Duration) {
+        let contended_queue = CONTENDED_QUEUE.max(self.base.unwrap_or_default() / 4);
         self.contention = match self.contention {
-            Contention::Free { rounds, since } if queueing > CONTENDED_QUEUE => {
+            Contention::Free { rounds, since } if queueing > contended_queue => {
                 let since = since.unwrap_or(now);
                 if rounds + 1 >= CONTENDED_ROUNDS
                     && now.saturating_duration_since(since) >= CONTENDED_TIME
@@ -661,7 +664,7 @@ impl DelayController {
                 self.contention
             }
             Contention::Contended { .. } => self.contention,
-            Contention::Checking { .. } if queueing <= CONTENDED_QUEUE => {
+            Contention::Checking { .. } if queueing <= contended_queue => {
                 // The queue went with the window: it was ours (so the
                 // delay is the path's). The path's rate is found again from
                 // the floor.
@@ -967,6 +970,22 @@ mod tests {
                 queueing: *queued / (*counted).max(1),
             })
             .collect()
+    }
+
+    /// Alone on long paths the controller never takes the queue it keeps
+    /// between two shrinks for a competitor's: no slow start into the
+    /// router's buffer.
+    #[test]
+    fn a_long_path_alone_is_not_taken_for_a_contended_one() {
+        for rtt in [50, 100, 200].map(Duration::from_millis) {
+            let rate = 20e6 / 8.0;
+            let [out] = simulate(rate, rtt, Duration::ZERO, |_| None, 20.0, &[(5.0, 20.0)])[..]
+            else {
+                unreachable!("one span")
+            };
+            assert!(out.rate >= 0.95 * rate, "{rtt:?}: {out:?}");
+            assert!(out.queueing < rtt / 4, "{rtt:?}: {out:?}");
+        }
     }
 
     /// A loss-based flow fills a 20 Mbit/s link's buffer (100 ms) from
