@@ -44,7 +44,7 @@
 //! quinn's buffer grow, and whether its window is full, when a buffer
 //! found dry says nothing about the sender's allowance.
 //!
-//! (About 500 lines of controller; the file is longer for its simulation
+//! (About 600 lines of controller; the file is longer for its simulation
 //! tests, kept beside the private state they set up.)
 //!
 //! Beside a loss-based flow that keeps the bottleneck's buffer full (a
@@ -484,7 +484,8 @@ impl DelayController {
     /// enough for the best recent delivery rate over the base RTT plus the
     /// peer's longest ACK delay (a queue that forms above it is bounded by
     /// about that ACK delay) — or over the standing RTT while the delay is
-    /// known to be the sender's own.
+    /// known to be the sender's own, and over [`CONTENDED_GAIN`] of it
+    /// while competing (`Contention`).
     pub fn rate_floor(&self) -> u64 {
         let rate = self.long_max_rate();
         let path = self.base.unwrap_or_default() + self.ack_delay_at(rate);
