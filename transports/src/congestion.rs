@@ -336,8 +336,9 @@ pub struct DelayController {
 /// their own losses there pace them, as the competitor's pace it —
 /// instead of waiting in the sender's queue, where CoDel would slow them
 /// down alone. Every [`RECHECK`] the window drains to the floor over the
-/// path alone for [`CHECK_ROUNDS`] rounds: a queue that goes with it was
-/// ours, and the controller keeps it short again (from slow start).
+/// path alone long enough for its own queue to go ([`CHECK_RTTS`]): a
+/// queue that goes with it was ours, and the controller keeps it short
+/// again (from slow start).
 #[derive(Debug, Clone, Copy)]
 enum Contention {
     /// No sign of a competitor: the rounds in a row whose standing queue
@@ -345,9 +346,9 @@ enum Contention {
     Free { rounds: u32, since: Option<Instant> },
     /// Competing until `recheck`.
     Contended { recheck: Instant },
-    /// At the floor for `rounds_left` more rounds; `window` is the
-    /// competing window to go back to.
-    Checking { rounds_left: u32, window: u64 },
+    /// At the floor until `until`; `window` is the competing window to go
+    /// back to.
+    Checking { until: Instant, window: u64 },
 }
 
 /// A standing queue this far above the base (or a quarter of the base,
@@ -368,9 +369,15 @@ pub const CONTENDED_GAIN: f64 = 1.5;
 /// How often a contended window drains to see whether the competitor is
 /// gone.
 pub const RECHECK: Duration = Duration::from_secs(5);
-/// Rounds a check lasts after the one that starts it (two round trips in
-/// all: the queue the window left drains in one).
-pub const CHECK_ROUNDS: u32 = 3;
+/// A check lasts as long as the window when it starts takes to drain at
+/// the best recent rate, plus this many RTTs over the path alone
+/// (for the first packets sent after the drain to be acknowledged), and
+/// at most [`CHECK_MAX`]. (A fixed number of rounds ended too early when
+/// the window had filled a 200 ms buffer: simulated, 20 s more of its own
+/// queue after the competitor left.)
+pub const CHECK_RTTS: u32 = 3;
+/// See [`CHECK_RTTS`].
+pub const CHECK_MAX: Duration = Duration::from_secs(2);
 
 /// Rounds of a shrinking window without a lower standing RTT after which
 /// the delay is taken for the sender's own, if the delivery rate also fell
@@ -532,8 +539,13 @@ impl DelayController {
         if now.saturating_duration_since(self.base_start) >= BASE_WINDOW {
             // A minimum that stayed well above the base for a whole window:
             // the path changed; that is the new base.
+            // Not while a competitor's queue is what raised it: that is
+            // no route change, and a base raised to it would let the
+            // window keep a queue of its own there once the competitor
+            // has gone (simulated: 31 ms for good after a 25 s competitor).
             if let Some(m) = self.base_window_min.take()
                 && m > base + TARGET_DELAY * 4
+                && !self.contends()
             {
                 self.base = Some(m);
             }
@@ -656,8 +668,15 @@ impl DelayController {
                 since: None,
             },
             Contention::Contended { recheck } if now >= recheck => {
+                let rate = self.long_max_rate();
+                let path = self.base.unwrap_or_default() + self.ack_delay_at(rate);
+                let drain = if rate > 0.0 {
+                    Duration::from_secs_f64(self.current_window() as f64 / rate)
+                } else {
+                    CHECK_MAX
+                };
                 self.contention = Contention::Checking {
-                    rounds_left: CHECK_ROUNDS,
+                    until: now + (drain + path * CHECK_RTTS).min(CHECK_MAX),
                     window: self.window,
                 };
                 // The floor over the path alone.
@@ -676,22 +695,13 @@ impl DelayController {
                     since: None,
                 }
             }
-            Contention::Checking {
-                rounds_left: 0,
-                window,
-            } => {
+            Contention::Checking { until, window } if now >= until => {
                 self.window = window;
                 Contention::Contended {
                     recheck: now + RECHECK,
                 }
             }
-            Contention::Checking {
-                rounds_left,
-                window,
-            } => Contention::Checking {
-                rounds_left: rounds_left - 1,
-                window,
-            },
+            Contention::Checking { .. } => self.contention,
         };
     }
 
@@ -989,50 +999,49 @@ mod tests {
         }
     }
 
-    /// A loss-based flow fills a 20 Mbit/s link's buffer (100 ms) from
-    /// 0.5 s to 8 s: the window competes instead of starving beside it,
-    /// and once it is gone the queue is short again.
+    /// A loss-based flow fills a 20 Mbit/s link's buffer (holding 100 ms
+    /// of it) from 0.5 s for 7.5 s, and for 24.5 s (longer than
+    /// [`BASE_WINDOW`], after which a standing RTT that never falls looks
+    /// like a route change): the window competes instead of starving beside
+    /// it, and within two checks of its leaving the queue is as short as the
+    /// controller keeps it alone.
     #[test]
     fn a_competitor_that_keeps_the_buffer_full_is_competed_with_until_it_leaves() {
         let rate = 20e6 / 8.0;
-        let competitor = |t: f64| {
-            (0.5..8.0)
-                .contains(&t)
-                .then_some(Duration::from_millis(100))
-        };
-        let [beside, after] = simulate(
-            rate,
-            Duration::from_millis(20),
-            Duration::ZERO,
-            competitor,
-            18.0,
-            &[(3.0, 8.0), (15.0, 18.0)],
-        )[..] else {
-            unreachable!("two spans")
-        };
+        let rtt = Duration::from_millis(20);
         // The same link alone, for the queue the controller keeps there.
-        let [alone] = simulate(
-            rate,
-            Duration::from_millis(20),
-            Duration::ZERO,
-            |_| None,
-            18.0,
-            &[(15.0, 18.0)],
-        )[..] else {
+        let [alone] = simulate(rate, rtt, Duration::ZERO, |_| None, 18.0, &[(15.0, 18.0)])[..]
+        else {
             unreachable!("one span")
         };
-        assert!(
-            beside.rate >= 0.35 * rate,
-            "{:.1} % of the link beside the competitor (half is its share)",
-            beside.rate / rate * 100.0
-        );
-        // Gone, it leaves the link as the controller keeps it alone (found
-        // at the next check, RECHECK after the last).
-        assert!(after.rate >= 0.9 * rate, "{after:?}");
-        assert!(
-            after.queueing <= alone.queueing + TARGET_DELAY,
-            "{after:?} against {alone:?} alone"
-        );
+        for until in [8.0, 25.0] {
+            let competitor = move |t: f64| {
+                (0.5..until)
+                    .contains(&t)
+                    .then_some(Duration::from_millis(100))
+            };
+            let after = until + 2.0 * RECHECK.as_secs_f64();
+            let [beside, after] = simulate(
+                rate,
+                rtt,
+                Duration::ZERO,
+                competitor,
+                after + 3.0,
+                &[(3.0, until), (after, after + 3.0)],
+            )[..] else {
+                unreachable!("two spans")
+            };
+            assert!(
+                beside.rate >= 0.35 * rate,
+                "until {until} s: {:.1} % of the link beside the competitor (half is its share)",
+                beside.rate / rate * 100.0
+            );
+            assert!(after.rate >= 0.9 * rate, "until {until} s: {after:?}");
+            assert!(
+                after.queueing <= alone.queueing + TARGET_DELAY,
+                "until {until} s: {after:?} against {alone:?} alone"
+            );
+        }
     }
 
     #[test]
