@@ -351,6 +351,14 @@ enum Contention {
     Checking { until: Instant, window: u64 },
 }
 
+impl Contention {
+    /// No sign of a competitor yet.
+    const FREE: Contention = Contention::Free {
+        rounds: 0,
+        since: None,
+    };
+}
+
 /// A standing queue this far above the base (or a quarter of the base,
 /// if more), round after round, is not the sender's own: its shrinking
 /// window would have drained it (a busy sender's late ACKs look like 1–3
@@ -419,10 +427,7 @@ impl DelayController {
             in_flight: 0,
             share: ControllerShare::default(),
             floor: MIN_WINDOW_PACKETS * mtu,
-            contention: Contention::Free {
-                rounds: 0,
-                since: None,
-            },
+            contention: Contention::FREE,
         };
         // The sender sees the initial window's room before the first send.
         controller.publish_room();
@@ -495,7 +500,7 @@ impl DelayController {
     /// while competing (`Contention`).
     pub fn rate_floor(&self) -> u64 {
         let rate = self.long_max_rate();
-        let path = self.base.unwrap_or_default() + self.ack_delay_at(rate);
+        let path = self.path_rtt(rate);
         let span = match self.contention {
             Contention::Free { .. } if self.delay_trusted => path,
             Contention::Free { .. } => self.standing.max(path),
@@ -503,6 +508,12 @@ impl DelayController {
             Contention::Checking { .. } => path,
         };
         ((rate * span.as_secs_f64()) as u64).max(MIN_WINDOW_PACKETS * self.mtu)
+    }
+
+    /// The RTT of the path without a queue, with the longest the peer
+    /// holds its ACKs back at `rate` bytes per second.
+    fn path_rtt(&self, rate: f64) -> Duration {
+        self.base.unwrap_or_default() + self.ack_delay_at(rate)
     }
 
     /// The longest the peer holds an ACK back at `rate` bytes per second:
@@ -663,13 +674,10 @@ impl DelayController {
                     }
                 }
             }
-            Contention::Free { .. } => Contention::Free {
-                rounds: 0,
-                since: None,
-            },
+            Contention::Free { .. } => Contention::FREE,
             Contention::Contended { recheck } if now >= recheck => {
                 let rate = self.long_max_rate();
-                let path = self.base.unwrap_or_default() + self.ack_delay_at(rate);
+                let path = self.path_rtt(rate);
                 let drain = if rate > 0.0 {
                     Duration::from_secs_f64(self.current_window() as f64 / rate)
                 } else {
@@ -690,10 +698,7 @@ impl DelayController {
                 // the floor.
                 self.slow_start = true;
                 self.delay_trusted = true;
-                Contention::Free {
-                    rounds: 0,
-                    since: None,
-                }
+                Contention::FREE
             }
             Contention::Checking { until, window } if now >= until => {
                 self.window = window;

@@ -432,9 +432,9 @@ impl Received<'_> {
     /// datagram carries is a slice of that buffer and keeps all of it
     /// alive while it waits in a queue. Sharing one buffer, a frame queued
     /// for a slow peer held up to 64 kB (a GRO batch of 45 datagrams, the
-    /// others long forwarded), so a hostile peer could make a queue bounded
-    /// at 2 MiB of frames (then its limit) hold a gigabyte; alone, a frame holds at most its
-    /// own datagram.
+    /// others long forwarded), so a hostile peer could make a queue counted
+    /// at 2 MiB of frames (the limit then) hold a gigabyte; alone, a frame
+    /// holds at most its own datagram.
     pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<'_> {
         self.bytes.chunks(self.stride.max(1)).map(BytesMut::from)
     }

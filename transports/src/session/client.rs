@@ -15,6 +15,7 @@ use lanparty_core::control::{
 
 use super::{ControlInput, ControlReader, GOODBYE_GRACE, encode};
 use crate::net::close;
+use crate::quic_loop::earliest;
 
 /// How a client session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,10 +153,7 @@ impl ClientSession {
 
     /// When to call [`ClientSession::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadline, self.probe_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.deadline, self.probe_at)
     }
 
     /// Time passed: deadlines at or before `now` fire.
