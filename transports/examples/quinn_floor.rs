@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lanparty_transports::{net, tls};
+use lanparty_transports::{net, quic_loop, tls};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -244,10 +244,9 @@ async fn proto_relay(listen: SocketAddr, dir: &Path) -> Result<(), Error> {
             }
         }
         conns.retain(|_, c| !c.is_drained());
-        // quinn's own cap: 64 segments of a full-size packet would pass
-        // the 64 kB a UDP send takes, and quinn-udp drops an EMSGSIZE.
-        let segments = state.max_gso_segments().min(10);
+        // As the relay's loop: as many packets per send as fit in 64 kB.
         for conn in conns.values_mut() {
+            let segments = quic_loop::gso_segments(state.max_gso_segments(), conn.current_mtu());
             while let Some(t) = conn.poll_transmit(now, segments, &mut tx) {
                 send(&socket, &state, &t, &tx[..t.size]).await;
                 tx.clear();

@@ -18,6 +18,8 @@ use crate::{net, tls};
 const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40001);
 const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 40002);
 const NAME: &str = "lanparty-relay.local";
+/// Linux's limit of segments in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+const KERNEL_SEGMENTS: usize = 64;
 
 /// A client connection in a [`LoopConn`] and the server's end of it.
 struct Pair {
@@ -77,7 +79,11 @@ impl Pair {
         }
         let mut to_client = Vec::new();
         if let Some((_, c)) = &mut self.server_conn {
-            while let Some(t) = c.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
+            while let Some(t) = c.poll_transmit(
+                self.now,
+                gso_segments(KERNEL_SEGMENTS, c.current_mtu()),
+                &mut tx,
+            ) {
                 to_client.extend(packets(&tx[..t.size], t.segment_size));
                 tx.clear();
             }
@@ -109,7 +115,7 @@ impl Pair {
     fn client_flight(&mut self) -> Vec<BytesMut> {
         let mut tx = Vec::new();
         let mut flight = Vec::new();
-        while let Some(t) = self.conn.poll_transmit(self.now, MAX_GSO_SEGMENTS, &mut tx) {
+        while let Some(t) = self.conn.poll_transmit(self.now, KERNEL_SEGMENTS, &mut tx) {
             flight.extend(packets(&tx[..t.size], t.segment_size));
             tx.clear();
         }
@@ -321,4 +327,59 @@ fn each_datagram_of_a_batch_has_a_buffer_of_its_own() {
         "a frame shares its buffer with another datagram"
     );
     assert!(kept.iter().all(|(_, d)| d.is_unique()));
+}
+
+#[test]
+fn a_gso_send_carries_as_many_packets_as_fit_in_64_kb() {
+    assert_eq!(gso_segments(KERNEL_SEGMENTS, 1452), 44);
+    assert_eq!(gso_segments(KERNEL_SEGMENTS, 1200), 54);
+    assert_eq!(gso_segments(KERNEL_SEGMENTS, 9000), 7);
+    assert_eq!(gso_segments(KERNEL_SEGMENTS, 1000), KERNEL_SEGMENTS);
+    // A socket without GSO (or one quinn-udp turned it off on): one.
+    assert_eq!(gso_segments(1, 1452), 1);
+    assert_eq!(gso_segments(0, 0), 1);
+    for mtu in [1200, 1452, 1500, 9000] {
+        assert!(gso_segments(KERNEL_SEGMENTS, mtu) * usize::from(mtu) <= GSO_BYTES);
+    }
+}
+
+/// What `gso_segments` allows, the kernel takes: a full send of every
+/// MTU the overlay uses leaves a real socket and arrives whole, packet by
+/// packet (the receiver reads without GRO).
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_gso_send_leaves_the_socket_and_arrives_whole() {
+    let receiver = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let sender = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let io = Io::new(sender).unwrap();
+    let max = io.udp.max_gso_segments();
+    assert!(max > 1, "GSO is available on this kernel (Linux ≥ 4.18)");
+    for mtu in [1200u16, 1452, 1500, 9000] {
+        let segments = gso_segments(max, mtu);
+        let contents: Vec<u8> = (0..segments * usize::from(mtu))
+            .map(|i| (i / usize::from(mtu)) as u8)
+            .collect();
+        let t = quinn_proto::Transmit {
+            destination: receiver.local_addr().unwrap(),
+            ecn: None,
+            size: contents.len(),
+            segment_size: Some(usize::from(mtu)),
+            src_ip: None,
+        };
+        io.send(&t, &contents).await;
+        let mut buf = vec![0u8; 65_536];
+        for i in 0..segments {
+            let n = receiver.recv(&mut buf).unwrap_or_else(|e| {
+                panic!("MTU {mtu}: packet {i} of {segments} did not arrive: {e}")
+            });
+            assert_eq!(n, usize::from(mtu), "MTU {mtu}: packet {i}");
+            assert!(
+                buf[..n].iter().all(|&b| b == i as u8),
+                "MTU {mtu}: packet {i}"
+            );
+        }
+    }
 }
