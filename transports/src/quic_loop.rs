@@ -26,12 +26,8 @@ use crate::session::ControlInput;
 /// Bytes of packets one GSO send carries at most. The kernel refuses a
 /// UDP send whose segments add up to more than a 64 kB IP packet (65,507
 /// bytes of UDP payload over IPv4) with EMSGSIZE, so the segment count
-/// follows the path's MTU: 44 packets of 1,452 bytes, 54 of 1,200. Measured
-/// against quinn's own cap of ten (`peers.sh` lanparty-only, three
-/// alternating rounds): TCP 1784, 1551, 1581 / 2121, 2295, 2223 Mbit/s,
-/// UDP-1200 524, 430, 580 / 610, 698, 636 — a send's fixed cost (the system
-/// call, and through veth the receiving namespace's whole receive path)
-/// is paid once per 64 kB instead of once per 14.
+/// follows the path's MTU: 44 packets of 1,452 bytes, 54 of 1,200 (what it
+/// gained over quinn's cap of ten: README, "64 kB per send").
 pub const GSO_BYTES: usize = 65_000;
 /// Bytes a connection sends per pass before the others get their turn: two
 /// full GSO sends.
@@ -258,6 +254,7 @@ impl LoopConn {
     /// `quinn_proto::Connection::poll_transmit` gives them — after a refill
     /// of its datagram buffer when that has drained to the mark
     /// ([`LoopConn::refill_at_space`]).
+    ///
     /// `max_segments` is what the socket can send in one GSO send; fewer
     /// are built where the path's MTU would take them past [`GSO_BYTES`].
     pub fn poll_transmit(
