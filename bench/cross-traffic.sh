@@ -37,8 +37,7 @@ ip netns exec "$ra" tc qdisc add dev rb root tbf rate "$rate" burst 32k latency 
 lanparty_arb "$ra" "$na" "$nb" "ct$id"
 wait_ping "$na" 10.77.0.2
 iperf_server "$nb" 10.77.0.2 tunnel
-ip netns exec "$nb" iperf3 -s -D -B 10.203.2.2 -p 5202 --pidfile "$dir/plain.pid" >/dev/null
-sleep 0.3; pids+=("$(cat "$dir/plain.pid")")
+iperf_server "$nb" 10.203.2.2 plain 5202
 sleep 1
 ip netns exec "$nh" iperf3 -c 10.203.2.2 -p 5202 -t "$cross" -C cubic -J >"$dir/cross.json" &
 c=$!
@@ -55,7 +54,7 @@ def per_second(name):
     j = json.load(open(f"{d}/{name}.json"))
     return [round(i["sum"]["bits_per_second"] / 1e6, 1) for i in j["intervals"]]
 cross, tunnel = per_second("cross"), per_second("tunnel")
-both = [(c, t) for c, t in zip(cross[4:], tunnel)]
+both = list(zip(cross[4:], tunnel))
 print("household download (plain TCP) Mbit/s per s:", cross)
 print("tunnel download (lanparty) Mbit/s per s:     ", [None] * 4 + tunnel)
 if both:

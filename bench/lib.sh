@@ -60,9 +60,10 @@ tcp_mbit() {
     python3 -c 'import json,sys; print("%.0f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
 }
 
-# iperf_server NS ADDR NAME — an iperf3 server, stopped on exit.
+# iperf_server NS ADDR NAME [PORT] — an iperf3 server (on PORT, default
+# iperf3's 5201), stopped on exit.
 iperf_server() {
-  ip netns exec "$1" iperf3 -s -D -B "$2" --pidfile "$dir/$3.pid" >/dev/null
+  ip netns exec "$1" iperf3 -s -D -B "$2" ${4:+-p "$4"} --pidfile "$dir/$3.pid" >/dev/null
   sleep 0.3
   pids+=("$(cat "$dir/$3.pid")")
 }
