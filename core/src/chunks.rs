@@ -25,10 +25,7 @@ pub const SMALL_CHUNK: usize = 4 * 1024;
 
 impl Default for Chunks {
     fn default() -> Chunks {
-        Chunks {
-            buf: BytesMut::new(),
-            chunk: CHUNK,
-        }
+        Chunks::of(CHUNK)
     }
 }
 
@@ -36,9 +33,14 @@ impl Chunks {
     /// Chunks of [`SMALL_CHUNK`] bytes (a piece larger than that gets a
     /// chunk of its own size).
     pub fn small() -> Chunks {
+        Chunks::of(SMALL_CHUNK)
+    }
+
+    /// Chunks of `chunk` bytes, none allocated yet.
+    fn of(chunk: usize) -> Chunks {
         Chunks {
             buf: BytesMut::new(),
-            chunk: SMALL_CHUNK,
+            chunk,
         }
     }
 
