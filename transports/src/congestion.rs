@@ -61,8 +61,14 @@ use std::time::{Duration, Instant};
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 /// The standing queue the controller allows at the bottleneck (README,
-/// "A 1 ms target").
-pub const TARGET_DELAY: Duration = Duration::from_micros(1000);
+/// "A 0.5 ms target").
+pub const TARGET_DELAY: Duration = Duration::from_micros(500);
+/// How much a standing delay may move and still be the same delay: a
+/// probe that raised it by no more did not queue at the bottleneck, and a
+/// base RTT is replaced only by a minimum more than four times this above
+/// it. Apart from [`TARGET_DELAY`]: a busy host's scheduling moves the
+/// delay by this much whatever the queue.
+pub const DELAY_NOISE: Duration = Duration::from_millis(1);
 /// The smallest window, in datagrams. Above it, the window never drops
 /// below what carries the recently delivered rate across the base RTT plus
 /// the peer's ACK delay ([`DelayController::rate_floor`]), so that slow
@@ -555,7 +561,7 @@ impl DelayController {
             // window keep a queue of its own there once the competitor
             // has gone (simulated: 31 ms for good after a 25 s competitor).
             if let Some(m) = self.base_window_min.take()
-                && m > base + TARGET_DELAY * 4
+                && m > base + DELAY_NOISE * 4
                 && !self.contends()
             {
                 self.base = Some(m);
@@ -594,7 +600,7 @@ impl DelayController {
                 let packets = self.last_spans(2).packets;
                 self.delay_trusted = packets < PROBE_MIN_PACKETS
                     || self.recent_rate(2) < before * PROBE_SUCCESS
-                    || standing > standing_before + TARGET_DELAY;
+                    || standing > standing_before + DELAY_NOISE;
             }
             Some((before, standing_before, left)) => {
                 self.probe = Some((before, standing_before, left - 1));

@@ -1,5 +1,5 @@
 //! Durations in configs: an integer number of seconds, or a string with a
-//! unit: `250ms`, `30s`, `5m`, `1h`. Also the number-and-unit reading that
+//! unit: `500us`, `250ms`, `30s`, `5m`, `1h`. Also the number-and-unit reading that
 //! sizes (`size.rs`) share.
 
 use std::time::Duration;
@@ -44,18 +44,19 @@ where
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+/// Parses `500us`, `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (value, unit) = number_and_unit(text, "a duration; write e.g. 250ms, 30s, 5m or 1h")?;
     let duration = match unit {
+        "us" => Duration::from_micros(value),
         "ms" => Duration::from_millis(value),
         "" | "s" => Duration::from_secs(value),
         "m" => Duration::from_secs(value.saturating_mul(60)),
         "h" => Duration::from_secs(value.saturating_mul(3600)),
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` in `{text}`; use ms, s, m or h"
+                "unknown duration unit `{other}` in `{text}`; use us, ms, s, m or h"
             ));
         }
     };
@@ -78,6 +79,7 @@ mod tests {
 
     #[test]
     fn units() {
+        assert_eq!(parse_duration("300us"), Ok(Duration::from_micros(300)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
