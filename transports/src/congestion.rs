@@ -929,8 +929,18 @@ mod tests {
     /// acknowledgement also takes `ack_late` to be processed (a busy
     /// sender); simulated time, no clock read.
     fn transfer(rate: f64, rtt: Duration, ack_late: Duration, seconds: f64) -> Outcome {
+        transfer_late(rate, rtt, || ack_late, seconds)
+    }
+
+    /// [`transfer`] with each ACK's lateness from `late`.
+    fn transfer_late(
+        rate: f64,
+        rtt: Duration,
+        late: impl FnMut() -> Duration,
+        seconds: f64,
+    ) -> Outcome {
         let half = seconds / 2.0;
-        simulate(rate, rtt, ack_late, |_| None, seconds, &[(half, seconds)])[0]
+        simulate_late(rate, rtt, late, |_| None, seconds, &[(half, seconds)])[0]
     }
 
     /// [`transfer`] beside a competitor: while `competitor(t)` (seconds
@@ -959,8 +969,7 @@ mod tests {
                 .wrapping_add(1_442_695_040_888_963_407);
             jitter.mul_f64((seed >> 11) as f64 / (1u64 << 53) as f64)
         };
-        let half = seconds / 2.0;
-        simulate_late(rate, rtt, late, |_| None, seconds, &[(half, seconds)])[0]
+        transfer_late(rate, rtt, late, seconds)
     }
 
     /// [`simulate`] with each ACK's lateness from `late`.
@@ -1157,9 +1166,20 @@ mod tests {
             10.0,
         );
         assert!(out.rate >= 0.84 * rate, "{out:?}");
-        // Up to 8 ms of path the target stays at its floor.
-        let c = DelayController::new(Instant::now(), 1400);
+        // Up to 8 ms of path the target stays at its floor; from 16 ms it
+        // is the long path's.
+        let mut c = DelayController::new(Instant::now(), 1400);
         assert_eq!(c.target(), TARGET_DELAY);
+        for (base_ms, target) in [
+            (1, TARGET_DELAY),
+            (8, TARGET_DELAY),
+            (12, Duration::from_micros(750)),
+            (16, TARGET_DELAY_LONG_PATH),
+            (40, TARGET_DELAY_LONG_PATH),
+        ] {
+            c.base = Some(Duration::from_millis(base_ms));
+            assert_eq!(c.target(), target, "base {base_ms} ms");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Durations in configs: an integer number of seconds, or a string with a
-//! unit: `500us`, `250ms`, `30s`, `5m`, `1h`. Also the number-and-unit reading that
-//! sizes (`size.rs`) share.
+//! unit: `500us`, `250ms`, `30s`, `5m`, `1h`. Also the number-and-unit
+//! reading that sizes (`size.rs`) share.
 
 use std::time::Duration;
 
