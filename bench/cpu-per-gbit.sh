@@ -39,8 +39,7 @@ run() {
   wait_ping "${tag}A" 10.77.0.2
   iperf_server "${tag}B" 10.77.0.2 "$tag"
   local relay=${pids[$first]} a=${pids[$((first + 1))]} b=${pids[$((first + 2))]}
-  ip netns exec "${tag}A" iperf3 -c 10.77.0.2 -t $((window + 4)) -b "$rate" -C cubic -J \
-    >"$dir/$tag.json" &
+  tcp_mbit "${tag}A" 10.77.0.2 $((window + 4)) -b "$rate" -C cubic >"$dir/$tag.mbit" &
   local client=$!
   sleep 2
   local r0 a0 b0 s0 r1 a1 b1 s1
@@ -48,10 +47,10 @@ run() {
   sleep "$window"
   r1=$(cpu_ticks "$relay"); a1=$(cpu_ticks "$a"); b1=$(cpu_ticks "$b"); s1=$(steal_ticks)
   wait "$client"
-  python3 - "$dir/$tag.json" "$name" "$hz" "$window" $((r1 - r0)) $((a1 - a0)) $((b1 - b0)) $((s1 - s0)) <<'PY'
-import json, sys
-path, name, hz, window, relay, a, b, steal = sys.argv[1:]
-gbit = json.load(open(path))["end"]["sum_received"]["bits_per_second"] / 1e9
+  python3 - "$(cat "$dir/$tag.mbit")" "$name" "$hz" "$window" $((r1 - r0)) $((a1 - a0)) $((b1 - b0)) $((s1 - s0)) <<'PY'
+import sys
+mbit, name, hz, window, relay, a, b, steal = sys.argv[1:]
+gbit = float(mbit) / 1000
 share = lambda ticks: int(ticks) / int(hz) / int(window) * 100
 per = lambda ticks: share(ticks) / gbit if gbit else float("nan")
 print(f"{name}: {gbit * 1000:.0f} Mbit/s; % of a core relay {share(relay):.0f}, A {share(a):.0f}, "
