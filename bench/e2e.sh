@@ -2,10 +2,12 @@
 # End-to-end throughput and latency through a lanparty relay, in the
 # A — relay — B topology of shared/NOTES.md: three network namespaces, A and
 # B reach each other only through the relay in R (UDP underlay), over TAP
-# adapters, plus a gateway (AF_PACKET) with a LAN host behind it. Reports TCP
+# adapters, plus a gateway (AF_PACKET) with a LAN host behind it and a
+# tun-l2 player (TUN with Ethernet emulation, a static address). Reports TCP
 # throughput, UDP throughput and loss (1300-byte and full 1472-byte
 # datagrams), 64-byte packet rate and ping RTT. Needs root, iproute2, iperf3, ping, and a release
-# build (cargo build --release).
+# build (cargo build --release). scripts/release.sh runs it as the training
+# workload of its profile-guided build: what it leaves out runs slower there.
 #
 #   bash bench/e2e.sh [SECONDS]   (LP_BIN runs another lanparty binary)
 set -euo pipefail
@@ -17,11 +19,15 @@ source bench/lib.sh
 needs ip iperf3 ping
 
 id=$$
-ra="lbR$id"; na="lbA$id"; nb="lbB$id"; ng="lbG$id"; nl="lbL$id"
+ra="lbR$id"; na="lbA$id"; nb="lbB$id"; ng="lbG$id"; nl="lbL$id"; nt="lbT$id"
 make_arb "$na" "$ra" "$nb"
-make_ns "$ng" "$nl"
+make_ns "$ng" "$nl" "$nt"
 ip link add ug netns "$ng" type veth peer name rg netns "$ra"
 ip -n "$ng" addr add 10.203.3.2/24 dev ug; ip -n "$ra" addr add 10.203.3.1/24 dev rg
+# The tun-l2 player's wire to the relay.
+ip link add ut netns "$nt" type veth peer name rt netns "$ra"
+ip -n "$nt" addr add 10.203.4.2/24 dev ut; ip -n "$ra" addr add 10.203.4.1/24 dev rt
+ip -n "$nt" link set ut up; ip -n "$ra" link set rt up
 # The gateway's LAN: one wire to a LAN host with the iperf3 server.
 ip link add glan netns "$ng" type veth peer name lan0 netns "$nl"
 ip -n "$nl" addr add 10.77.0.200/24 dev lan0
@@ -32,6 +38,11 @@ lanparty_arb "$ra" "$na" "$nb" lpbench 10.77.0
 bg "$ng" gateway.log "$bin" --log-level warn run configs/gateway.yaml \
   --set ports.relay.relay=10.203.3.1:4433 --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
   --set ports.relay.room=BENCH --set ports.lan.interface=glan ${GATEWAY_SETS:-}
+# shellcheck disable=SC2086
+bg "$nt" tun-l2.log "$bin" --log-level warn run configs/client-tun-l2.yaml \
+  --set ports.relay.relay=10.203.4.1:4433 --set ports.relay.trust.pin="$dir/tls/relay-cert.der" \
+  --set ports.relay.room=BENCH --set ports.adapter.device=lpbench-t \
+  --set ports.adapter.address=10.77.0.3/24 ${CLIENT_SETS:-}
 wait_ping "$na" 10.77.0.2
 
 echo "lanparty $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, ${secs}s per test"
@@ -66,3 +77,10 @@ echo "ping A→LAN host:     $(rtt "$na" 10.77.0.200) ms (through the gateway)"
 iperf_server "$nl" 10.77.0.200 iperf3-lan
 echo "TCP A→LAN host:      $(tcp_mbit "$na" 10.77.0.200 "$secs") Mbit/s (through the gateway)"
 echo "TCP LAN host→A:      $(tcp_mbit "$na" 10.77.0.200 "$secs" -R) Mbit/s (through the gateway)"
+
+# To the tun-l2 player: A → relay → T (TUN with Ethernet emulation).
+wait_ping "$na" 10.77.0.3
+echo "ping A→tun-l2:       $(rtt "$na" 10.77.0.3) ms"
+iperf_server "$nt" 10.77.0.3 iperf3-tun
+echo "TCP A→tun-l2:        $(tcp_mbit "$na" 10.77.0.3 "$secs") Mbit/s"
+echo "TCP tun-l2→A:        $(tcp_mbit "$na" 10.77.0.3 "$secs" -R) Mbit/s"
