@@ -23,8 +23,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+command -v rustc >/dev/null && command -v cargo >/dev/null ||
+  { echo "release.sh: needs Rust: rustc and cargo on PATH (rustup installs both)" >&2; exit 1; }
 major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 host=$(rustc -vV | sed -n 's/^host: //p')
+if [ -z "$major" ] || [ -z "$host" ]; then
+  echo "release.sh: 'rustc -vV' names no LLVM version or host; cannot tell which LLVM tools match" >&2
+  exit 1
+fi
 
 # find_tool TOOL OVERRIDE — the path of LLVM $major's TOOL, or nothing.
 find_tool() {
