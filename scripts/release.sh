@@ -92,14 +92,15 @@ build() {
   RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --bin lanparty \
     --target "$host" --target-dir "$out/$dir"
 }
-# need_profiles GLOB — `found`: the files the workload wrote, or a stop
-# that says none were.
+# need_profiles PATTERN — `found`: the files in $profiles the workload
+# wrote, or a stop that says none were.
 need_profiles() {
   shopt -s nullglob
-  found=($1)
+  # shellcheck disable=SC2206 # PATTERN is a glob
+  found=("$profiles"/$1)
   shopt -u nullglob
   if [ ${#found[@]} -eq 0 ]; then
-    echo "release.sh: the workload wrote no profile ($1): did its lanparty processes exit on SIGTERM?" >&2
+    echo "release.sh: the workload wrote no profile ($profiles/$1): did its lanparty processes exit on SIGTERM?" >&2
     exit 1
   fi
 }
@@ -109,7 +110,7 @@ build "-Cprofile-generate=$profiles" build-generate
 echo "release.sh: 2/5 training workload (bench/e2e.sh)"
 LLVM_PROFILE_FILE="$profiles/%p-%m.profraw" LP_BIN="$out/build-generate/$host/release/lanparty" \
   bash bench/e2e.sh 3
-need_profiles "$profiles/*.profraw"
+need_profiles "*.profraw"
 "$profdata" merge -o "$out/lanparty.profdata" "${found[@]}"
 echo "release.sh: 3/5 optimised build with ${#found[@]} profiles, relocations kept for BOLT"
 build "-Cprofile-use=$out/lanparty.profdata -Clink-arg=-Wl,--emit-relocs" build-use
@@ -123,7 +124,7 @@ bolt_failed() {
   --instrumentation-file="$profiles/bolt" --instrumentation-file-append-pid \
   >"$out/bolt.log" 2>&1 || bolt_failed
 LP_BIN="$out/lanparty-bolt-instrumented" bash bench/e2e.sh 3
-need_profiles "$profiles/bolt.*.fdata"
+need_profiles "bolt.*.fdata"
 "$merge_fdata" -o "$out/lanparty.fdata" "${found[@]}"
 "$bolt" "$pgo" -o "$out/lanparty" -data="$out/lanparty.fdata" -reorder-blocks=ext-tsp \
   -reorder-functions=cdsort -split-functions -split-all-cold -split-eh -update-debug-sections \
