@@ -27,9 +27,7 @@ id=$$
 na="ctA$id"; ra="ctR$id"; nb="ctB$id"; nh="ctH$id"
 make_arb "$na" "$ra" "$nb"
 make_ns "$nh"
-ip link add uh netns "$nh" type veth peer name rh netns "$ra"
-ip -n "$nh" addr add 10.203.3.2/24 dev uh; ip -n "$ra" addr add 10.203.3.1/24 dev rh
-ip -n "$nh" link set uh up; ip -n "$ra" link set rh up
+wire "$nh" uh "$ra" rh 10.203.3
 ip -n "$nh" route add 10.203.2.0/24 via 10.203.3.1
 ip -n "$nb" route add 10.203.3.0/24 via 10.203.2.1
 ip netns exec "$ra" sysctl -qw net.ipv4.ip_forward=1

@@ -22,16 +22,13 @@ id=$$
 ra="lbR$id"; na="lbA$id"; nb="lbB$id"; ng="lbG$id"; nl="lbL$id"; nt="lbT$id"
 make_arb "$na" "$ra" "$nb"
 make_ns "$ng" "$nl" "$nt"
-ip link add ug netns "$ng" type veth peer name rg netns "$ra"
-ip -n "$ng" addr add 10.203.3.2/24 dev ug; ip -n "$ra" addr add 10.203.3.1/24 dev rg
-# The tun-l2 player's wire to the relay.
-ip link add ut netns "$nt" type veth peer name rt netns "$ra"
-ip -n "$nt" addr add 10.203.4.2/24 dev ut; ip -n "$ra" addr add 10.203.4.1/24 dev rt
-ip -n "$nt" link set ut up; ip -n "$ra" link set rt up
+# The gateway's and the tun-l2 player's wires to the relay.
+wire "$ng" ug "$ra" rg 10.203.3
+wire "$nt" ut "$ra" rt 10.203.4
 # The gateway's LAN: one wire to a LAN host with the iperf3 server.
 ip link add glan netns "$ng" type veth peer name lan0 netns "$nl"
 ip -n "$nl" addr add 10.77.0.200/24 dev lan0
-for l in "$ng:ug" "$ra:rg" "$ng:glan" "$nl:lan0"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
+for l in "$ng:glan" "$nl:lan0"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
 
 lanparty_arb "$ra" "$na" "$nb" lpbench 10.77.0
 # shellcheck disable=SC2086

@@ -26,17 +26,23 @@ make_ns() {
   for n in "$@"; do ip netns add "$n"; namespaces+=("$n"); ip -n "$n" link set lo up; done
 }
 
+# wire NS DEV R RDEV NET — a veth from DEV in NS (NET.2/24) to RDEV in R
+# (NET.1/24), both ends up.
+wire() {
+  local ns=$1 dev=$2 r=$3 rdev=$4 net=$5
+  ip link add "$dev" netns "$ns" type veth peer name "$rdev" netns "$r"
+  ip -n "$ns" addr add "$net.2/24" dev "$dev"; ip -n "$r" addr add "$net.1/24" dev "$rdev"
+  ip -n "$ns" link set "$dev" up; ip -n "$r" link set "$rdev" up
+}
+
 # make_arb A R B — A (10.203.1.2) and B (10.203.2.2) each wired to R
 # (10.203.1.1, 10.203.2.1); R does not forward, so A and B meet only
 # through what runs in R.
 make_arb() {
   local na=$1 ra=$2 nb=$3
   make_ns "$na" "$ra" "$nb"
-  ip link add ua netns "$na" type veth peer name ra netns "$ra"
-  ip link add ub netns "$nb" type veth peer name rb netns "$ra"
-  ip -n "$na" addr add 10.203.1.2/24 dev ua; ip -n "$ra" addr add 10.203.1.1/24 dev ra
-  ip -n "$nb" addr add 10.203.2.2/24 dev ub; ip -n "$ra" addr add 10.203.2.1/24 dev rb
-  for l in "$na:ua" "$ra:ra" "$ra:rb" "$nb:ub"; do ip -n "${l%%:*}" link set "${l##*:}" up; done
+  wire "$na" ua "$ra" ra 10.203.1
+  wire "$nb" ub "$ra" rb 10.203.2
 }
 
 # wait_ping NS ADDR — until ADDR answers from NS (up to ~10 s).
