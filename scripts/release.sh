@@ -25,19 +25,21 @@ cd "$(dirname "$0")/.."
 
 command -v rustc >/dev/null && command -v cargo >/dev/null ||
   { echo "release.sh: needs Rust: rustc and cargo on PATH (rustup installs both)" >&2; exit 1; }
-major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-host=$(rustc -vV | sed -n 's/^host: //p')
+version=$(rustc -vV)
+major=$(sed -n 's/^LLVM version: \([0-9]*\).*/\1/p' <<<"$version")
+host=$(sed -n 's/^host: //p' <<<"$version")
 if [ -z "$major" ] || [ -z "$host" ]; then
   echo "release.sh: 'rustc -vV' names no LLVM version or host; cannot tell which LLVM tools match" >&2
   exit 1
 fi
+rustup_tools=$(rustc --print sysroot)/lib/rustlib/$host/bin
 
 # find_tool TOOL OVERRIDE — the path of LLVM $major's TOOL, or nothing.
 find_tool() {
   local tool=$1 override=$2 candidate
   for candidate in "$override" "$(command -v "$tool-$major" || true)" \
     "/usr/lib/llvm-$major/bin/$tool" \
-    "$(rustc --print sysroot)/lib/rustlib/$host/bin/$tool"; do
+    "$rustup_tools/$tool"; do
     if [ -n "$candidate" ] && [ -x "$candidate" ]; then
       echo "$candidate"
       return 0
