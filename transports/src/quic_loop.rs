@@ -1,6 +1,7 @@
 //! The parts of a one-loop QUIC driver that the relay's loop
 //! (`server/driver.rs`) and a client's (`client/driver.rs`) share: the UDP
-//! socket with quinn-udp's batched receive (GRO) and segmented sends (GSO),
+//! socket with quinn-udp's batched receive (GRO) into reused buffers of one
+//! datagram each ([`DatagramSlots`]) and segmented sends (GSO),
 //! a connection shared between its loop and whoever sends on it
 //! ([`LoopConn`], with the refill of its datagram buffer at a low-water
 //! mark between two sends), the wake-up list that tells the loop which
@@ -414,6 +415,7 @@ pub struct RecvBuffers {
     rx: Box<[u8]>,
     slot: usize,
     meta: Vec<quinn_udp::RecvMeta>,
+    datagrams: DatagramSlots,
 }
 
 impl std::fmt::Debug for RecvBuffers {
@@ -421,6 +423,56 @@ impl std::fmt::Debug for RecvBuffers {
         f.debug_struct("RecvBuffers")
             .field("slot", &self.slot)
             .finish_non_exhaustive()
+    }
+}
+
+/// Buffers for received datagrams, one per datagram, taken in turn and
+/// used again once nothing holds a piece of them any more: no allocation
+/// per datagram once the ring has been round (a buffer still held — its
+/// frame waits in a queue — is left to its holders and replaced by a new
+/// one).
+///
+/// One buffer per datagram, not one for a whole batch: every frame a
+/// datagram carries is a slice of its buffer and keeps all of it alive
+/// while it waits in a queue. Sharing one buffer, a frame queued for a
+/// slow peer held up to 64 kB (a GRO batch of 45 datagrams, the others
+/// long forwarded), so a hostile peer could make a queue counted at 2 MiB
+/// of frames (the limit then) hold a gigabyte; alone, a frame holds at most
+/// its own datagram.
+#[derive(Debug)]
+pub struct DatagramSlots {
+    slots: Box<[BytesMut]>,
+    next: usize,
+}
+
+/// Datagram buffers a loop keeps for reuse: more than the datagrams a
+/// relay typically has in flight (received, queued for a peer, not yet
+/// encoded) under a saturating download; about 1.5 MB once all are used.
+pub const DATAGRAM_SLOTS: usize = 1024;
+/// The smallest buffer a slot allocates: a full-size Ethernet frame's
+/// datagram fits, so slots are not replaced as sizes vary.
+const SLOT_BYTES: usize = 1536;
+
+impl DatagramSlots {
+    /// `count` slots (at least one), none allocated yet.
+    pub fn new(count: usize) -> DatagramSlots {
+        DatagramSlots {
+            slots: (0..count.max(1)).map(|_| BytesMut::new()).collect(),
+            next: 0,
+        }
+    }
+
+    /// A copy of `datagram` in the next slot's buffer (reused when free,
+    /// else a new one), for `quinn_proto` to decrypt in place.
+    pub fn copy(&mut self, datagram: &[u8]) -> BytesMut {
+        let at = self.next;
+        self.next = (at + 1) % self.slots.len();
+        let slot = &mut self.slots[at];
+        if !slot.try_reclaim(datagram.len()) {
+            *slot = BytesMut::with_capacity(datagram.len().max(SLOT_BYTES));
+        }
+        slot.extend_from_slice(datagram);
+        slot.split()
     }
 }
 
@@ -438,21 +490,19 @@ pub struct Received<'a> {
     pub bytes: &'a [u8],
     /// The size of each datagram but the last.
     pub stride: usize,
+    /// Where its datagrams are copied to.
+    pub slots: &'a mut DatagramSlots,
 }
 
 impl Received<'_> {
-    /// Its datagrams, each copied once into a buffer of its own that
-    /// `quinn_proto` decrypts in place and hands out in slices.
-    ///
-    /// Of its own, not one buffer for the whole batch: every frame a
-    /// datagram carries is a slice of that buffer and keeps all of it
-    /// alive while it waits in a queue. Sharing one buffer, a frame queued
-    /// for a slow peer held up to 64 kB (a GRO batch of 45 datagrams, the
-    /// others long forwarded), so a hostile peer could make a queue counted
-    /// at 2 MiB of frames (the limit then) hold a gigabyte; alone, a frame
-    /// holds at most its own datagram.
-    pub fn datagrams(&self) -> impl Iterator<Item = BytesMut> + use<'_> {
-        self.bytes.chunks(self.stride.max(1)).map(BytesMut::from)
+    /// Its datagrams, each copied once into a buffer of its own
+    /// ([`DatagramSlots`]) that `quinn_proto` decrypts in place and hands
+    /// out in slices.
+    pub fn datagrams(&mut self) -> impl Iterator<Item = BytesMut> + use<'_> {
+        let slots = &mut *self.slots;
+        self.bytes
+            .chunks(self.stride.max(1))
+            .map(move |d| slots.copy(d))
     }
 }
 
@@ -510,6 +560,7 @@ impl RecvBuffers {
             rx: vec![0u8; slot * quinn_udp::BATCH_SIZE].into_boxed_slice(),
             slot,
             meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+            datagrams: DatagramSlots::new(DATAGRAM_SLOTS),
         }
     }
 
@@ -557,6 +608,7 @@ impl RecvBuffers {
                         .and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8)),
                     bytes: &buf[..m.len],
                     stride: m.stride,
+                    slots: &mut self.datagrams,
                 });
             }
             if last {

@@ -131,10 +131,11 @@ impl Connection {
             conn,
             ..
         } = self;
-        let received = rx.receive(io, |r| {
+        let received = rx.receive(io, |mut r| {
+            let (remote, local, ecn) = (r.remote, r.local, r.ecn);
             for datagram in r.datagrams() {
                 tx.clear();
-                match endpoint.handle(now, r.remote, r.local, r.ecn, datagram, tx) {
+                match endpoint.handle(now, remote, local, ecn, datagram, tx) {
                     Some(DatagramEvent::ConnectionEvent(ch, event)) if ch == *handle => {
                         conn.lock().handle_event(event);
                     }

@@ -216,7 +216,7 @@ impl Driver {
             shared,
             ..
         } = self;
-        let received = rx.receive(io, |r| {
+        let received = rx.receive(io, |mut r| {
             if is_long_header(r.bytes) && !shared.gate().admit(r.remote.ip(), now) {
                 // A GRO batch is one source's same-size datagrams: all go.
                 let segments = r.bytes.len().div_ceil(r.stride.max(1)) as u64;
@@ -226,9 +226,10 @@ impl Driver {
                     .fetch_add(segments, Ordering::Relaxed);
                 return;
             }
+            let (remote, local, ecn) = (r.remote, r.local, r.ecn);
             for datagram in r.datagrams() {
                 tx.clear();
-                match endpoint.handle(now, r.remote, r.local, r.ecn, datagram, tx) {
+                match endpoint.handle(now, remote, local, ecn, datagram, tx) {
                     Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                         if let Some(entry) = conns.get(&ch) {
                             entry.conn.lock().handle_event(event);
