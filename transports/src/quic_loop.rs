@@ -426,11 +426,12 @@ impl std::fmt::Debug for RecvBuffers {
     }
 }
 
-/// Buffers for received datagrams, one per datagram, taken in turn and
-/// used again once nothing holds a piece of them any more: no allocation
-/// per datagram once the ring has been round (a buffer still held — its
-/// frame waits in a queue — is left to its holders and replaced by a new
-/// one).
+/// Buffers for received datagrams, taken in turn and used again once
+/// nothing holds a piece of them any more: no allocation per datagram once
+/// the ring has been round. A buffer still held (its frame waits in a
+/// queue) is never written over: a datagram that fits in what is left
+/// after the held bytes goes there, else the slot gets a new buffer and
+/// the old one is its holders' alone.
 ///
 /// One buffer per datagram, not one for a whole batch: every frame a
 /// datagram carries is a slice of its buffer and keeps all of it alive
@@ -462,8 +463,9 @@ impl DatagramSlots {
         }
     }
 
-    /// A copy of `datagram` in the next slot's buffer (reused when free,
-    /// else a new one), for `quinn_proto` to decrypt in place.
+    /// A copy of `datagram` in the next slot's buffer (in its free room,
+    /// all of it once nothing holds the buffer, else a new buffer), for
+    /// `quinn_proto` to decrypt in place.
     pub fn copy(&mut self, datagram: &[u8]) -> BytesMut {
         let at = self.next;
         self.next = (at + 1) % self.slots.len();

@@ -340,6 +340,11 @@ fn each_datagram_of_a_batch_has_a_buffer_of_its_own() {
         }
     }
     assert_eq!(&frame[..], &bytes[1402..2800]);
+    // Its slot has a new buffer: the kept frame's is its own alone.
+    assert!(
+        frame.is_unique(),
+        "a frame shares its buffer with the ring or another datagram"
+    );
 }
 
 #[test]
